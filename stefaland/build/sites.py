@@ -1,0 +1,57 @@
+"""The site table: which sites a store holds, where they are, and which folds they belong to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..catalog import CatalogSpec, SourceSpec
+from ..errors import StefaLandError
+
+
+def _as_frame(data, spec: SourceSpec) -> pd.DataFrame:
+    if isinstance(data, xr.Dataset):
+        data = data.to_dataframe().reset_index()
+    if hasattr(data, "compute") and not isinstance(data, pd.DataFrame):
+        data = data.compute()
+    if not isinstance(data, pd.DataFrame):
+        raise StefaLandError(f"source {spec.name}: a sites source must give a table, got {type(data).__name__}")
+    return data
+
+
+def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
+    """Return the site table indexed by site id (str) with lat, lon, region and fold_* columns."""
+    spec = catalog.sources[catalog.sites_source]
+    frame = _as_frame(catalog.open(spec.name).read(), spec)
+    if spec.site_id not in frame.columns:
+        raise StefaLandError(
+            f"source {spec.name}: no site id column {spec.site_id!r} (columns: {', '.join(map(str, frame.columns[:8]))})"
+        )
+    ids = frame[spec.site_id].astype(str).str.strip()
+    duplicated = ids[ids.duplicated()]
+    if not duplicated.empty:
+        raise StefaLandError(f"source {spec.name}: duplicated site id {duplicated.iloc[0]}")
+    table = pd.DataFrame(index=pd.Index(ids.to_numpy(dtype=object), name="site"))
+    columns = {"lat": "lat", "lon": "lon", **spec.columns}
+    for store_name in ("lat", "lon"):
+        source_name = columns[store_name]
+        if source_name not in frame.columns:
+            raise StefaLandError(f"source {spec.name}: no {store_name} column {source_name!r}")
+        values = pd.to_numeric(frame[source_name], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isnan(values).any():
+            raise StefaLandError(
+                f"source {spec.name}: site {ids.iloc[int(np.flatnonzero(np.isnan(values))[0])]} has no valid {store_name}"
+            )
+        table[store_name] = values
+    region_column = columns.get("region")
+    table["region"] = (
+        frame[region_column].astype(str).to_numpy(dtype=object) if region_column in frame.columns else ""
+    )
+    for store_name, source_name in columns.items():
+        if store_name.startswith("fold_"):
+            if source_name not in frame.columns:
+                raise StefaLandError(f"source {spec.name}: no fold column {source_name!r}")
+            folds = pd.to_numeric(frame[source_name], errors="coerce").fillna(-1)
+            table[store_name] = folds.to_numpy(dtype=np.int16)
+    return table

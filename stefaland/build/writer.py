@@ -1,0 +1,105 @@
+"""Create the zarr store's skeleton, fill it shard by shard, and mark it complete last.
+
+The skeleton (coordinates, static attributes, empty chunked arrays) is written first; each shard
+then writes exactly one chunk per array; the completeness flag flips only after the statistics are
+in. A reader that checks the flag (``stefaland.store.open_store``) can never see a half store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from ..storage import is_remote, remove, storage_options_for
+from ..store.layout import COMPLETE_ATTR, PROVENANCE_ATTR, SHARD_SIZE_ATTR
+
+
+@dataclass
+class BlockLayout:
+    """The variables of one array of the store (dynamic, target or static) and their metadata."""
+
+    name: str  # dynamic | target | static
+    dim: str  # dvar | tvar | svar
+    variables: list[str]
+    units: list[str]
+    groups: list[str]
+    descriptions: list[str]
+    never_mask: list[bool]
+
+    def coords(self) -> dict[str, tuple]:
+        coords = {
+            self.dim: np.asarray(self.variables, dtype=object),
+            f"{self.dim}_units": (self.dim, np.asarray(self.units, dtype=object)),
+            f"{self.dim}_group": (self.dim, np.asarray(self.groups, dtype=object)),
+            f"{self.dim}_description": (self.dim, np.asarray(self.descriptions, dtype=object)),
+        }
+        if self.name == "static":
+            coords[f"{self.dim}_never_mask"] = (self.dim, np.asarray(self.never_mask, dtype=bool))
+        return coords
+
+
+def _zarr_kwargs(url: str) -> dict:
+    return {"storage_options": storage_options_for(url)} if is_remote(url) else {}
+
+
+def create_skeleton(
+    url: str,
+    sites: pd.DataFrame,
+    time: pd.DatetimeIndex,
+    blocks: list[BlockLayout],
+    static_values: np.ndarray,
+    shard_size: int,
+    provenance: dict,
+) -> None:
+    """Write coordinates, the static block and empty time-series arrays; mark incomplete."""
+    remove(url)
+    n_sites, n_time = len(sites), len(time)
+    coords: dict = {
+        "site": np.asarray(sites.index, dtype=object),
+        "time": pd.DatetimeIndex(time).as_unit("ns"),
+        "lat": ("site", sites["lat"].to_numpy(dtype=np.float64)),
+        "lon": ("site", sites["lon"].to_numpy(dtype=np.float64)),
+        "region": ("site", np.asarray(sites["region"], dtype=object)),
+    }
+    for column in sites.columns:
+        if column.startswith("fold_"):
+            coords[column] = ("site", sites[column].to_numpy(dtype=np.int16))
+    data_vars: dict = {}
+    encoding: dict = {}
+    for block in blocks:
+        coords.update(block.coords())
+        n_vars = len(block.variables)
+        if block.name == "static":
+            data_vars["static"] = (("site", "svar"), static_values.astype(np.float32))
+            encoding["static"] = {"chunks": (shard_size, n_vars)}
+        else:
+            chunks = (shard_size, n_time, n_vars)
+            empty = da.full((n_sites, n_time, n_vars), np.nan, dtype=np.float32, chunks=chunks)
+            data_vars[block.name] = (("site", "time", block.dim), empty)
+            encoding[block.name] = {"chunks": chunks}
+        for stat in ("mean", "std"):
+            data_vars[f"{block.name}_{stat}"] = ((block.dim,), np.full(n_vars, np.nan))
+    dataset = xr.Dataset(data_vars, coords=coords)
+    dataset.attrs = {COMPLETE_ATTR: False, SHARD_SIZE_ATTR: int(shard_size), PROVENANCE_ATTR: provenance}
+    dataset.to_zarr(url, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3, **_zarr_kwargs(url))
+
+
+def open_group(url: str) -> zarr.Group:
+    return zarr.open_group(url, mode="r+", **_zarr_kwargs(url))
+
+
+def write_shard(group: zarr.Group, block: str, rows: slice, values: np.ndarray) -> None:
+    group[block][rows.start : rows.stop] = values.astype(np.float32)
+
+
+def finalise(group: zarr.Group, statistics: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Write the normalisation statistics, then (last) the completeness flag."""
+    for block, (mean, std) in statistics.items():
+        group[f"{block}_mean"][:] = mean
+        group[f"{block}_std"][:] = std
+    group.attrs.update({COMPLETE_ATTR: True})

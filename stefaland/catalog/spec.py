@@ -1,0 +1,171 @@
+"""Parse an intake catalog into typed source specifications, refusing what the build cannot use.
+
+Intake knows how to *open* every source; it does not know what a source *means* to a land-surface
+model (forcing or target, which unit, which masking group). That meaning lives in each source's
+``metadata`` and is checked here once, so that every later step can trust it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import intake
+import yaml
+
+from ..errors import StefaLandError
+from ..storage import read_bytes, storage_options_for
+from ..units import lookup
+
+# intake warns on every parameter expansion that it did not run a shell command; we never ask it to.
+warnings.filterwarnings("ignore", message="Shell command not executed", category=UserWarning)
+
+ROLES = ("sites", "dynamic", "target", "static")
+GROUPS = ("", "climate", "terrain", "soil", "geology", "vegetation", "human")
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    name: str  # name in the store
+    source_var: str  # name in the source
+    units: str  # declared unit of the source data
+    group: str = ""
+    description: str = ""
+    never_mask: bool = False
+    per_area: str | None = None  # discharge → depth: the site/static column holding the area (km²)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    role: str
+    variables: tuple[VariableSpec, ...] = ()
+    site_id: str = "site"
+    columns: dict[str, str] = field(default_factory=dict)  # sites role: store column → source column
+    gridded: dict[str, Any] | None = None
+    description: str = ""
+    driver: str = ""
+
+
+@dataclass
+class CatalogSpec:
+    url: str
+    sha256: str
+    dataset: str
+    sites_source: str
+    start: str | None
+    end: str | None
+    sources: dict[str, SourceSpec]
+    catalog: Any  # the intake catalog, to open sources with
+    default_sources: list[str] = field(default_factory=list)  # used when the user picks none
+
+    def by_role(self, role: str) -> list[SourceSpec]:
+        return [s for s in self.sources.values() if s.role == role]
+
+    def open(self, name: str) -> Any:
+        return self.catalog[name]
+
+    def select(self, names: list[str] | None) -> list[SourceSpec]:
+        """The data sources to build (by name, else the catalog's defaults, else all); no clashes."""
+        names = names or self.default_sources
+        unknown = [n for n in names if n not in self.sources]
+        if unknown:
+            raise StefaLandError(f"catalog {self.url}: no source named {unknown[0]} (sources: {', '.join(self.sources)})")
+        chosen = [s for s in self.sources.values() if s.role != "sites" and (not names or s.name in names)]
+        seen: dict[tuple[str, str], str] = {}
+        for source in chosen:
+            for variable in source.variables:
+                key = (source.role, variable.name)
+                if key in seen:
+                    raise StefaLandError(
+                        f"catalog {self.url}: variable {variable.name} comes from both {seen[key]} and "
+                        f"{source.name}; choose one with --sources"
+                    )
+                seen[key] = source.name
+        return chosen
+
+
+def _parse_yaml(url: str, raw: bytes) -> dict:
+    try:
+        document = yaml.safe_load(raw.decode("utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise StefaLandError(f"catalog {url}{where}: YAML error: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise StefaLandError(f"catalog {url}: YAML error: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("sources"), dict):
+        raise StefaLandError(f"catalog {url}: no 'sources:' mapping at the top level")
+    return document
+
+
+def _variable(source: str, name: str, spec: Any) -> VariableSpec:
+    where = f"catalog source {source} variable {name}"
+    if not isinstance(spec, dict) or "units" not in spec:
+        raise StefaLandError(f"{where}: needs a 'units' entry")
+    lookup(str(spec["units"]), where)
+    group = str(spec.get("group", "") or "")
+    if group not in GROUPS:
+        raise StefaLandError(f"{where}: unknown group {group!r} (use one of {', '.join(g for g in GROUPS if g)})")
+    return VariableSpec(
+        name=name,
+        source_var=str(spec.get("from", name)),
+        units=str(spec["units"]),
+        group=group,
+        description=str(spec.get("description", "")),
+        never_mask=bool(spec.get("never_mask", False)),
+        per_area=spec.get("per_area"),
+    )
+
+
+def _source(name: str, entry: dict) -> SourceSpec:
+    metadata = entry.get("metadata") or {}
+    role = metadata.get("role")
+    if role not in ROLES:
+        raise StefaLandError(f"catalog source {name}: metadata.role must be one of {', '.join(ROLES)} (got {role!r})")
+    variables = metadata.get("variables") or {}
+    if role != "sites" and not variables:
+        raise StefaLandError(f"catalog source {name}: metadata.variables is empty")
+    return SourceSpec(
+        name=name,
+        role=role,
+        variables=tuple(_variable(name, v, s) for v, s in variables.items()),
+        site_id=str(metadata.get("site_id", "site")),
+        columns=dict(metadata.get("columns") or {}),
+        gridded=metadata.get("gridded"),
+        description=str(entry.get("description", "")),
+        driver=str(entry.get("driver", "")),
+    )
+
+
+def load_catalog(url: str) -> CatalogSpec:
+    """Read and check a catalog (local path or URL); the intake catalog rides along to open sources."""
+    url = str(url)
+    raw = read_bytes(url)
+    document = _parse_yaml(url, raw)
+    top = (document.get("metadata") or {}).get("stefaland") or {}
+    sources = {name: _source(name, entry or {}) for name, entry in document["sources"].items()}
+    sites = top.get("sites") or next((s.name for s in sources.values() if s.role == "sites"), None)
+    if sites is None or sites not in sources or sources[sites].role != "sites":
+        raise StefaLandError(f"catalog {url}: needs one source with metadata.role: sites (named by metadata.stefaland.sites)")
+    defaults = [str(n) for n in top.get("default_sources") or []]
+    unknown = [n for n in defaults if n not in sources]
+    if unknown:
+        raise StefaLandError(f"catalog {url}: default_sources names {unknown[0]}, which is not a source")
+    try:
+        catalog = intake.open_catalog(url, storage_options=storage_options_for(url) or None)
+    except Exception as exc:  # intake wraps many parse problems; keep the user's view one line
+        raise StefaLandError(f"catalog {url}: intake cannot open it: {exc}") from exc
+    return CatalogSpec(
+        url=url,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        dataset=str(top.get("name", "")),
+        sites_source=sites,
+        start=str(top["start"]) if top.get("start") else None,
+        end=str(top["end"]) if top.get("end") else None,
+        sources=sources,
+        catalog=catalog,
+        default_sources=defaults,
+    )

@@ -1,0 +1,249 @@
+"""The few Kubernetes API calls the CLI makes, with kubectl's way of finding the cluster.
+
+Connection: ``$KUBECONFIG`` (or ``~/.kube/config``) and its current context, or ``--context``;
+inside a pod without a kubeconfig, the service account (in-cluster config). The namespace
+defaults to the context's namespace, as with kubectl.
+
+Only these verbs are used (``k8s/rbac.yaml`` grants exactly them): jobs create/list/delete,
+services create/list/delete, pods list, pods/log get. Objects are always found by the run label,
+never by guessing names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from stefaland.errors import StefaLandError
+
+from .runs import KIND_LABEL, MANAGED_SELECTOR, OUT_ANNOTATION, RUN_LABEL, run_selector
+
+log = logging.getLogger("stefaland.k8s.client")
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass
+class Cluster:
+    """A connected API client and the namespace every call uses."""
+
+    api: k8s.ApiClient
+    namespace: str
+    where: str  # context name or "in-cluster", for messages
+
+    @property
+    def batch(self) -> k8s.BatchV1Api:
+        return k8s.BatchV1Api(self.api)
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api)
+
+
+def _kubeconfig_paths() -> str | None:
+    """kubectl's lookup, read at call time (the client library reads ``$KUBECONFIG`` at import)."""
+    value = os.environ.get("KUBECONFIG")
+    if value:
+        return value
+    default = Path.home() / ".kube" / "config"
+    return str(default) if default.exists() else None
+
+
+def connect(context: str | None = None, namespace: str | None = None) -> Cluster:
+    """Connect like kubectl: kubeconfig (optionally another ``context``), else in-cluster."""
+    paths = _kubeconfig_paths()
+    if paths is None:
+        if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = k8s.Configuration()
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            in_cluster_ns = (
+                _SERVICE_ACCOUNT_NAMESPACE.read_text().strip() if _SERVICE_ACCOUNT_NAMESPACE.exists() else "default"
+            )
+            return Cluster(k8s.ApiClient(configuration), namespace or in_cluster_ns, "in-cluster")
+        raise StefaLandError("no kubeconfig found (set KUBECONFIG or create ~/.kube/config) and not inside a pod")
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(config_file=paths)
+        chosen = active if context is None else next((c for c in contexts if c["name"] == context), None)
+        if chosen is None:
+            names = ", ".join(c["name"] for c in contexts) or "none"
+            raise StefaLandError(f"{paths}: no context named {context!r} (contexts: {names})")
+        api = k8s_config.new_client_from_config(config_file=paths, context=chosen["name"], persist_config=False)
+    except (ConfigException, OSError) as exc:
+        raise StefaLandError(f"{paths}: cannot load kubeconfig ({exc})") from exc
+    default_ns = (chosen.get("context") or {}).get("namespace") or "default"
+    return Cluster(api, namespace or default_ns, chosen["name"])
+
+
+def _api_error(exc: Exception, cluster: Cluster, action: str) -> StefaLandError:
+    """One line that says what was attempted, where, and what the server said."""
+    if isinstance(exc, ApiException):
+        reason = exc.reason or ""
+        if exc.status == 403:
+            reason = "forbidden (the Role in k8s/rbac.yaml grants what the CLI needs)"
+        elif exc.status == 401:
+            reason = "unauthorized (check the credentials of the kubeconfig context)"
+        return StefaLandError(f"{action} in namespace {cluster.namespace} ({cluster.where}): {exc.status} {reason}")
+    return StefaLandError(f"{action}: cannot reach the Kubernetes API of {cluster.where} ({exc.__class__.__name__})")
+
+
+def _call(cluster: Cluster, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except ApiException as exc:
+        raise _api_error(exc, cluster, action) from exc
+    except OSError as exc:  # urllib3 connection errors derive from OSError
+        raise _api_error(exc, cluster, action) from exc
+    except Exception as exc:  # urllib3.exceptions.MaxRetryError etc. are not OSErrors
+        if exc.__class__.__module__.startswith("urllib3"):
+            raise _api_error(exc, cluster, action) from exc
+        raise
+
+
+def create_run(cluster: Cluster, objects: list[Any]) -> list[str]:
+    """Create the Jobs, then the Services owned by the first Job (deleted with it by the GC)."""
+    jobs = [o for o in objects if o.kind == "Job"]
+    services = [o for o in objects if o.kind == "Service"]
+    created: list[str] = []
+    first_job = None
+    for job in jobs:
+        job.metadata.namespace = cluster.namespace
+        result = _call(cluster, f"creating job {job.metadata.name}", cluster.batch.create_namespaced_job,
+                       cluster.namespace, job)
+        first_job = first_job or result
+        created.append(f"job/{result.metadata.name}")
+    for service in services:
+        service.metadata.namespace = cluster.namespace
+        if first_job is not None:
+            service.metadata.owner_references = [
+                k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=first_job.metadata.name,
+                                     uid=first_job.metadata.uid)
+            ]
+        result = _call(cluster, f"creating service {service.metadata.name}",
+                       cluster.core.create_namespaced_service, cluster.namespace, service)
+        created.append(f"service/{result.metadata.name}")
+    return created
+
+
+def run_jobs(cluster: Cluster, run_id: str) -> list[k8s.V1Job]:
+    """The Jobs of ``run_id``; a run with none is an error naming the namespace searched."""
+    jobs = _call(cluster, f"listing jobs of {run_id}", cluster.batch.list_namespaced_job, cluster.namespace,
+                 label_selector=run_selector(run_id)).items
+    if not jobs:
+        raise StefaLandError(f"no jobs of run {run_id} in namespace {cluster.namespace} ({cluster.where})")
+    return sorted(jobs, key=lambda j: j.metadata.name)
+
+
+def run_pods(cluster: Cluster, run_id: str) -> list[k8s.V1Pod]:
+    pods = _call(cluster, f"listing pods of {run_id}", cluster.core.list_namespaced_pod, cluster.namespace,
+                 label_selector=run_selector(run_id)).items
+    return sorted(pods, key=lambda p: p.metadata.name)
+
+
+def job_state(job: k8s.V1Job) -> str:
+    """kubectl-like one-word state: Complete, Failed, Suspended, Running or Pending."""
+    status = job.status or k8s.V1JobStatus()
+    for condition in status.conditions or []:
+        if condition.status == "True" and condition.type in ("Complete", "Failed", "Suspended"):
+            return condition.type
+        if condition.status == "True" and condition.type == "FailureTarget":
+            return "Failed"
+    return "Running" if (status.active or 0) > 0 else "Pending"
+
+
+def run_state(jobs: list[k8s.V1Job]) -> str:
+    """A run is Failed if any Job failed, Complete only if all did, else the busiest state."""
+    states = [job_state(j) for j in jobs]
+    for state in ("Failed", "Running", "Pending", "Suspended"):
+        if state in states:
+            return state
+    return "Complete"
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    kind: str
+    state: str
+    jobs: int
+    created: datetime | None
+    out: str
+
+
+def list_runs(cluster: Cluster) -> list[RunSummary]:
+    """Every StefaLand run in the namespace, newest first."""
+    jobs = _call(cluster, "listing jobs", cluster.batch.list_namespaced_job, cluster.namespace,
+                 label_selector=MANAGED_SELECTOR).items
+    by_run: dict[str, list[k8s.V1Job]] = {}
+    for job in jobs:
+        run_id = (job.metadata.labels or {}).get(RUN_LABEL)
+        if run_id:
+            by_run.setdefault(run_id, []).append(job)
+    summaries = []
+    for run_id, run_jobs_ in by_run.items():
+        first = run_jobs_[0].metadata
+        created = min((j.metadata.creation_timestamp for j in run_jobs_ if j.metadata.creation_timestamp),
+                      default=None)
+        summaries.append(RunSummary(
+            run_id, (first.labels or {}).get(KIND_LABEL, "?"), run_state(run_jobs_), len(run_jobs_), created,
+            (first.annotations or {}).get(OUT_ANNOTATION, ""),
+        ))
+    return sorted(summaries, key=lambda s: s.run_id.split("-", 1)[-1], reverse=True)
+
+
+def run_out(cluster: Cluster, run_id: str) -> str:
+    """The object-storage folder recorded on the run's Job by ``submit``."""
+    for job in run_jobs(cluster, run_id):
+        out = (job.metadata.annotations or {}).get(OUT_ANNOTATION)
+        if out:
+            return out
+    raise StefaLandError(f"run {run_id}: its jobs carry no {OUT_ANNOTATION} annotation; pass the run URL instead")
+
+
+def pod_log_lines(cluster: Cluster, pod_name: str, follow: bool = False) -> Iterator[str]:
+    """The log of the trainer container, line by line; with ``follow`` until the container exits."""
+    from .manifests import CONTAINER_NAME
+
+    response = _call(cluster, f"reading the log of pod {pod_name}", cluster.core.read_namespaced_pod_log,
+                     pod_name, cluster.namespace, container=CONTAINER_NAME, follow=follow,
+                     _preload_content=False)
+    pending = b""
+    try:
+        for chunk in response.stream(4096):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", errors="replace")
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+    finally:
+        response.release_conn()
+
+
+def cancel_run(cluster: Cluster, run_id: str) -> list[str]:
+    """Delete the run's Jobs with their pods, and its Services; returns what was deleted."""
+    deleted = []
+    body = k8s.V1DeleteOptions(propagation_policy="Background")  # pods go too, without waiting
+    for job in run_jobs(cluster, run_id):
+        _call(cluster, f"deleting job {job.metadata.name}", cluster.batch.delete_namespaced_job,
+              job.metadata.name, cluster.namespace, body=body)
+        deleted.append(f"job/{job.metadata.name}")
+    services = _call(cluster, f"listing services of {run_id}", cluster.core.list_namespaced_service,
+                     cluster.namespace, label_selector=run_selector(run_id)).items
+    for service in services:
+        try:
+            cluster.core.delete_namespaced_service(service.metadata.name, cluster.namespace)
+        except ApiException as exc:
+            if exc.status != 404:  # already collected with its owner Job
+                raise _api_error(exc, cluster, f"deleting service {service.metadata.name}") from exc
+        deleted.append(f"service/{service.metadata.name}")
+    return deleted

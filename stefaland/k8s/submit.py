@@ -1,0 +1,220 @@
+"""Turn ``stefaland submit`` options and a run config into Kubernetes objects, and send them.
+
+The run config travels through object storage, not a ConfigMap: ``submit`` copies it to
+``<out>/config.yaml`` and the pods read it from there. That keeps the run folder self-contained
+(``pull`` downloads the config with the checkpoints) and keeps configs out of the cluster's
+etcd size limits. Resubmitting with the same ``--out`` and the same config resumes the run; a
+different config under an existing ``--out`` is refused, so two runs never mix checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+
+from .manifests import PodOptions, finetune_objects, pretrain_objects
+from .runs import new_run_id
+
+log = logging.getLogger("stefaland.k8s.submit")
+
+FINETUNE_MODES = ("indexed", "per-fold-jobs")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+@dataclass
+class Submission:
+    """What ``submit`` will create, before anything touches the cluster or object storage."""
+
+    run_id: str
+    namespace: str
+    out: str
+    config_url: str
+    config_bytes: bytes
+    objects: list[Any]
+
+
+def read_run_config(config: str) -> tuple[bytes, dict[str, Any]]:
+    """The config's bytes (uploaded unchanged) and its parsed mapping."""
+    if not storage.exists(config):
+        raise StefaLandError(f"{config}: config file not found")
+    data = storage.read_bytes(config)
+    try:
+        parsed = yaml.safe_load(data) or {}
+    except yaml.YAMLError as exc:
+        raise StefaLandError(f"{config}: not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(parsed, dict):
+        raise StefaLandError(f"{config}: expected a YAML mapping at the top level")
+    return data, parsed
+
+
+def parse_node_selector(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs, as ``kubectl``'s ``--selector`` writes them."""
+    selector = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StefaLandError(f"--node-selector {item!r}: expected KEY=VALUE")
+        selector[key] = value
+    return selector
+
+
+def parse_toleration(text: str) -> k8s.V1Toleration:
+    """``KEY[=VALUE]:EFFECT``, the syntax of ``kubectl taint`` (tolerates exactly that taint)."""
+    spec, sep, effect = text.rpartition(":")
+    if not sep or effect not in TAINT_EFFECTS or not spec:
+        raise StefaLandError(
+            f"--toleration {text!r}: expected KEY[=VALUE]:EFFECT with EFFECT one of {', '.join(TAINT_EFFECTS)}"
+        )
+    key, has_value, value = spec.partition("=")
+    if has_value:
+        return k8s.V1Toleration(key=key, operator="Equal", value=value, effect=effect)
+    return k8s.V1Toleration(key=key, operator="Exists", effect=effect)
+
+
+def toleration_from_config(entry: Any, config: str) -> k8s.V1Toleration:
+    """One toleration written as in a pod spec (camelCase or snake_case keys)."""
+    known = set(k8s.V1Toleration.attribute_map) | set(k8s.V1Toleration.attribute_map.values())
+    if not isinstance(entry, dict) or not set(entry) <= known:
+        raise StefaLandError(
+            f"{config}: kubernetes.tolerations entry {entry!r} is not a toleration "
+            f"(keys: key, operator, value, effect, tolerationSeconds)"
+        )
+    snake = {name: entry.get(name, entry.get(alias)) for name, alias in k8s.V1Toleration.attribute_map.items()}
+    return k8s.V1Toleration(**{k: v for k, v in snake.items() if v is not None})
+
+
+def scheduling(
+    parsed_config: dict[str, Any], config: str, node_selector: dict[str, str], tolerations: list[k8s.V1Toleration]
+) -> tuple[dict[str, str], list[k8s.V1Toleration]]:
+    """Merge the config's optional ``kubernetes:`` section with the command-line options.
+
+    Command-line node selectors win key by key; tolerations from both places apply.
+    """
+    section = parsed_config.get("kubernetes") or {}
+    if not isinstance(section, dict):
+        raise StefaLandError(f"{config}: 'kubernetes' must be a mapping")
+    from_config = section.get("node_selector") or {}
+    if not isinstance(from_config, dict):
+        raise StefaLandError(f"{config}: kubernetes.node_selector must be a mapping of labels")
+    merged = {str(k): str(v) for k, v in from_config.items()} | node_selector
+    config_tolerations = section.get("tolerations") or []
+    if not isinstance(config_tolerations, list):
+        raise StefaLandError(f"{config}: kubernetes.tolerations must be a list")
+    return merged, [toleration_from_config(t, config) for t in config_tolerations] + list(tolerations)
+
+
+def check_visible_to_pods(url: str, option: str, pod: PodOptions) -> None:
+    """Pods cannot see the submitting machine's disk: only object storage or the mounted PVC."""
+    if storage.is_remote(url):
+        return
+    if pod.pvc and (url == pod.pvc_mount or url.startswith(pod.pvc_mount.rstrip("/") + "/")):
+        return
+    hint = f" or a path under the PVC mount {pod.pvc_mount}" if pod.pvc else " (or mount a PVC with --pvc)"
+    raise StefaLandError(f"{option} {url}: a local path is not visible to the pods; use an s3:// URL{hint}")
+
+
+def parse_folds(spec: str) -> list[int] | None:
+    """``all`` -> None (read from the store), else ``1,3,5`` / ``0-9`` / a mix of both."""
+    if spec.strip() == "all":
+        return None
+    folds: list[int] = []
+    try:
+        for part in spec.split(","):
+            first, dash, last = part.strip().partition("-")
+            folds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+    except ValueError as exc:
+        raise StefaLandError(f"--folds {spec!r}: expected 'all', a list like 1,3,5 or a range like 0-9") from exc
+    if not folds or min(folds) < 0:
+        raise StefaLandError(f"--folds {spec!r}: fold ids are integers >= 0")
+    return sorted(set(folds))
+
+
+def folds_in_store(store: str, split: str) -> list[int]:
+    """Fold ids of ``split`` from the store's ``fold_<split>`` coordinate (-1 = not in the scheme)."""
+    import numpy as np
+    import xarray as xr
+
+    options = storage.storage_options_for(store) if storage.is_remote(store) else None
+    try:
+        dataset = xr.open_zarr(store, storage_options=options)
+    except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        raise StefaLandError(f"{store}: cannot open the store to list the folds of '{split}' ({exc})") from exc
+    name = f"fold_{split}"
+    if name not in dataset.coords:
+        schemes = sorted(c[5:] for c in dataset.coords if str(c).startswith("fold_"))
+        raise StefaLandError(f"{store}: no coordinate {name}; splits in this store: {', '.join(schemes) or 'none'}")
+    folds = sorted(int(f) for f in np.unique(dataset[name].values) if f >= 0)
+    if not folds:
+        raise StefaLandError(f"{store}: {name} assigns no site to any fold")
+    return folds
+
+
+def _config_target(out: str) -> str:
+    return storage.join(out, "config.yaml")
+
+
+def plan_pretrain(
+    config: str, store: str, out: str, pod: PodOptions, namespace: str, nodes: int = 1,
+    run_id: str | None = None,
+) -> Submission:
+    """Everything ``submit pretrain`` will create; nothing is written yet."""
+    if nodes < 1 or pod.gpus < 0:
+        raise StefaLandError("--nodes must be >= 1 and --gpus >= 0")
+    check_visible_to_pods(store, "--store", pod)
+    check_visible_to_pods(out, "--out", pod)
+    data, parsed = read_run_config(config)
+    pod.node_selector, pod.tolerations = scheduling(parsed, config, pod.node_selector, pod.tolerations)
+    run_id = run_id or new_run_id("pretrain")
+    target = _config_target(out)
+    objects = pretrain_objects(run_id, store, target, out, pod, namespace, nodes=nodes)
+    return Submission(run_id, namespace, out, target, data, objects)
+
+
+def plan_finetune(
+    config: str, store: str, out: str, task: str, split: str, folds_spec: str, pod: PodOptions,
+    namespace: str, mode: str = "indexed", parallelism: int | None = None, run_id: str | None = None,
+) -> Submission:
+    """Everything ``submit finetune`` will create; reads the store only for ``--folds all``."""
+    if mode not in FINETUNE_MODES:
+        raise StefaLandError(f"--mode {mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
+    check_visible_to_pods(store, "--store", pod)
+    check_visible_to_pods(out, "--out", pod)
+    data, parsed = read_run_config(config)
+    pod.node_selector, pod.tolerations = scheduling(parsed, config, pod.node_selector, pod.tolerations)
+    folds = parse_folds(folds_spec)
+    if folds is None:
+        folds = folds_in_store(store, split)
+    run_id = run_id or new_run_id("finetune")
+    target = _config_target(out)
+    objects = finetune_objects(
+        run_id, store, target, out, task, split, folds, pod, namespace, mode=mode, parallelism=parallelism
+    )
+    return Submission(run_id, namespace, out, target, data, objects)
+
+
+def upload_config(submission: Submission) -> None:
+    """Put the config where the pods read it; refuse to mix two configs in one run folder."""
+    target = submission.config_url
+    if storage.exists(target):
+        if storage.read_bytes(target) != submission.config_bytes:
+            raise StefaLandError(
+                f"{target} already holds a different config; use a new --out (or the same config to resume)"
+            )
+        log.info("%s already holds this config: the run resumes from its last checkpoint", target)
+        return
+    storage.write_bytes_atomic(target, submission.config_bytes)
+
+
+def default_image() -> str:
+    """``$STEFALAND_IMAGE`` or the tag the repository's Dockerfile is documented to build."""
+    from stefaland import __version__
+
+    return os.environ.get("STEFALAND_IMAGE") or f"stefaland:{__version__}"

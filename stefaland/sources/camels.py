@@ -1,0 +1,297 @@
+"""Intake drivers for the CAMELS-US text formats (forcings, USGS streamflow, attribute tables).
+
+CAMELS is the benchmark every streamflow model in the field is compared on, and its files are
+plain text with quirks (a 3-line header, a unit inside each column name, ``-999`` for missing,
+ids that must stay zero-padded strings). These drivers read the real files, locally or from object
+storage, and hand ``data build`` datasets keyed by site id. Besides intake's ``read``/``to_dask``
+they offer ``read_sites`` so that a build can read one shard of sites without touching the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from intake.source.base import DataSource, Schema
+
+from ..errors import StefaLandError
+from ..storage import filesystem
+
+MISSING_CODE = -999.0
+_SITE_IN_NAME = re.compile(r"^(\d{8})_")
+_COLUMN_UNIT = re.compile(r"^(?P<name>[^()]+)\((?P<unit>[^()]*)\)$")
+
+
+def _as_list(urlpath: str | Sequence[str]) -> list[str]:
+    return [urlpath] if isinstance(urlpath, str) else list(urlpath)
+
+
+def _protocol_prefix(url: str) -> str:
+    return url.split("://", 1)[0] + "://" if "://" in url else ""
+
+
+def expand_files(urlpath: str | Sequence[str], source: str, storage_options: dict | None = None) -> list[str]:
+    """Expand globs in ``urlpath`` into a sorted list of file URLs (never empty)."""
+    files: list[str] = []
+    for pattern in _as_list(urlpath):
+        fs, path = filesystem(pattern, storage_options)
+        prefix = _protocol_prefix(pattern)
+        if any(ch in path for ch in "*?["):
+            matches = sorted(fs.glob(path))
+            if not matches:
+                raise StefaLandError(f"source {source}: no files match {pattern}")
+            files.extend(prefix + m if prefix else m for m in matches)
+        else:
+            if not fs.exists(path):
+                raise StefaLandError(f"source {source}: file not found: {pattern}")
+            files.append(pattern)
+    return files
+
+
+def _read_text(url: str, storage_options: dict | None) -> str:
+    fs, path = filesystem(url, storage_options)
+    with fs.open(path, "rb") as handle:
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def site_id_from_filename(url: str, source: str) -> str:
+    """CAMELS file names start with the 8-digit USGS gauge id (``01022500_lump_...``)."""
+    match = _SITE_IN_NAME.match(os.path.basename(url))
+    if not match:
+        raise StefaLandError(
+            f"source {source}: file {url} has no site id (expected an 8-digit gauge id prefix)"
+        )
+    return match.group(1)
+
+
+def _dates(years, months, days, url: str, source: str, first_line: int) -> pd.DatetimeIndex:
+    frame = pd.DataFrame({"year": years, "month": months, "day": days})
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(frame, errors="raise"))
+    except (ValueError, TypeError):
+        parsed = pd.to_datetime(frame, errors="coerce")
+        bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise StefaLandError(
+            f"source {source}: file {url} line {first_line + bad}: unparseable date "
+            f"{years[bad]}-{months[bad]}-{days[bad]}"
+        ) from None
+
+
+def _numeric(frame: pd.DataFrame, columns: list[str], url: str, source: str, first_line: int) -> pd.DataFrame:
+    out = frame[columns].apply(pd.to_numeric, errors="coerce")
+    raw = frame[columns]
+    bad = out.isna() & raw.notna()
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise StefaLandError(
+            f"source {source}: file {url} line {first_line + row}: column {columns[col]} "
+            f"has a non-numeric value {raw.iat[row, col]!r}"
+        )
+    return out
+
+
+def read_forcing_file(url: str, source: str = "forcing", storage_options: dict | None = None) -> xr.Dataset:
+    """One ``*_forcing_leap.txt`` file → Dataset(time) with lower-case variables and ``units`` attrs."""
+    text = _read_text(url, storage_options)
+    lines = text.splitlines()
+    if len(lines) < 5:
+        raise StefaLandError(f"source {source}: file {url} is too short for a CAMELS forcing file")
+    header = lines[3].split()
+    if [h.lower() for h in header[:3]] != ["year", "mnth", "day"]:
+        raise StefaLandError(
+            f"source {source}: file {url} line 4: expected a 'Year Mnth Day Hr ...' header, got {lines[3][:60]!r}"
+        )
+    frame = pd.read_csv(io.StringIO(text), sep=r"\s+", skiprows=4, header=None, names=header, dtype=str)
+    time = _dates(frame[header[0]].to_numpy(), frame[header[1]].to_numpy(), frame[header[2]].to_numpy(), url, source, 5)
+    value_columns = [c for c in header[4:]]
+    values = _numeric(frame, value_columns, url, source, 5)
+    variables = {}
+    for column in value_columns:
+        match = _COLUMN_UNIT.match(column)
+        name, unit = (match.group("name"), match.group("unit")) if match else (column, "")
+        data = np.array(values[column].to_numpy(dtype=np.float64))
+        data[data == MISSING_CODE] = np.nan
+        variables[name.strip().lower()] = xr.DataArray(data, dims="time", attrs={"units": unit})
+    dataset = xr.Dataset(variables, coords={"time": time})
+    _refuse_duplicate_dates(dataset, url, source)
+    return dataset
+
+
+def read_streamflow_file(url: str, source: str = "streamflow", storage_options: dict | None = None) -> xr.Dataset:
+    """One ``*_streamflow_qc.txt`` file → Dataset(time) with ``QObs`` in ft³/s, ``-999`` → NaN."""
+    text = _read_text(url, storage_options)
+    names = ["gauge", "year", "month", "day", "QObs", "flag"]
+    frame = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=names, dtype=str)
+    if frame.empty:
+        raise StefaLandError(f"source {source}: file {url} holds no data")
+    time = _dates(frame["year"].to_numpy(), frame["month"].to_numpy(), frame["day"].to_numpy(), url, source, 1)
+    q = np.array(_numeric(frame, ["QObs"], url, source, 1)["QObs"].to_numpy(dtype=np.float64))
+    q[q <= MISSING_CODE + 0.5] = np.nan  # -999 (and -999.00) is CAMELS' missing code
+    dataset = xr.Dataset(
+        {"QObs": xr.DataArray(q, dims="time", attrs={"units": "ft3/s"})}, coords={"time": time}
+    )
+    _refuse_duplicate_dates(dataset, url, source)
+    return dataset
+
+
+def _refuse_duplicate_dates(dataset: xr.Dataset, url: str, source: str) -> None:
+    index = dataset.indexes["time"]
+    if index.has_duplicates:
+        raise StefaLandError(f"source {source}: file {url}: duplicated date {index[index.duplicated()][0]:%Y-%m-%d}")
+
+
+def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
+                          sep: str = ";", storage_options: dict | None = None) -> pd.DataFrame:
+    """Join CAMELS attribute tables on the site id, keeping ids as zero-padded strings."""
+    merged: pd.DataFrame | None = None
+    for url in expand_files(urlpath, source, storage_options):
+        table = pd.read_csv(io.StringIO(_read_text(url, storage_options)), sep=sep, dtype=str)  # "01" stays "01"
+        table.columns = [c.strip() for c in table.columns]
+        if site_id not in table.columns:
+            raise StefaLandError(
+                f"source {source}: file {url} has no site id column {site_id!r} (columns: {', '.join(table.columns[:8])})"
+            )
+        table[site_id] = table[site_id].astype(str).str.strip()
+        duplicated = table[site_id][table[site_id].duplicated()]
+        if not duplicated.empty:
+            raise StefaLandError(f"source {source}: file {url}: duplicated site id {duplicated.iloc[0]}")
+        table = table.set_index(site_id)
+        if merged is None:
+            merged = table
+        else:
+            merged = merged.join(table[[c for c in table.columns if c not in merged.columns]], how="outer")
+    assert merged is not None
+    merged.index.name = site_id
+    return merged.reset_index()
+
+
+class _SiteFilesSource(DataSource):
+    """Shared machinery of the per-site file drivers (one file per site)."""
+
+    container = "xarray"
+    version = "1"
+    partition_access = False
+
+    def __init__(self, urlpath: str | list[str], storage_options: dict | None = None, metadata: dict | None = None):
+        super().__init__(storage_options=storage_options, metadata=metadata)
+        self.urlpath = urlpath
+        self._files: dict[str, str] | None = None
+
+    # -- the per-file reader of each format
+    def _read_file(self, url: str) -> xr.Dataset:
+        raise NotImplementedError
+
+    def _label(self) -> str:
+        return (self.metadata or {}).get("source_name", self.name)
+
+    def files(self) -> dict[str, str]:
+        """site id → file URL, refusing two files for one site."""
+        if self._files is None:
+            mapping: dict[str, str] = {}
+            for url in expand_files(self.urlpath, self._label(), self.storage_options):
+                site = site_id_from_filename(url, self._label())
+                if site in mapping:
+                    raise StefaLandError(
+                        f"source {self._label()}: duplicated site id {site} ({mapping[site]} and {url})"
+                    )
+                mapping[site] = url
+            self._files = mapping
+        return self._files
+
+    def _get_schema(self) -> Schema:
+        files = self.files()
+        return Schema(datashape=None, dtype=None, shape=(len(files),), npartitions=len(files),
+                      extra_metadata={"sites": sorted(files)})
+
+    def site_ids(self) -> list[str]:
+        return sorted(self.files())
+
+    def read_sites(self, sites: Sequence[str], time: pd.DatetimeIndex | None = None) -> xr.Dataset:
+        """Read only ``sites`` (missing ones become all-NaN rows), aligned on ``time`` if given."""
+        files = self.files()
+        pieces = []
+        template: xr.Dataset | None = None
+        for site in sites:
+            if site not in files:
+                pieces.append(None)
+                continue
+            piece = self._read_file(files[site])
+            if time is not None:
+                piece = piece.reindex(time=time)
+            template = template if template is not None else piece
+            pieces.append(piece)
+        if template is None:
+            raise StefaLandError(f"source {self._label()}: none of the requested sites has a file")
+        filled = [p if p is not None else xr.full_like(template, np.nan) for p in pieces]
+        if time is None:
+            combined = xr.concat(filled, dim="site", join="outer")
+        else:
+            combined = xr.concat(filled, dim="site")
+        for name in template.data_vars:
+            combined[name].attrs = template[name].attrs
+        return combined.assign_coords(site=np.asarray(list(sites), dtype=object))
+
+    def read(self) -> xr.Dataset:
+        return self.read_sites(self.site_ids())
+
+    def to_dask(self) -> xr.Dataset:
+        return self.read()
+
+    def _close(self) -> None:
+        self._files = None
+
+
+class CamelsForcingSource(_SiteFilesSource):
+    """``<gauge>_lump_<product>_forcing_leap.txt`` files → Dataset(site, time)."""
+
+    name = "stefaland_camels_forcing"
+
+    def _read_file(self, url: str) -> xr.Dataset:
+        return read_forcing_file(url, self._label(), self.storage_options)
+
+
+class CamelsStreamflowSource(_SiteFilesSource):
+    """``<gauge>_streamflow_qc.txt`` files → Dataset(site, time) with ``QObs`` (ft³/s)."""
+
+    name = "stefaland_camels_streamflow"
+
+    def _read_file(self, url: str) -> xr.Dataset:
+        return read_streamflow_file(url, self._label(), self.storage_options)
+
+
+class CamelsAttributesSource(DataSource):
+    """``;``-separated CAMELS attribute tables joined on ``gauge_id`` → DataFrame (one row per site)."""
+
+    name = "stefaland_camels_attributes"
+    container = "dataframe"
+    version = "1"
+    partition_access = False
+
+    def __init__(self, urlpath: str | list[str], site_id: str = "gauge_id", sep: str = ";",
+                 storage_options: dict | None = None, metadata: dict | None = None):
+        super().__init__(storage_options=storage_options, metadata=metadata)
+        self.urlpath = urlpath
+        self.site_id = site_id
+        self.sep = sep
+        self._frame: pd.DataFrame | None = None
+
+    def _get_schema(self) -> Schema:
+        frame = self.read()
+        return Schema(datashape=None, dtype=None, shape=frame.shape, npartitions=1, extra_metadata={})
+
+    def read(self) -> pd.DataFrame:
+        if self._frame is None:
+            label = (self.metadata or {}).get("source_name", self.name)
+            self._frame = read_attribute_tables(self.urlpath, label, self.site_id, self.sep, self.storage_options)
+        return self._frame.copy()
+
+    def to_dask(self) -> pd.DataFrame:
+        return self.read()
+
+    def _close(self) -> None:
+        self._frame = None

@@ -1,0 +1,58 @@
+"""``stefaland catalog list|show|validate``."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from stefaland.catalog import load_catalog
+from stefaland.catalog.inspect import source_rows, validate, variable_rows
+from stefaland.errors import StefaLandError
+
+_console = Console()
+
+
+def _table(title: str, headers: tuple[str, ...], rows: list[tuple]) -> None:
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*map(str, row))
+    _console.print(table)
+
+
+@click.group()
+def catalog() -> None:
+    """Inspect and check intake catalogs."""
+
+
+@catalog.command("list")
+@click.argument("catalog_url")
+def list_sources(catalog_url: str) -> None:
+    """List the sources of CATALOG with their role and variables."""
+    spec = load_catalog(catalog_url)
+    _table(f"{catalog_url} ({spec.dataset or 'unnamed'})", ("source", "role", "driver", "variables"), source_rows(spec))
+
+
+@catalog.command()
+@click.argument("catalog_url")
+@click.option("--source", default=None, help="Only this source.")
+def show(catalog_url: str, source: str | None) -> None:
+    """Show every variable of CATALOG with its units, group and description."""
+    spec = load_catalog(catalog_url)
+    _table(catalog_url, ("source", "role", "variable", "units", "group", "description"), variable_rows(spec, source))
+
+
+@catalog.command("validate")
+@click.argument("catalog_url")
+@click.option("--sources", default=None, help="Comma-separated source names (default: all).")
+def validate_command(catalog_url: str, sources: str | None) -> None:
+    """Open every source of CATALOG and check it holds the declared variables."""
+    names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
+    checks = validate(load_catalog(catalog_url), names)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.source}: {check.message}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise StefaLandError(f"{len(failed)} of {len(checks)} sources failed validation (first: {failed[0].message})")

@@ -1,0 +1,55 @@
+"""``stefaland data synth|build``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stefaland.build import DEFAULT_SHARD_SIZE, build_store
+from stefaland.progress import configure_logging
+
+
+@click.group()
+def data() -> None:
+    """Generate the virtual world and build harmonised zarr stores from catalogs."""
+
+
+@data.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--sites", "n_sites", default=64, show_default=True, help="Number of virtual sites.")
+@click.option("--years", default=6, show_default=True, help="Years of daily data.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
+@click.option("--start-year", default=1980, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, quiet: bool) -> None:
+    """Write a virtual world in CAMELS file formats plus an intake catalog into OUT_DIR."""
+    from stefaland.synth import write_virtual_world
+
+    if quiet:
+        configure_logging(quiet=True)
+    catalog = write_virtual_world(out_dir, n_sites=n_sites, years=years, seed=seed, start_year=start_year, quiet=quiet)
+    click.echo(str(catalog))
+
+
+@data.command()
+@click.option("--catalog", "catalog_url", required=True, help="Intake catalog (path or s3:// URL).")
+@click.option("--out", default=None, help="Store path or s3:// URL [default: <catalog name>.zarr beside the catalog].")
+@click.option("--sources", default=None, help="Comma-separated source names (default: all).")
+@click.option("--shard-size", default=DEFAULT_SHARD_SIZE, show_default=True, help="Sites per shard (zarr chunk).")
+@click.option("--start", default=None, help="First day (YYYY-MM-DD), overrides the catalog.")
+@click.option("--end", default=None, help="Last day (YYYY-MM-DD), overrides the catalog.")
+@click.option("--force", is_flag=True, help="Rebuild even if the store is complete and up to date.")
+@click.option("--quiet", is_flag=True, help="No progress bars, warnings only.")
+def build(catalog_url: str, out: str | None, sources: str | None, shard_size: int, start: str | None,
+          end: str | None, force: bool, quiet: bool) -> None:
+    """Build one sharded zarr store from every source of an intake catalog (resumes if interrupted)."""
+    if quiet:
+        configure_logging(quiet=True)
+    if out is None:
+        out = str(Path(catalog_url).with_suffix(".zarr"))
+    names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
+    summary = build_store(catalog_url, out, shard_size=shard_size, sources=names, start=start, end=end,
+                          quiet=quiet, force=force)
+    state = "up to date" if summary.up_to_date else f"{summary.shards_written} of {summary.n_shards} shards written"
+    click.echo(f"{summary.store}: {summary.n_sites} sites × {summary.n_time} days ({state})")

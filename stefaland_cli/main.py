@@ -1,0 +1,42 @@
+"""Entry point: the ``stefaland`` group and the registration of every sub-command module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from stefaland import __version__
+from stefaland.errors import StefaLandError
+from stefaland.progress import configure_logging
+
+# (module, attribute) of each command or group; each module defines one click object.
+COMMANDS: list[tuple[str, str]] = [
+    ("stefaland_cli.data", "data"),
+    ("stefaland_cli.catalog", "catalog"),
+    # -- registered commands: add one line per module above this comment --
+]
+
+
+class StefaLandGroup(click.Group):
+    """Turns :class:`StefaLandError` into one ``error:`` line and exit status 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except StefaLandError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=StefaLandGroup)
+@click.version_option(__version__, prog_name="stefaland")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """StefaLand: build attribute stores, pretrain, finetune, report, submit to Kubernetes."""
+    configure_logging(verbose=verbose)
+
+
+for _module, _attribute in COMMANDS:
+    cli.add_command(getattr(importlib.import_module(_module), _attribute))

@@ -1,0 +1,47 @@
+"""Shared fixtures: paths to the real sample data and a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from stefaland.testing.seaweed import S3Server, seaweed_server
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("STEFALAND_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"real sample data not found at {SHARED_DATA} (set STEFALAND_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture()
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """Point the standard AWS variables at the loopback server for this test."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture()
+def s3_bucket(s3_env: S3Server) -> str:
+    """A fresh, empty bucket URL (``s3://name``) on the loopback server."""
+    import s3fs
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(endpoint_url=s3_env.endpoint, key=s3_env.access_key,
+                           secret=s3_env.secret_key, skip_instance_cache=True)
+    fs.mkdir(name)
+    return f"s3://{name}"
