@@ -15,6 +15,9 @@ from stefaland.progress import configure_logging
 COMMANDS: list[tuple[str, str]] = [
     ("stefaland_cli.data", "data"),
     ("stefaland_cli.catalog", "catalog"),
+    ("stefaland_cli.submit", "submit"),
+    ("stefaland_cli.jobs", "jobs"),
+    ("stefaland_cli.pull", "pull"),
     # -- registered commands: add one line per module above this comment --
 ]
 
@@ -40,3 +43,7 @@ def cli(verbose: bool) -> None:
 
 for _module, _attribute in COMMANDS:
     cli.add_command(getattr(importlib.import_module(_module), _attribute))
+
+
+if __name__ == "__main__":  # `python -m stefaland_cli.main` (torchrun launches it this way)
+    cli()

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..storage import exists, join, read_bytes, remove, write_bytes_atomic
+from ..storage import exists, read_bytes, remove, write_bytes_atomic
 
-STATE_FILE = "stefaland_build_state.json"
+STATE_SUFFIX = ".build-state.json"  # a sibling of the store, so zarr never sees a foreign key
 
 
 @dataclass
@@ -63,7 +63,7 @@ class BuildState:
 
     @staticmethod
     def url(store: str) -> str:
-        return join(store, STATE_FILE)
+        return str(store).rstrip("/") + STATE_SUFFIX
 
     @classmethod
     def load(cls, store: str) -> "BuildState | None":
