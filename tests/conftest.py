@@ -45,3 +45,21 @@ def s3_bucket(s3_env: S3Server) -> str:
                            secret=s3_env.secret_key, skip_instance_cache=True)
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def virtual_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small virtual world (24 sites × 3 years) in CAMELS formats; returns its catalog path."""
+    from stefaland.synth import write_virtual_world
+
+    return write_virtual_world(tmp_path_factory.mktemp("world") / "world", n_sites=24, years=3, seed=7, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def virtual_store(virtual_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The virtual world built into a complete store (shards of 8 sites). Treat it as read-only."""
+    from stefaland.build import build_store
+
+    out = tmp_path_factory.mktemp("store") / "world.zarr"
+    build_store(str(virtual_world), str(out), shard_size=8, quiet=True)
+    return out

@@ -16,12 +16,18 @@ from ..catalog import CatalogSpec, SourceSpec
 from ..errors import StefaLandError
 
 
+def site_id_name(spec: SourceSpec, source) -> str:
+    """The catalog's ``site_id``, else the driver's own id column (CAMELS: ``gauge_id``), else ``site``."""
+    return spec.site_id or getattr(source, "site_id", None) or "site"
+
+
 class SourceReader:
     """One catalog source, opened once, read shard by shard."""
 
     def __init__(self, catalog: CatalogSpec, spec: SourceSpec) -> None:
         self.spec = spec
         self.source = catalog.open(spec.name)
+        self.site_id = site_id_name(spec, self.source)
         self._lazy: xr.Dataset | pd.DataFrame | None = None
 
     def _data(self):
@@ -37,11 +43,11 @@ class SourceReader:
         return self._lazy
 
     def _site_dataset(self, data: xr.Dataset) -> xr.Dataset:
-        name = self.spec.site_id if self.spec.site_id in data.dims or self.spec.site_id in data.coords else "site"
+        name = self.site_id if self.site_id in data.dims or self.site_id in data.coords else "site"
         if name not in data.dims and name in data.coords:
             data = data.swap_dims({data[name].dims[0]: name})
         if name not in data.dims:
-            raise StefaLandError(f"source {self.spec.name}: no site id dimension {self.spec.site_id!r} (dims: {', '.join(map(str, data.dims))})")
+            raise StefaLandError(f"source {self.spec.name}: no site id dimension {self.site_id!r} (dims: {', '.join(map(str, data.dims))})")
         data = data.rename({name: "site"}) if name != "site" else data
         ids = pd.Index(np.asarray(data["site"].values).astype(str))
         if ids.has_duplicates:
@@ -49,11 +55,11 @@ class SourceReader:
         return data.assign_coords(site=ids.to_numpy(dtype=object))
 
     def _site_table(self, frame: pd.DataFrame) -> pd.DataFrame:
-        if self.spec.site_id not in frame.columns:
+        if self.site_id not in frame.columns:
             raise StefaLandError(
-                f"source {self.spec.name}: no site id column {self.spec.site_id!r} (columns: {', '.join(map(str, frame.columns[:8]))})"
+                f"source {self.spec.name}: no site id column {self.site_id!r} (columns: {', '.join(map(str, frame.columns[:8]))})"
             )
-        ids = frame[self.spec.site_id].astype(str).str.strip()
+        ids = frame[self.site_id].astype(str).str.strip()
         if ids.duplicated().any():
             raise StefaLandError(f"source {self.spec.name}: duplicated site id {ids[ids.duplicated()].iloc[0]}")
         return frame.set_index(pd.Index(ids.to_numpy(dtype=object), name="site"))

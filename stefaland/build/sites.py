@@ -8,6 +8,7 @@ import xarray as xr
 
 from ..catalog import CatalogSpec, SourceSpec
 from ..errors import StefaLandError
+from .readers import site_id_name
 
 
 def _as_frame(data, spec: SourceSpec) -> pd.DataFrame:
@@ -23,12 +24,14 @@ def _as_frame(data, spec: SourceSpec) -> pd.DataFrame:
 def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
     """Return the site table indexed by site id (str) with lat, lon, region and fold_* columns."""
     spec = catalog.sources[catalog.sites_source]
-    frame = _as_frame(catalog.open(spec.name).read(), spec)
-    if spec.site_id not in frame.columns:
+    source = catalog.open(spec.name)
+    frame = _as_frame(source.read(), spec)
+    site_id = site_id_name(spec, source)
+    if site_id not in frame.columns:
         raise StefaLandError(
-            f"source {spec.name}: no site id column {spec.site_id!r} (columns: {', '.join(map(str, frame.columns[:8]))})"
+            f"source {spec.name}: no site id column {site_id!r} (columns: {', '.join(map(str, frame.columns[:8]))})"
         )
-    ids = frame[spec.site_id].astype(str).str.strip()
+    ids = frame[site_id].astype(str).str.strip()
     duplicated = ids[ids.duplicated()]
     if not duplicated.empty:
         raise StefaLandError(f"source {spec.name}: duplicated site id {duplicated.iloc[0]}")

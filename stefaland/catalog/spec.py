@@ -42,7 +42,7 @@ class SourceSpec:
     name: str
     role: str
     variables: tuple[VariableSpec, ...] = ()
-    site_id: str = "site"
+    site_id: str | None = None  # None: the driver's own id column (CAMELS: gauge_id), else "site"
     columns: dict[str, str] = field(default_factory=dict)  # sites role: store column → source column
     gridded: dict[str, Any] | None = None
     description: str = ""
@@ -132,7 +132,7 @@ def _source(name: str, entry: dict) -> SourceSpec:
         name=name,
         role=role,
         variables=tuple(_variable(name, v, s) for v, s in variables.items()),
-        site_id=str(metadata.get("site_id", "site")),
+        site_id=str(metadata["site_id"]) if metadata.get("site_id") else None,
         columns=dict(metadata.get("columns") or {}),
         gridded=metadata.get("gridded"),
         description=str(entry.get("description", "")),
