@@ -69,36 +69,40 @@ def site_id_from_filename(url: str, source: str) -> str:
     return match.group(1)
 
 
-def _dates(years, months, days, url: str, source: str, first_line: int) -> pd.DatetimeIndex:
-    frame = pd.DataFrame({"year": years, "month": months, "day": days})
-    try:
-        return pd.DatetimeIndex(pd.to_datetime(frame, errors="raise"))
-    except (ValueError, TypeError):
-        parsed = pd.to_datetime(frame, errors="coerce")
+def _dates(frame: pd.DataFrame, columns: list[str], url: str, source: str, first_line: int) -> pd.DatetimeIndex:
+    """Dates from year/month/day columns; the first impossible one is reported with its line."""
+    parts = frame[columns].apply(pd.to_numeric, errors="coerce")
+    parts.columns = ["year", "month", "day"]
+    parsed = pd.to_datetime(parts, errors="coerce")
+    if parsed.isna().any():
         bad = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        raise StefaLandError(
-            f"source {source}: file {url} line {first_line + bad}: unparseable date "
-            f"{years[bad]}-{months[bad]}-{days[bad]}"
-        ) from None
+        shown = "-".join(str(frame[c].iloc[bad]) for c in columns)
+        raise StefaLandError(f"source {source}: file {url} line {first_line + bad}: unparseable date {shown}")
+    return pd.DatetimeIndex(parsed)
 
 
-def _numeric(frame: pd.DataFrame, columns: list[str], url: str, source: str, first_line: int) -> pd.DataFrame:
-    out = frame[columns].apply(pd.to_numeric, errors="coerce")
-    raw = frame[columns]
-    bad = out.isna() & raw.notna()
-    if bad.to_numpy().any():
-        row, col = np.argwhere(bad.to_numpy())[0]
-        raise StefaLandError(
-            f"source {source}: file {url} line {first_line + row}: column {columns[col]} "
-            f"has a non-numeric value {raw.iat[row, col]!r}"
-        )
-    return out
+def _numeric(frame: pd.DataFrame, columns: list[str], url: str, source: str, first_line: int) -> np.ndarray:
+    """The columns as float64 (pandas parsed them already); a non-number is reported with its line."""
+    for column in columns:
+        if frame[column].dtype.kind not in "fiu":
+            coerced = pd.to_numeric(frame[column], errors="coerce")
+            bad = coerced.isna() & frame[column].notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise StefaLandError(
+                    f"source {source}: file {url} line {first_line + row}: column {column} "
+                    f"has a non-numeric value {frame[column].iloc[row]!r}"
+                )
+            frame[column] = coerced
+    values = np.array(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan))
+    values[values == MISSING_CODE] = np.nan
+    return values
 
 
 def read_forcing_file(url: str, source: str = "forcing", storage_options: dict | None = None) -> xr.Dataset:
     """One ``*_forcing_leap.txt`` file → Dataset(time) with lower-case variables and ``units`` attrs."""
     text = _read_text(url, storage_options)
-    lines = text.splitlines()
+    lines = text.split("\n", 5)
     if len(lines) < 5:
         raise StefaLandError(f"source {source}: file {url} is too short for a CAMELS forcing file")
     header = lines[3].split()
@@ -106,17 +110,15 @@ def read_forcing_file(url: str, source: str = "forcing", storage_options: dict |
         raise StefaLandError(
             f"source {source}: file {url} line 4: expected a 'Year Mnth Day Hr ...' header, got {lines[3][:60]!r}"
         )
-    frame = pd.read_csv(io.StringIO(text), sep=r"\s+", skiprows=4, header=None, names=header, dtype=str)
-    time = _dates(frame[header[0]].to_numpy(), frame[header[1]].to_numpy(), frame[header[2]].to_numpy(), url, source, 5)
-    value_columns = [c for c in header[4:]]
+    frame = pd.read_csv(io.StringIO(text), sep=r"\s+", skiprows=4, header=None, names=header)
+    time = _dates(frame, header[:3], url, source, 5)
+    value_columns = header[4:]
     values = _numeric(frame, value_columns, url, source, 5)
     variables = {}
-    for column in value_columns:
+    for index, column in enumerate(value_columns):
         match = _COLUMN_UNIT.match(column)
         name, unit = (match.group("name"), match.group("unit")) if match else (column, "")
-        data = np.array(values[column].to_numpy(dtype=np.float64))
-        data[data == MISSING_CODE] = np.nan
-        variables[name.strip().lower()] = xr.DataArray(data, dims="time", attrs={"units": unit})
+        variables[name.strip().lower()] = xr.DataArray(values[:, index], dims="time", attrs={"units": unit})
     dataset = xr.Dataset(variables, coords={"time": time})
     _refuse_duplicate_dates(dataset, url, source)
     return dataset
@@ -126,11 +128,11 @@ def read_streamflow_file(url: str, source: str = "streamflow", storage_options: 
     """One ``*_streamflow_qc.txt`` file → Dataset(time) with ``QObs`` in ft³/s, ``-999`` → NaN."""
     text = _read_text(url, storage_options)
     names = ["gauge", "year", "month", "day", "QObs", "flag"]
-    frame = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=names, dtype=str)
+    frame = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=names, dtype={"gauge": str, "flag": str})
     if frame.empty:
         raise StefaLandError(f"source {source}: file {url} holds no data")
-    time = _dates(frame["year"].to_numpy(), frame["month"].to_numpy(), frame["day"].to_numpy(), url, source, 1)
-    q = np.array(_numeric(frame, ["QObs"], url, source, 1)["QObs"].to_numpy(dtype=np.float64))
+    time = _dates(frame, ["year", "month", "day"], url, source, 1)
+    q = _numeric(frame, ["QObs"], url, source, 1)[:, 0]
     q[q <= MISSING_CODE + 0.5] = np.nan  # -999 (and -999.00) is CAMELS' missing code
     dataset = xr.Dataset(
         {"QObs": xr.DataArray(q, dims="time", attrs={"units": "ft3/s"})}, coords={"time": time}
