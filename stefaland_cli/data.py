@@ -21,14 +21,21 @@ def data() -> None:
 @click.option("--years", default=6, show_default=True, help="Years of daily data.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--start-year", default=1980, show_default=True)
+@click.option("--gridded", is_flag=True, help="Also write gridded sources (forcing, elevation, land cover rasters).")
+@click.option("--grid-resolution", default=2.0, show_default=True, help="Degrees, for --gridded.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, quiet: bool) -> None:
+def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, gridded: bool,
+          grid_resolution: float, quiet: bool) -> None:
     """Write a virtual world in CAMELS file formats plus an intake catalog into OUT_DIR."""
     from stefaland.synth import write_virtual_world
 
     if quiet:
         configure_logging(quiet=True)
     catalog = write_virtual_world(out_dir, n_sites=n_sites, years=years, seed=seed, start_year=start_year, quiet=quiet)
+    if gridded:
+        from stefaland.synth.gridded import add_gridded_sources
+
+        add_gridded_sources(catalog, seed=seed, resolution=grid_resolution)
     click.echo(str(catalog))
 
 
@@ -40,9 +47,11 @@ def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, q
 @click.option("--start", default=None, help="First day (YYYY-MM-DD), overrides the catalog.")
 @click.option("--end", default=None, help="Last day (YYYY-MM-DD), overrides the catalog.")
 @click.option("--force", is_flag=True, help="Rebuild even if the store is complete and up to date.")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler for gridded sources: 'local' (default when needed) or an address (tcp://host:8786).")
 @click.option("--quiet", is_flag=True, help="No progress bars, warnings only.")
 def build(catalog_url: str, out: str | None, sources: str | None, shard_size: int, start: str | None,
-          end: str | None, force: bool, quiet: bool) -> None:
+          end: str | None, force: bool, scheduler: str | None, quiet: bool) -> None:
     """Build one sharded zarr store from every source of an intake catalog (resumes if interrupted)."""
     if quiet:
         configure_logging(quiet=True)
@@ -50,6 +59,6 @@ def build(catalog_url: str, out: str | None, sources: str | None, shard_size: in
         out = str(Path(catalog_url).with_suffix(".zarr"))
     names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
     summary = build_store(catalog_url, out, shard_size=shard_size, sources=names, start=start, end=end,
-                          quiet=quiet, force=force)
+                          quiet=quiet, force=force, scheduler=scheduler)
     state = "up to date" if summary.up_to_date else f"{summary.shards_written} of {summary.n_shards} shards written"
     click.echo(f"{summary.store}: {summary.n_sites} sites × {summary.n_time} days ({state})")

@@ -100,18 +100,32 @@ def build_store(
     end: str | None = None,
     quiet: bool = False,
     force: bool = False,
+    scheduler: str | None = None,
 ) -> BuildSummary:
-    """Build (or resume, or confirm up to date) the store at ``out`` from ``catalog_url``."""
+    """Build (or resume, or confirm up to date) the store at ``out`` from ``catalog_url``.
+
+    Gridded sources are extracted by dask on ``scheduler`` ("local": a LocalCluster sized to this
+    machine; or the address of an existing dask scheduler); other sources need no cluster.
+    """
+    catalog = load_catalog(catalog_url)
+    if any(s.gridded is not None for s in catalog.select(sources)) or scheduler:
+        from ..gridded.scheduler import dask_client
+
+        with dask_client(scheduler or "local"):
+            return _build(catalog, out, shard_size, sources, start, end, quiet, force)
+    return _build(catalog, out, shard_size, sources, start, end, quiet, force)
+
+
+def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] | None, start: str | None,
+           end: str | None, quiet: bool, force: bool) -> BuildSummary:
     if shard_size < 1:
         raise StefaLandError(f"shard size must be at least 1 (got {shard_size})")
-    catalog = load_catalog(catalog_url)
     selected = catalog.select(sources)
     by_role = {role: [s for s in selected if s.role == role] for role in ("dynamic", "target", "static")}
     if not by_role["dynamic"]:
         raise StefaLandError(f"catalog {catalog.url}: no source with metadata.role: dynamic selected")
-    readers = {s.name: SourceReader(catalog, s) for s in selected}
-
     sites = load_sites(catalog)
+    readers = {s.name: SourceReader(catalog, s, sites) for s in selected}
     keep = pd.Index(sites.index)
     for spec in by_role["dynamic"]:
         available = readers[spec.name].site_ids()

@@ -24,16 +24,19 @@ def site_id_name(spec: SourceSpec, source) -> str:
 class SourceReader:
     """One catalog source, opened once, read shard by shard."""
 
-    def __init__(self, catalog: CatalogSpec, spec: SourceSpec) -> None:
+    def __init__(self, catalog: CatalogSpec, spec: SourceSpec, sites: pd.DataFrame | None = None) -> None:
         self.spec = spec
         self.source = catalog.open(spec.name)
         self.site_id = site_id_name(spec, self.source)
+        self.sites = sites  # the store's site table (lat, lon[, geometry]): gridded sources need it
         self._lazy: xr.Dataset | pd.DataFrame | None = None
 
     def _data(self):
         if self._lazy is None:
             data = self.source.to_dask()
-            if isinstance(data, xr.Dataset):
+            if self.spec.gridded is not None:
+                data = self._extract(data)
+            elif isinstance(data, xr.Dataset):
                 data = self._site_dataset(data)
             elif hasattr(data, "compute") and not isinstance(data, pd.DataFrame):
                 data = data.compute()
@@ -41,6 +44,16 @@ class SourceReader:
                 data = self._site_table(data)
             self._lazy = data
         return self._lazy
+
+    def _extract(self, grid: xr.Dataset | xr.DataArray) -> xr.Dataset:
+        """A gridded source becomes lazy site series (points, basin means or class fractions)."""
+        from ..gridded.extract import extract_to_sites, gridded_options
+
+        if self.sites is None:
+            raise StefaLandError(f"source {self.spec.name}: a gridded source needs the site table")
+        method, classes = gridded_options(self.spec.gridded, self.spec.name)
+        table = self.sites.reset_index()
+        return extract_to_sites(grid, table, method, list(self.spec.grid_variables), classes, self.spec.name)
 
     def _site_dataset(self, data: xr.Dataset) -> xr.Dataset:
         name = self.site_id if self.site_id in data.dims or self.site_id in data.coords else "site"
@@ -65,6 +78,8 @@ class SourceReader:
         return frame.set_index(pd.Index(ids.to_numpy(dtype=object), name="site"))
 
     def site_ids(self) -> set[str]:
+        if self.spec.gridded is not None and self.sites is not None:
+            return set(map(str, self.sites.index))  # a grid covers every site (outside: an error on read)
         if hasattr(self.source, "site_ids"):
             return set(self.source.site_ids())
         data = self._data()
@@ -89,6 +104,7 @@ class SourceReader:
             data = data.reindex(site=list(sites))
             if time is not None and "time" in data.dims:
                 data = data.reindex(time=time)
+            data = data.compute()
         missing = [c for c in needed if c not in data.data_vars]
         self._refuse_missing(missing, list(map(str, data.data_vars)))
         return data[needed]

@@ -51,6 +51,8 @@ def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
     table["region"] = (
         frame[region_column].astype(str).to_numpy(dtype=object) if region_column in frame.columns else ""
     )
+    if spec.basins:
+        table["geometry"] = _basin_geometries(catalog, spec, table.index)
     for store_name, source_name in columns.items():
         if store_name.startswith("fold_"):
             if source_name not in frame.columns:
@@ -58,3 +60,21 @@ def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
             folds = pd.to_numeric(frame[source_name], errors="coerce").fillna(-1)
             table[store_name] = folds.to_numpy(dtype=np.int16)
     return table
+
+
+def _basin_geometries(catalog: CatalogSpec, spec: SourceSpec, sites: pd.Index) -> list:
+    """Basin polygons for every site (``metadata.basins: {urlpath, id_column}``; relative to the catalog)."""
+    from ..gridded.polygons import read_basins
+    from ..storage import is_remote, join
+
+    urlpath = str(spec.basins.get("urlpath", ""))
+    if not urlpath:
+        raise StefaLandError(f"source {spec.name}: metadata.basins needs a urlpath")
+    if not (is_remote(urlpath) or urlpath.startswith("/")):
+        base = catalog.url.rsplit("/", 1)[0] if "/" in catalog.url else "."
+        urlpath = join(base, urlpath)
+    basins = read_basins(urlpath, str(spec.basins.get("id_column", "site")), spec.name)
+    missing = sites.difference(pd.Index(basins.index.astype(str)))
+    if len(missing):
+        raise StefaLandError(f"source {spec.name}: basin file {urlpath} has no polygon for site {missing[0]}")
+    return list(basins.reindex(sites))

@@ -44,7 +44,7 @@ def validate(catalog: CatalogSpec, sources: list[str] | None = None, sample_site
     chosen = [s for s in catalog.sources.values() if s.role != "sites" and (not sources or s.name in sources)]
     for spec in chosen:
         try:
-            reader = SourceReader(catalog, spec)
+            reader = SourceReader(catalog, spec, sites)
             available = sorted(reader.site_ids())
             if not available:
                 raise StefaLandError(f"source {spec.name}: holds no site")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import intake
@@ -45,6 +45,8 @@ class SourceSpec:
     site_id: str | None = None  # None: the driver's own id column (CAMELS: gauge_id), else "site"
     columns: dict[str, str] = field(default_factory=dict)  # sites role: store column → source column
     gridded: dict[str, Any] | None = None
+    grid_variables: tuple[str, ...] = ()  # gridded: the raster variables to extract (before class expansion)
+    basins: dict[str, Any] | None = None  # sites role: {urlpath, id_column} of basin polygons
     description: str = ""
     driver: str = ""
 
@@ -128,13 +130,29 @@ def _source(name: str, entry: dict) -> SourceSpec:
     variables = metadata.get("variables") or {}
     if role != "sites" and not variables:
         raise StefaLandError(f"catalog source {name}: metadata.variables is empty")
+    parsed = tuple(_variable(name, v, s) for v, s in variables.items())
+    gridded = metadata.get("gridded")
+    grid_variables: tuple[str, ...] = ()
+    if gridded is not None:
+        from ..gridded.extract import gridded_options
+
+        _, classes = gridded_options(gridded, name)
+        grid_variables = tuple(v.source_var for v in parsed)
+        if classes is not None:  # one store variable per class: the fraction of the site it covers
+            parsed = tuple(
+                replace(v, name=f"{v.name}_{label}", source_var=f"{v.source_var}_{label}", units="fraction",
+                        description=f"{v.description} ({label} fraction)".strip())
+                for v in parsed for label in classes.values()
+            )
     return SourceSpec(
         name=name,
         role=role,
-        variables=tuple(_variable(name, v, s) for v, s in variables.items()),
+        variables=parsed,
         site_id=str(metadata["site_id"]) if metadata.get("site_id") else None,
         columns=dict(metadata.get("columns") or {}),
-        gridded=metadata.get("gridded"),
+        gridded=gridded,
+        grid_variables=grid_variables,
+        basins=metadata.get("basins"),
         description=str(entry.get("description", "")),
         driver=str(entry.get("driver", "")),
     )

@@ -41,7 +41,7 @@ REGIONS: tuple[Region, ...] = (
     Region("11", "patagonian_andes", (-50.0, -38.0), (-73.0, -68.0), 1000, 500, 0.5, 0.2, 170, 0.60),
     Region("12", "western_europe", (44.0, 54.0), (-4.0, 10.0), 300, 250, 0.8, 0.3, 330, 0.20),
     Region("13", "alpine_europe", (45.0, 48.0), (6.0, 15.0), 1500, 600, 0.5, 0.5, 190, 0.30),
-    Region("14", "scandinavia", (58.0, 68.0), (10.0, 30.0), 400, 250, 0.6, 0.6, 220, 0.25),
+    Region("14", "scandinavia", (58.0, 66.0), (10.0, 30.0), 400, 250, 0.6, 0.6, 220, 0.25),
     Region("15", "sahel", (10.0, 16.0), (-10.0, 20.0), 350, 150, 3.5, 0.6, 225, 0.95),
     Region("16", "east_african_highlands", (-5.0, 5.0), (30.0, 38.0), 1600, 400, 1.1, 0.2, 110, 0.45),
     Region("17", "monsoon_asia", (20.0, 30.0), (75.0, 90.0), 300, 300, 0.8, 0.5, 200, 0.95),
@@ -49,7 +49,8 @@ REGIONS: tuple[Region, ...] = (
 )
 
 N_PUB_FOLDS = 10
-UNGAUGED_FRACTION = 0.05
+UNGAUGED_FRACTION = 0.05   # sites with forcings and attributes but no streamflow file
+GAPPY_FRACTION = 0.25      # gauged sites whose record has missing stretches
 
 
 def site_ids(n_sites: int) -> list[str]:
@@ -77,7 +78,7 @@ def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
     elev_sigma = np.log1p(attr("elev_sd") / attr("elev_mean"))
     elevation = np.clip(attr("elev_mean") * np.exp(elev_sigma * rng.standard_normal(n_sites) - elev_sigma**2 / 2), 5.0, 4200.0)
     # Steeper terrain at altitude (CAMELS slope_mean spans ~1..250 m/km).
-    slope = np.clip(np.exp(1.2 + 0.0011 * elevation + 0.5 * rng.standard_normal(n_sites)), 0.8, 250.0)
+    slope = np.clip(np.exp(2.3 + 0.001 * elevation + 0.6 * rng.standard_normal(n_sites)), 0.8, 250.0)
     area = np.clip(10 ** (2.5 + 0.55 * rng.standard_normal(n_sites)), 10.0, 5000.0)
     aridity = np.clip(attr("aridity") * np.exp(0.3 * rng.standard_normal(n_sites)), 0.25, 6.0)
     continentality = np.clip(attr("continentality") + 0.1 * rng.standard_normal(n_sites), 0.0, 1.0)
@@ -87,6 +88,10 @@ def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
     n_ungauged = int(round(UNGAUGED_FRACTION * n_sites)) or (1 if n_sites >= 8 else 0)
     gauged = np.ones(n_sites, dtype=bool)
     gauged[rng.choice(n_sites, size=n_ungauged, replace=False)] = False
+    gauged_index = np.flatnonzero(gauged)
+    n_gappy = int(round(GAPPY_FRACTION * gauged_index.size)) or (1 if gauged_index.size >= 4 else 0)
+    has_gaps = np.zeros(n_sites, dtype=bool)
+    has_gaps[rng.choice(gauged_index, size=n_gappy, replace=False)] = True
     return pd.DataFrame({
         "gauge_id": ids,
         "region": [r.name for r in regions],
@@ -103,6 +108,7 @@ def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
         "wet_season_doy": wet_doy,
         "wet_season_amp": wet_amp,
         "gauged": gauged,
+        "has_gaps": has_gaps,
     })
 
 
