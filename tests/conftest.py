@@ -11,6 +11,15 @@ import pytest
 from stefaland.testing.seaweed import S3Server, seaweed_server
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the suite's tensors are tiny, and on 2 shared cores threads only contend."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("STEFALAND_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -149,12 +149,13 @@ def hbv_step(
     meltwater = meltwater - tosoil
 
     # Soil: the wetter the soil, the larger the share of input that recharges the upper zone.
-    wetness = torch.clamp((sm / fc) ** beta, min=0.0, max=1.0)
+    # (floored so that a caller's all-zero initial store cannot give 0 ** beta a NaN gradient)
+    wetness = torch.clamp((torch.clamp(sm, min=near_zero) / fc) ** beta, min=0.0, max=1.0)
     recharge = (rain + tosoil) * wetness
     sm = sm + rain + tosoil - recharge
     excess = torch.clamp(sm - fc, min=0.0)
     sm = sm - excess
-    evap_factor = torch.clamp((sm / (lp * fc)) ** betaet, min=0.0, max=1.0)
+    evap_factor = torch.clamp((torch.clamp(sm, min=near_zero) / (lp * fc)) ** betaet, min=0.0, max=1.0)
     et = torch.clamp(torch.minimum(pet * evap_factor, sm - near_zero), min=0.0)
     sm = sm - et
 
@@ -233,6 +234,15 @@ class HBV11p(torch.nn.Module):
     degC, mm/day and raw outputs (time, basin, 14*nmul+2) laid out as documented in
     :mod:`stefaland.hbv.parameters`. The first ``warmup_days`` days only spin up the stores; the
     output covers the remaining days.
+
+    * Warm-up uses static parameters taken from the last warm-up day's output (what the network
+      produced having seen the warm-up window), no routing and no gradients; the main window
+      uses its own last day for static parameters and per-day values for the dynamic ones.
+    * Routing starts from an empty channel at the end of the warm-up, so the first
+      ``route_days`` routed values miss the water still in transit from the warm-up (as in
+      hydroDL2); leave them out of a loss or give the warm-up enough margin.
+    * ``initial_states`` continues a previous run (e.g. ``previous.final_states``) instead of
+      starting every store at 0.001 mm.
     """
 
     def __init__(

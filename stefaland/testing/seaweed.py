@@ -91,7 +91,7 @@ def seaweed_server(workdir: Path, timeout: float = 30.0) -> Iterator[S3Server]:
     command = [
         weed_binary(), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
         f"-s3.config={workdir / 'identities.json'}", "-admin.ui=false", "-webdav=false",
-        f"-dir={workdir / 'data'}",
+        f"-dir={workdir / 'data'}", "-s3.port.iceberg=0", "-s3.port.lance=0",  # 0: not started (fixed ports)
     ] + [f"-{flag}={port}" for flag, port in ports.items()]
     (workdir / "data").mkdir(exist_ok=True)
     log = open(workdir / "weed.log", "wb")

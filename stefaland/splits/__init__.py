@@ -1,0 +1,84 @@
+"""Holdout splits as data: make them from a site table or store, write/read split files, and
+apply them to a store's sites.
+
+``make_split`` is what ``stefaland splits make`` calls; trainers use ``apply_split``/``holdout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+
+from .continents import CONTINENTS, continent_of
+from .schemes import NOT_HELD_OUT, PUR_REGIONS, SCHEMES, Assignment, assign, mhpi_folds, random_folds
+from .sites import load_sites, read_site_list, restrict
+from .splitfile import Split, apply_split, holdout, read_split, validate_split, write_split
+
+log = logging.getLogger("stefaland.splits")
+
+DEFAULT_SEED = 111111  # the paper's seed (Table C2)
+CAMELS_SUBSET = "531_basin_list.txt"
+
+
+def _camels_subset(sites: Sequence[str]) -> str | None:
+    """The 531-basin list beside (or one folder above) the first site table, if there is one."""
+    first = str(sites[0]).rstrip("/")
+    folder = first if storage.exists(storage.join(first, "camels_name.txt")) else first.rsplit("/", 1)[0]
+    parent = folder.rsplit("/", 1)[0]
+    for candidate in (storage.join(folder, CAMELS_SUBSET), storage.join(parent, CAMELS_SUBSET)):
+        if storage.exists(candidate):
+            return candidate
+    return None
+
+
+def make_split(
+    task: str,
+    scheme: str,
+    sites: Sequence[str],
+    seed: int = DEFAULT_SEED,
+    folds: int | None = None,
+    basins: str | None = None,
+    from_mhpi: str | None = None,
+    id_column: str | None = None,
+) -> Split:
+    """Build a split for the sites in ``sites`` (tables and/or stores).
+
+    ``basins``: a site-list file to restrict to, or ``"all"``. For CAMELS the default is the
+    531-basin subset, found as ``531_basin_list.txt`` beside the site table or one folder up.
+    ``from_mhpi``: import folds from MHPI's ``PUBsplitLst.txt`` instead of drawing them.
+    """
+    if not sites:
+        raise StefaLandError("no site table or store given")
+    table = load_sites(sites, id_column)
+    source = ", ".join(map(str, sites))
+    if basins is None and task == "camels":
+        basins = _camels_subset(sites)
+        if basins is None:
+            raise StefaLandError(f"CAMELS splits use the 531-basin subset but no {CAMELS_SUBSET} "
+                                 "was found beside the site table: pass --basins FILE (or all)")
+        log.info("restricting to the CAMELS subset in %s", basins)
+    if basins and basins != "all":
+        table = restrict(table, read_site_list(basins), basins)
+        source += f" restricted to {basins}"
+    if from_mhpi:
+        if task != "camels" or scheme != "pub":
+            raise StefaLandError("--from-mhpi imports CAMELS PUB folds: use --task camels --scheme pub")
+        assignment = mhpi_folds(storage.read_bytes(from_mhpi).decode(), table.index, from_mhpi)
+    else:
+        assignment = assign(table, task, scheme, seed, folds)
+    seed_used = seed if assignment.seeded else None
+    split = Split(folds=assignment.folds.rename_axis("site"), task=task, scheme=scheme,
+                  seed=seed_used, fold_names=assignment.fold_names, note=assignment.note,
+                  sites_source=source)
+    validate_split(split.folds, table.index, source="new split")
+    return split
+
+
+__all__ = [
+    "CONTINENTS", "DEFAULT_SEED", "NOT_HELD_OUT", "PUR_REGIONS", "SCHEMES", "Assignment", "Split",
+    "apply_split", "assign", "continent_of", "holdout", "load_sites", "make_split", "mhpi_folds",
+    "random_folds", "read_split", "validate_split", "write_split",
+]

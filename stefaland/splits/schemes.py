@@ -1,0 +1,178 @@
+"""Holdout schemes: rules that give every site exactly one fold id.
+
+A scheme is a function of the site table (and a seed) only, so a split is reproducible from its
+file header alone. Fold ``-1`` means "never held out" (the site is always in training), as in the
+store's ``fold_<scheme>`` coordinates (docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stefaland.errors import StefaLandError
+
+from .continents import CONTINENTS, continent_of
+
+NOT_HELD_OUT = -1
+
+#: CAMELS PUR: 7 regions made of HUC-02 units (the paper's Table / NOTES.md).
+PUR_REGIONS: tuple[tuple[int, ...], ...] = (
+    (1, 2), (3, 6), (4, 5, 7), (9, 10), (8, 11, 12, 13), (14, 15, 16, 18), (17,),
+)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Fold id per site (index = site id, in table order) and a name per fold id."""
+
+    folds: pd.Series
+    fold_names: dict[int, str]
+    note: str = ""
+    seeded: bool = True  # False when the rule is deterministic (PUR regions, continents)
+
+
+def random_folds(sites: pd.Index, n_folds: int, seed: int) -> pd.Series:
+    """Balanced random folds (sizes differ by at most one).
+
+    Sites are sorted before shuffling so the result depends on the set of ids and the seed, not
+    on the order of the input table.
+    """
+    if n_folds < 2:
+        raise StefaLandError(f"a random split needs at least 2 folds, got {n_folds}")
+    if len(sites) < n_folds:
+        raise StefaLandError(f"{len(sites)} sites cannot fill {n_folds} folds")
+    ordered = np.sort(np.asarray(sites, dtype=str))
+    shuffled = np.random.default_rng(seed).permutation(ordered)
+    folds = pd.Series(np.arange(len(shuffled)) % n_folds, index=shuffled, dtype="int16")
+    return folds.reindex(sites)
+
+
+def _random(n_folds: int, label: str) -> Callable[[pd.DataFrame, int, int | None], Assignment]:
+    def scheme(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
+        k = folds or n_folds
+        return Assignment(random_folds(table.index, k, seed), {i: f"{label}{i}" for i in range(k)})
+    return scheme
+
+
+def camels_pub(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
+    """PUB: random basin groups (10 by default).
+
+    The paper's own groups (MHPI's ``huc,gage,LAT,LONG,PUB_ID`` CSV, sizes 54 48 45 46 57 60 44
+    60 61 56 on the 531 basins) are not public, so these are new seeded groups of equal size;
+    ``--from-mhpi PUBsplitLst.txt`` imports the public MHPI split of Feng et al. (2022) instead.
+    """
+    k = folds or 10
+    return Assignment(
+        random_folds(table.index, k, seed),
+        {i: f"pub_group_{i}" for i in range(k)},
+        note="random basin groups; the paper's exact PUB groups are not public "
+             "(use --from-mhpi to import the MHPI 10-fold split of Feng et al. 2022)",
+    )
+
+
+def camels_pur(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
+    """PUR: the 7 HUC-02 region groups; the seed plays no part."""
+    if folds not in (None, len(PUR_REGIONS)):
+        raise StefaLandError(f"the CAMELS PUR scheme has {len(PUR_REGIONS)} folds, not {folds}")
+    huc = _huc02(table)
+    region_of = {h: i for i, group in enumerate(PUR_REGIONS) for h in group}
+    folds_ = huc.map(region_of)
+    unknown = folds_.isna()
+    if unknown.any():
+        site = folds_.index[unknown][0]
+        raise StefaLandError(f"site {site}: HUC-02 {huc[site]!r} is in no CAMELS PUR region")
+    names = {i: "huc02_" + "_".join(f"{h:02d}" for h in group) for i, group in enumerate(PUR_REGIONS)}
+    return Assignment(folds_.astype("int16"), names, seeded=False)
+
+
+def _huc02(table: pd.DataFrame) -> pd.Series:
+    """HUC-02 as integers, from a ``huc_02`` column or else ``region``."""
+    column = "huc_02" if "huc_02" in table else "region" if "region" in table else None
+    if column is None:
+        raise StefaLandError(
+            "the CAMELS PUR scheme needs a huc_02 (or region) column in the site table, e.g. "
+            "from camels_name.txt"
+        )
+    values = pd.to_numeric(table[column], errors="coerce")
+    if values.isna().any():
+        site = values.index[values.isna()][0]
+        raise StefaLandError(f"site {site}: {column} {table[column][site]!r} is not a HUC-02 number")
+    return values.astype(int)
+
+
+def _holdout_by_continent(continents: tuple[str, ...]):
+    def scheme(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
+        if folds not in (None, len(continents)):
+            raise StefaLandError(f"this scheme has {len(continents)} folds, not {folds}")
+        _require_coordinates(table)
+        where = pd.Series(continent_of(table["lat"].to_numpy(), table["lon"].to_numpy()),
+                          index=table.index)
+        ids = {name: i for i, name in enumerate(continents)}
+        fold = where.map(ids).fillna(NOT_HELD_OUT).astype("int16")
+        return Assignment(
+            fold, dict(enumerate(continents)),
+            note="continent from coordinates (stefaland.splits.continents polygons); "
+                 "fold -1 = elsewhere, never held out",
+            seeded=False,
+        )
+    return scheme
+
+
+def _require_coordinates(table: pd.DataFrame) -> None:
+    for column in ("lat", "lon"):
+        if column not in table:
+            raise StefaLandError(f"this scheme needs site coordinates: no {column} column")
+        missing = table[column].isna()
+        if missing.any():
+            raise StefaLandError(f"site {table.index[missing][0]}: no {column}")
+
+
+SCHEMES: dict[str, dict[str, Callable[[pd.DataFrame, int, int | None], Assignment]]] = {
+    "camels": {"pub": camels_pub, "pur": camels_pur},
+    "global": {"random": _random(3, "random_"), "continents": _holdout_by_continent(CONTINENTS)},
+    "ismn": {"random": _random(5, "random_"), "europe": _holdout_by_continent(("europe",))},
+    "wosis": {"random": _random(5, "random_")},
+}
+
+
+def assign(table: pd.DataFrame, task: str, scheme: str, seed: int,
+           folds: int | None = None) -> Assignment:
+    """Run ``scheme`` of ``task`` on a site table indexed by site id."""
+    if task not in SCHEMES:
+        raise StefaLandError(f"unknown split task {task!r}; known: {', '.join(SCHEMES)}")
+    if scheme not in SCHEMES[task]:
+        raise StefaLandError(
+            f"unknown scheme {scheme!r} for task {task}; known: {', '.join(SCHEMES[task])}"
+        )
+    return SCHEMES[task][scheme](table, seed, folds)
+
+
+def mhpi_folds(text: str, sites: pd.Index, source: str) -> Assignment:
+    """Folds from MHPI's ``PUBsplitLst.txt``: a JSON list of lists of integer gauge ids.
+
+    The ids lost their leading zeros, so they are matched as integers; ids not among ``sites``
+    (the list covers all 671 basins) are skipped, and a site in no list is an error.
+    """
+    try:
+        groups = json.loads(text)
+        if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+            raise ValueError("not a list of lists")
+        fold_of = {int(gauge): i for i, group in enumerate(groups) for gauge in group}
+    except (ValueError, TypeError) as exc:
+        raise StefaLandError(f"{source}: not an MHPI split (JSON list of lists of ids): {exc}") from exc
+    numeric = pd.Series(pd.to_numeric(pd.Series(sites, dtype=str), errors="coerce").to_numpy(),
+                        index=sites)
+    folds = numeric.map(fold_of)
+    if folds.isna().any():
+        site = folds.index[folds.isna()][0]
+        raise StefaLandError(f"site {site} is in none of the folds of {source}")
+    return Assignment(
+        folds.astype("int16"), {i: f"mhpi_pub_{i}" for i in range(len(groups))},
+        note=f"imported from MHPI split {source} (Feng et al. 2022 PUB folds)",
+        seeded=False,
+    )

@@ -1,0 +1,41 @@
+"""``stefaland splits``: make holdout split files (the library does the work)."""
+
+from __future__ import annotations
+
+import click
+
+from stefaland.splits import DEFAULT_SEED, SCHEMES, make_split, write_split
+
+_ALL_SCHEMES = sorted({scheme for schemes in SCHEMES.values() for scheme in schemes})
+
+
+@click.group("splits")
+def splits() -> None:
+    """Holdout splits (PUB, PUR, random k-fold, continental) as small CSV files."""
+
+
+@splits.command("make")
+@click.option("--task", required=True, type=click.Choice(sorted(SCHEMES)),
+              help="camels (pub|pur), global (random|continents), ismn (random|europe), wosis (random).")
+@click.option("--scheme", required=True, type=click.Choice(_ALL_SCHEMES), help="Holdout scheme.")
+@click.option("--sites", "sites", required=True, multiple=True,
+              help="Site table (CSV/TXT, glob allowed), CAMELS attribute folder or zarr store; "
+                   "repeat to combine tables by site id.")
+@click.option("--out", required=True, help="Split file to write (local path or s3://).")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
+@click.option("--folds", type=int, default=None, help="Number of random folds (task default).")
+@click.option("--basins", default=None,
+              help="Site list to restrict to, or 'all' (CAMELS default: 531_basin_list.txt "
+                   "beside the site table).")
+@click.option("--from-mhpi", "from_mhpi", default=None,
+              help="Import MHPI's PUBsplitLst.txt (JSON list of lists of gauge ids) as the PUB folds.")
+@click.option("--id-column", default=None, help="Site id column, if not a usual name.")
+def make(task: str, scheme: str, sites: tuple[str, ...], out: str, seed: int, folds: int | None,
+         basins: str | None, from_mhpi: str | None, id_column: str | None) -> None:
+    """Assign every site one fold and write SITE,FOLD with a JSON header line."""
+    split = make_split(task, scheme, list(sites), seed=seed, folds=folds, basins=basins,
+                       from_mhpi=from_mhpi, id_column=id_column)
+    write_split(split, out)
+    sizes = split.folds.value_counts().sort_index()
+    summary = " ".join(f"{split.fold_names.get(int(k), 'not held out')}={v}" for k, v in sizes.items())
+    click.echo(f"{out}: {len(split.folds)} sites, {task}/{scheme}: {summary}")
