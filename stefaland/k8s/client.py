@@ -11,7 +11,7 @@ never by guessing names.
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +27,6 @@ from kubernetes.config.config_exception import ConfigException
 from stefaland.errors import StefaLandError
 
 from .runs import KIND_LABEL, MANAGED_SELECTOR, OUT_ANNOTATION, RUN_LABEL, run_selector
-
-log = logging.getLogger("stefaland.k8s.client")
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -87,16 +85,23 @@ def connect(context: str | None = None, namespace: str | None = None) -> Cluster
 def _api_error(exc: Exception, cluster: Cluster, action: str) -> StefaLandError:
     """One line that says what was attempted, where, and what the server said."""
     if isinstance(exc, ApiException):
-        reason = exc.reason or ""
+        try:  # the API server explains itself in a Status object
+            reason = json.loads(exc.body or "{}").get("message") or exc.reason or ""
+        except (ValueError, AttributeError):
+            reason = exc.reason or ""
         if exc.status == 403:
-            reason = "forbidden (the Role in k8s/rbac.yaml grants what the CLI needs)"
+            reason += " (k8s/rbac.yaml lists the permissions the CLI needs)"
         elif exc.status == 401:
             reason = "unauthorized (check the credentials of the kubeconfig context)"
         return StefaLandError(f"{action} in namespace {cluster.namespace} ({cluster.where}): {exc.status} {reason}")
     return StefaLandError(f"{action}: cannot reach the Kubernetes API of {cluster.where} ({exc.__class__.__name__})")
 
 
+REQUEST_TIMEOUT_S = 30  # an unreachable or hung API server must not hang the CLI
+
+
 def _call(cluster: Cluster, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
     try:
         return function(*args, **kwargs)
     except ApiException as exc:
@@ -215,7 +220,9 @@ def pod_log_lines(cluster: Cluster, pod_name: str, follow: bool = False) -> Iter
 
     response = _call(cluster, f"reading the log of pod {pod_name}", cluster.core.read_namespaced_pod_log,
                      pod_name, cluster.namespace, container=CONTAINER_NAME, follow=follow,
-                     _preload_content=False)
+                     _preload_content=False,
+                     # following waits on a quiet trainer for as long as it takes; connecting does not
+                     _request_timeout=(REQUEST_TIMEOUT_S, 7 * 24 * 3600) if follow else REQUEST_TIMEOUT_S)
     pending = b""
     try:
         for chunk in response.stream(4096):

@@ -68,6 +68,11 @@ class FakeCluster:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (resource[/sub], verb)
     queries: list[dict[str, list[str]]] = field(default_factory=list)
     follow_delay: float = 0.05
+    # The real garbage collector removes a deleted Job's dependents asynchronously; False keeps
+    # them (until collect_garbage()) so the CLI's own clean-up of leftovers can be exercised.
+    immediate_gc: bool = True
+    # None: everything allowed; else the (resource, verb) pairs an RBAC Role grants.
+    allowed: set[tuple[str, str]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def items(self, resource: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
@@ -111,6 +116,20 @@ class FakeCluster:
             self.logs[pod_name] = [f"{pod_name} step {step} loss {1.0 / step:.3f}" for step in (1, 2, 3)]
         job["status"] = {"active": len(self.items("pods", namespace, f"job-name={name}")), "startTime": _now()}
 
+    def _collect(self, uid: str) -> None:
+        for key, other in list(self.objects.items()):
+            if any(ref.get("uid") == uid for ref in other["metadata"].get("ownerReferences") or []):
+                self.objects.pop(key)
+
+    def collect_garbage(self) -> None:
+        """Remove every object whose owner no longer exists (the garbage collector's part)."""
+        with self.lock:
+            alive = {obj["metadata"]["uid"] for obj in self.objects.values()}
+            for key, obj in list(self.objects.items()):
+                owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
+                if owners and not owners & alive:
+                    self.objects.pop(key)
+
     def create(self, resource: str, namespace: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         name = body.get("metadata", {}).get("name")
         if not name:
@@ -134,9 +153,10 @@ class FakeCluster:
                 for pod in self.items("pods", namespace, f"job-name={name}"):
                     self.objects.pop(("pods", namespace, pod["metadata"]["name"]))
             uid = obj["metadata"]["uid"]
-            for key, other in list(self.objects.items()):  # the garbage collector's part
-                if any(ref.get("uid") == uid for ref in other["metadata"].get("ownerReferences") or []):
-                    self.objects.pop(key)
+            if self.immediate_gc:
+                self._collect(uid)
+        if resource == "services":  # the real Service storage returns the deleted object
+            return 200, obj
         return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                      "details": {"name": name, "kind": resource, "uid": uid}}
 
@@ -174,7 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
                 verb = verb_for_item if name else verb_for_collection
                 if verb == "list" and query.get("watch") == ["true"]:
                     verb = "watch"
-                self.cluster.requests.append((f"{resource}/{sub}" if sub else resource, verb))
+                permission = (f"{resource}/{sub}" if sub else resource, verb)
+                self.cluster.requests.append(permission)
+                if self.cluster.allowed is not None and permission not in self.cluster.allowed:
+                    message = (f'{resource} is forbidden: User "fake" cannot {verb} resource "{permission[0]}" '
+                               f'in the namespace "{namespace}"')
+                    self._send(403, _status(403, "Forbidden", message))
+                    return None
                 return resource, namespace, name, sub
         self._send(404, _status(404, "NotFound", f"the server could not find the requested resource {url.path}"))
         return None
@@ -267,7 +293,8 @@ def fake_api_server() -> Iterator[FakeApiServer]:
     handler = type("Handler", (_Handler,), {"cluster": cluster})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="fake-kube-api", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube-api",
+                              daemon=True)
     thread.start()
     try:
         yield FakeApiServer(f"http://127.0.0.1:{server.server_address[1]}", cluster)

@@ -14,7 +14,9 @@ import os
 import sys
 from collections.abc import Mapping
 
-from .manifests import FOLD_PLACEHOLDER, FOLDS_ENV
+# Only the standard library here: this runs at every pod start, before the trainer.
+FOLD_PLACEHOLDER = "{fold}"
+FOLDS_ENV = "STEFALAND_FOLDS"
 
 
 def fold_command(argv: list[str], env: Mapping[str, str]) -> list[str]:

@@ -24,12 +24,11 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
+from .fold_entry import FOLD_PLACEHOLDER, FOLDS_ENV
 from .runs import run_annotations, run_labels
 
 CONTAINER_NAME = "stefaland"
 RDZV_PORT = 29500
-FOLD_PLACEHOLDER = "{fold}"
-FOLDS_ENV = "STEFALAND_FOLDS"
 
 # Secret keys turned into the standard AWS variables the storage layer reads (DESIGN.md §4).
 REQUIRED_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -234,11 +233,14 @@ def pretrain_objects(
     return [headless_service(run_id, labels, run_id, namespace), job]
 
 
-def _finetune_args(store: str, config: str, out: str, task: str, split: str, fold: str) -> list[str]:
-    return [
-        "finetune", "--store", store, "--config", config, "--out", f"{out.rstrip('/')}/fold-{fold}",
-        "--task", task, "--split", split, "--fold", fold,
-    ]
+def _finetune_args(
+    store: str, config: str, out: str, task: str, split: str, fold: str, split_file: str | None
+) -> list[str]:
+    """``stefaland finetune`` writes fold k under ``<out>/fold-<k>/`` itself, so all folds share --out."""
+    args = ["finetune", "--store", store, "--config", config, "--out", out, "--task", task, "--split", split]
+    if split_file:
+        args += ["--split-file", split_file]
+    return args + ["--fold", fold]
 
 
 def finetune_objects(
@@ -253,8 +255,9 @@ def finetune_objects(
     namespace: str,
     mode: str = "indexed",
     parallelism: int | None = None,
+    split_file: str | None = None,
 ) -> list[k8s.V1Job]:
-    """Finetuning on every fold in ``folds``; each fold writes to ``<out>/fold-<k>``.
+    """Finetuning on every fold in ``folds``; fold k writes to ``<out>/fold-<k>/``.
 
     ``indexed``: one Indexed Job; ``stefaland.k8s.fold_entry`` maps the completion index to the
     fold id (fold ids need not start at 0 or be contiguous) and retries are per fold.
@@ -265,13 +268,13 @@ def finetune_objects(
         jobs = []
         for fold in folds:
             labels = run_labels(run_id, fold=fold)
-            command = _torchrun(pod.gpus) + _finetune_args(store, config, out, task, split, str(fold))
+            command = _torchrun(pod.gpus) + _finetune_args(store, config, out, task, split, str(fold), split_file)
             template = _pod_template(run_id, labels, command, pod)
             jobs.append(_job(f"{run_id}-fold-{fold}", labels, annotations, template, pod, namespace))
         return jobs
     labels = run_labels(run_id)
     command = ["python", "-m", "stefaland.k8s.fold_entry"] + _torchrun(pod.gpus) + _finetune_args(
-        store, config, out, task, split, FOLD_PLACEHOLDER
+        store, config, out, task, split, FOLD_PLACEHOLDER, split_file
     )
     folds_env = [k8s.V1EnvVar(name=FOLDS_ENV, value=",".join(str(f) for f in folds))]
     template = _pod_template(run_id, labels, command, pod, extra_env=folds_env)

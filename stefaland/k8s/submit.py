@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -111,6 +111,12 @@ def scheduling(
     return merged, [toleration_from_config(t, config) for t in config_tolerations] + list(tolerations)
 
 
+def check_out_url(out: str) -> None:
+    """The run folder must be object storage: submit uploads the config there and pull reads it."""
+    if not storage.is_remote(out):
+        raise StefaLandError(f"--out {out}: the run folder must be an object-storage URL (s3://…), not a local path")
+
+
 def check_visible_to_pods(url: str, option: str, pod: PodOptions) -> None:
     """Pods cannot see the submitting machine's disk: only object storage or the mounted PVC."""
     if storage.is_remote(url):
@@ -137,24 +143,52 @@ def parse_folds(spec: str) -> list[int] | None:
     return sorted(set(folds))
 
 
-def folds_in_store(store: str, split: str) -> list[int]:
-    """Fold ids of ``split`` from the store's ``fold_<split>`` coordinate (-1 = not in the scheme)."""
-    import numpy as np
+def folds_in_store(store: str, split: str, split_file: str | None = None) -> list[int]:
+    """Fold ids of ``split``, read exactly as ``stefaland finetune --fold all`` will read them.
+
+    Only the coordinates are opened (not the whole store), so this is quick even on S3.
+    """
     import xarray as xr
+
+    from stefaland.finetune.data import fold_assignment, fold_ids
 
     options = storage.storage_options_for(store) if storage.is_remote(store) else None
     try:
         dataset = xr.open_zarr(store, storage_options=options)
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise StefaLandError(f"{store}: cannot open the store to list the folds of '{split}' ({exc})") from exc
-    name = f"fold_{split}"
-    if name not in dataset.coords:
-        schemes = sorted(c[5:] for c in dataset.coords if str(c).startswith("fold_"))
-        raise StefaLandError(f"{store}: no coordinate {name}; splits in this store: {', '.join(schemes) or 'none'}")
-    folds = sorted(int(f) for f in np.unique(dataset[name].values) if f >= 0)
+    try:
+        folds = fold_ids(fold_assignment(dataset, split, split_file))
+    except StefaLandError as exc:
+        raise StefaLandError(f"{store}: {exc}") from exc
     if not folds:
-        raise StefaLandError(f"{store}: {name} assigns no site to any fold")
+        raise StefaLandError(f"{store}: split '{split}' assigns no site to any fold")
     return folds
+
+
+def trainer_config(kind: str, data: bytes, parsed: dict[str, Any], config: str) -> bytes:
+    """The bytes the pods get: validated by the trainer's own schema now, not after GPU scheduling.
+
+    The ``kubernetes:`` section is for ``submit`` only and the trainers reject unknown keys, so it
+    is removed (the rest is re-serialised); a config without one is uploaded byte for byte.
+    """
+    if "kubernetes" in parsed:
+        parsed = {key: value for key, value in parsed.items() if key != "kubernetes"}
+        data = yaml.safe_dump(parsed, sort_keys=False).encode()
+    if kind == "pretrain":
+        from stefaland.pretrain.config import parse_config
+
+        parse_config(data.decode("utf-8"), source=config)
+    else:
+        from stefaland.finetune.config import config_from_dict
+
+        config_from_dict(parsed, config)
+    return data
+
+
+def _with_scheduling(pod: PodOptions, parsed_config: dict[str, Any], config: str) -> PodOptions:
+    node_selector, tolerations = scheduling(parsed_config, config, pod.node_selector, pod.tolerations)
+    return replace(pod, node_selector=node_selector, tolerations=tolerations)
 
 
 def _config_target(out: str) -> str:
@@ -169,9 +203,10 @@ def plan_pretrain(
     if nodes < 1 or pod.gpus < 0:
         raise StefaLandError("--nodes must be >= 1 and --gpus >= 0")
     check_visible_to_pods(store, "--store", pod)
-    check_visible_to_pods(out, "--out", pod)
+    check_out_url(out)
     data, parsed = read_run_config(config)
-    pod.node_selector, pod.tolerations = scheduling(parsed, config, pod.node_selector, pod.tolerations)
+    pod = _with_scheduling(pod, parsed, config)
+    data = trainer_config("pretrain", data, parsed, config)
     run_id = run_id or new_run_id("pretrain")
     target = _config_target(out)
     objects = pretrain_objects(run_id, store, target, out, pod, namespace, nodes=nodes)
@@ -181,21 +216,26 @@ def plan_pretrain(
 def plan_finetune(
     config: str, store: str, out: str, task: str, split: str, folds_spec: str, pod: PodOptions,
     namespace: str, mode: str = "indexed", parallelism: int | None = None, run_id: str | None = None,
+    split_file: str | None = None,
 ) -> Submission:
     """Everything ``submit finetune`` will create; reads the store only for ``--folds all``."""
     if mode not in FINETUNE_MODES:
         raise StefaLandError(f"--mode {mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
     check_visible_to_pods(store, "--store", pod)
-    check_visible_to_pods(out, "--out", pod)
+    if split_file is not None:
+        check_visible_to_pods(split_file, "--split-file", pod)
+    check_out_url(out)
     data, parsed = read_run_config(config)
-    pod.node_selector, pod.tolerations = scheduling(parsed, config, pod.node_selector, pod.tolerations)
+    pod = _with_scheduling(pod, parsed, config)
+    data = trainer_config("finetune", data, parsed, config)
     folds = parse_folds(folds_spec)
     if folds is None:
-        folds = folds_in_store(store, split)
+        folds = folds_in_store(store, split, split_file)
     run_id = run_id or new_run_id("finetune")
     target = _config_target(out)
     objects = finetune_objects(
-        run_id, store, target, out, task, split, folds, pod, namespace, mode=mode, parallelism=parallelism
+        run_id, store, target, out, task, split, folds, pod, namespace, mode=mode, parallelism=parallelism,
+        split_file=split_file,
     )
     return Submission(run_id, namespace, out, target, data, objects)
 

@@ -1,0 +1,200 @@
+"""A run's files on object storage: the ``manifest.json`` that vouches for them, and ``pull``.
+
+A run folder holds ``config.yaml``, ``checkpoints/``, ``predictions/*.nc``, ``metrics.csv`` and
+``manifest.json`` (``{"files": [{"path", "size", "sha256"}]}``, paths relative to the folder).
+Trainers call :func:`write_run_manifest` when they finish (or after each checkpoint); ``pull``
+downloads everything and checks each file against the nearest manifest above it, so a truncated
+upload or a half-copied checkpoint is caught on the user's machine rather than in a later
+analysis. Finetuning folds may write their own ``fold-<k>/manifest.json``; those count too.
+Files no manifest lists (a checkpoint written after the manifest, or a run without one) are
+checked by size against the object-storage listing, and the result says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+from stefaland.progress import progress
+
+log = logging.getLogger("stefaland.pull")
+
+MANIFEST = "manifest.json"
+_CHUNK = 8 * 1024 * 1024
+
+
+def list_run_files(run_url: str) -> dict[str, int]:
+    """Relative path -> size of every file under ``run_url``."""
+    fs, root = storage.filesystem(run_url)
+    root = root.rstrip("/")
+    fs.invalidate_cache()  # a run still training changes under us (and under fsspec's listing cache)
+    if not fs.exists(root):
+        raise StefaLandError(f"{run_url}: run folder not found")
+    found = fs.find(root, detail=True)
+    files = {}
+    for path, info in found.items():
+        if info.get("type") == "directory":
+            continue
+        relative = posixpath.relpath(path.replace(os.sep, "/"), root.replace(os.sep, "/"))
+        files[relative] = int(info.get("size") or 0)
+    return files
+
+
+def _sha256(run_url: str, relative: str) -> str:
+    fs, path = storage.filesystem(storage.join(run_url, relative))
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_run_manifest(run_url: str, quiet: bool = True) -> dict[str, Any]:
+    """List every file of the run with its size and sha256 in ``<run_url>/manifest.json``.
+
+    Call it after the last file of a run (or of a checkpoint) is written; it reads each file
+    back, so the hashes describe what object storage really holds.
+    """
+    files = {path: size for path, size in list_run_files(run_url).items() if path != MANIFEST}
+    entries = [
+        {"path": path, "size": files[path], "sha256": _sha256(run_url, path)}
+        for path in progress(sorted(files), "hashing run files", quiet=quiet)
+    ]
+    manifest = {
+        "version": 1,
+        "run": posixpath.basename(run_url.rstrip("/")),
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": entries,
+    }
+    storage.write_bytes_atomic(storage.join(run_url, MANIFEST), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+@dataclass
+class Expected:
+    size: int
+    sha256: str | None  # None: only the size is known (no manifest lists the file)
+
+
+def _read_manifest(run_url: str, relative: str) -> tuple[list[dict[str, Any]], str]:
+    """The manifest's entries and the sha256 of the manifest itself (so its copy is checked too)."""
+    url = storage.join(run_url, relative)
+    data = storage.read_bytes(url)
+    try:
+        parsed = json.loads(data)
+        entries = parsed["files"]
+        for entry in entries:
+            int(entry["size"]), str(entry["path"]), str(entry["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StefaLandError(f"{url}: not a run manifest (expected files: [{{path, size, sha256}}])") from exc
+    return entries, hashlib.sha256(data).hexdigest()
+
+
+def expected_files(run_url: str, listing: dict[str, int]) -> tuple[dict[str, Expected], list[str]]:
+    """What each file must be, from the nearest manifest above it or else the listing.
+
+    Returns the expectations and the relative paths of the manifests used.
+    """
+    manifests = sorted((p for p in listing if posixpath.basename(p) == MANIFEST), key=len)
+    expected = {path: Expected(size, None) for path, size in listing.items()}
+    for manifest in manifests:  # shallow first, so a deeper manifest overrides its parent
+        folder = posixpath.dirname(manifest)
+        entries, own_sha256 = _read_manifest(run_url, manifest)
+        if expected[manifest].sha256 is None:
+            expected[manifest] = Expected(listing[manifest], own_sha256)
+        for entry in entries:
+            relative = posixpath.normpath(posixpath.join(folder, entry["path"]))
+            if relative not in listing:
+                raise StefaLandError(
+                    f"{storage.join(run_url, relative)}: listed in {manifest} but missing from object storage"
+                )
+            expected[relative] = Expected(int(entry["size"]), str(entry["sha256"]))
+    return expected, manifests
+
+
+@dataclass
+class PullResult:
+    directory: Path
+    downloaded: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+    checksum_verified: int = 0
+    size_only: list[str] = field(default_factory=list)
+    manifests: list[str] = field(default_factory=list)
+    total_bytes: int = 0
+
+
+def _local_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(run_url: str, relative: str, target: Path, expected: Expected) -> None:
+    """Copy one file to a temporary name, check it, then rename it into place."""
+    source = storage.join(run_url, relative)
+    fs, path = storage.filesystem(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    digest, size = hashlib.sha256(), 0
+    try:
+        try:
+            with fs.open(path, "rb") as reader, open(partial, "wb") as writer:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
+        except OSError as exc:  # includes s3fs's FileExpired: the object was replaced mid-download
+            raise StefaLandError(
+                f"{source}: cannot download ({exc.__class__.__name__}); if the run is still writing, pull again"
+            ) from exc
+        if size != expected.size:
+            raise StefaLandError(f"{source}: size {size} bytes, expected {expected.size}")
+        if expected.sha256 is not None and digest.hexdigest() != expected.sha256:
+            raise StefaLandError(
+                f"{source}: sha256 {digest.hexdigest()[:12]}… does not match the manifest's {expected.sha256[:12]}…"
+            )
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def pull_run(run_url: str, to: str | Path, quiet: bool = False) -> PullResult:
+    """Download and verify every file of the run; files already present and verified are kept."""
+    listing = list_run_files(run_url)
+    if not listing:
+        raise StefaLandError(f"{run_url}: the run folder is empty")
+    expected, manifests = expected_files(run_url, listing)
+    result = PullResult(Path(to).resolve(), manifests=manifests)
+    if not manifests:
+        log.warning("%s has no %s: files are checked by size only", run_url, MANIFEST)
+    for relative in progress(sorted(expected), f"pulling {posixpath.basename(run_url.rstrip('/'))}", quiet=quiet):
+        want = expected[relative]
+        target = result.directory.joinpath(*relative.split("/"))
+        if want.sha256 is not None and target.exists() and target.stat().st_size == want.size \
+                and _local_sha256(target) == want.sha256:
+            result.already_present.append(relative)
+        else:
+            _download(run_url, relative, target, want)
+            result.downloaded.append(relative)
+        if want.sha256 is None:
+            result.size_only.append(relative)
+        else:
+            result.checksum_verified += 1
+        result.total_bytes += want.size
+    unlisted = result.size_only
+    if manifests and unlisted:
+        log.warning("%d file(s) of %s are in no manifest and were checked by size only: %s",
+                    len(unlisted), run_url, ", ".join(unlisted[:5]) + (" …" if len(unlisted) > 5 else ""))
+    return result

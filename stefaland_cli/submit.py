@@ -1,0 +1,141 @@
+"""``stefaland submit pretrain|finetune``: run training as Kubernetes Jobs (see docs/KUBERNETES.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from stefaland.errors import StefaLandError
+from stefaland.k8s import client as kube
+from stefaland.k8s.manifests import PodOptions, to_dict, to_yaml
+from stefaland.k8s.submit import (
+    FINETUNE_MODES,
+    Submission,
+    default_image,
+    parse_node_selector,
+    parse_toleration,
+    plan_finetune,
+    plan_pretrain,
+    upload_config,
+)
+
+
+def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--namespace and --context, shared by every command that talks to the cluster."""
+    for option in reversed([
+        click.option("-n", "--namespace", default=None, help="Namespace (default: the context's, like kubectl)."),
+        click.option("--context", default=None, help="kubeconfig context to use instead of the current one."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _pod_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--config", "config", required=True, help="Run config YAML (local file or URL)."),
+        click.option("--store", required=True, help="Attribute store URL (s3://…), as the pods will read it."),
+        click.option("--out", required=True, help="Run folder URL (s3://…); the config is copied to <out>/config.yaml."),
+        click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per pod (= per node)."),
+        click.option("--image", default=None, help="Container image (default: $STEFALAND_IMAGE or stefaland:<version>)."),
+        click.option("--cpu", default=None, help="CPU request per pod (default: 8 per GPU)."),
+        click.option("--memory", default=None, help="Memory per pod (default: 32Gi per GPU)."),
+        click.option("--shm", default="16Gi", show_default=True, help="Size of /dev/shm for data-loader workers."),
+        click.option("--secret", default="stefaland-s3", show_default=True,
+                     help="Secret holding AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_ENDPOINT_URL]."),
+        click.option("--node-selector", multiple=True, metavar="KEY=VALUE", help="Node label to require (repeatable)."),
+        click.option("--toleration", multiple=True, metavar="KEY[=VALUE]:EFFECT", help="Taint to tolerate (repeatable)."),
+        click.option("--pvc", default=None, help="PersistentVolumeClaim to mount (e.g. a local copy of the store)."),
+        click.option("--pvc-mount", default="/data", show_default=True, help="Where the PVC is mounted."),
+        click.option("--service-account", default=None, help="Service account of the pods."),
+        click.option("--backoff-limit", type=click.IntRange(min=0), default=3, show_default=True,
+                     help="Failed pods tolerated (preemptions do not count)."),
+        click.option("--deadline", "active_deadline", type=click.IntRange(min=1), default=7 * 24 * 3600,
+                     show_default=True, help="activeDeadlineSeconds of each Job."),
+        click.option("--ttl", type=click.IntRange(min=0), default=7 * 24 * 3600, show_default=True,
+                     help="ttlSecondsAfterFinished: finished Jobs are removed after this many seconds."),
+        click.option("--dry-run", is_flag=True, help="Print the manifests instead of creating anything."),
+        click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True,
+                     help="Format of --dry-run's manifests."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return cluster_options(command)
+
+
+def _pod(kwargs: dict[str, Any]) -> PodOptions:
+    return PodOptions(
+        image=kwargs["image"] or default_image(),
+        gpus=kwargs["gpus"],
+        cpu=kwargs["cpu"],
+        memory=kwargs["memory"],
+        shm=kwargs["shm"],
+        secret=kwargs["secret"],
+        node_selector=parse_node_selector(kwargs["node_selector"]),
+        tolerations=[parse_toleration(t) for t in kwargs["toleration"]],
+        pvc=kwargs["pvc"],
+        pvc_mount=kwargs["pvc_mount"],
+        service_account=kwargs["service_account"],
+        backoff_limit=kwargs["backoff_limit"],
+        active_deadline_seconds=kwargs["active_deadline"],
+        ttl_seconds_after_finished=kwargs["ttl"],
+    )
+
+
+def _finish(plan: Callable[[str], Submission], kwargs: dict[str, Any]) -> None:
+    """Dry run: print. Otherwise connect first (fail before uploading), upload, create."""
+    if kwargs["dry_run"]:
+        submission = plan(kwargs["namespace"] or "default")
+        if kwargs["output"] == "json":
+            click.echo(json.dumps([to_dict(o) for o in submission.objects], indent=2))
+        else:
+            click.echo(to_yaml(submission.objects), nl=False)
+        return
+    cluster = kube.connect(kwargs["context"], kwargs["namespace"])
+    submission = plan(cluster.namespace)
+    upload_config(submission)
+    created = kube.create_run(cluster, submission.objects)
+    click.echo(submission.run_id)
+    click.echo(f"created {', '.join(created)} in namespace {cluster.namespace} ({cluster.where})", err=True)
+    click.echo(f"config: {submission.config_url}", err=True)
+    click.echo(f"watch:  stefaland jobs status {submission.run_id}; stefaland jobs logs {submission.run_id} -f",
+               err=True)
+
+
+@click.group("submit")
+def submit() -> None:
+    """Run pretraining or finetuning on Kubernetes as batch/v1 Jobs."""
+
+
+@submit.command("pretrain")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Pods (nodes); more than one makes an Indexed Job with a headless Service.")
+@_pod_options
+def pretrain(nodes: int, **kwargs: Any) -> None:
+    """Pretrain with torchrun: one pod per node, --gpus processes per pod."""
+    pod = _pod(kwargs)
+    _finish(lambda namespace: plan_pretrain(kwargs["config"], kwargs["store"], kwargs["out"], pod, namespace,
+                                            nodes=nodes), kwargs)
+
+
+@submit.command("finetune")
+@click.option("--task", required=True, help="Finetuning task (e.g. camels).")
+@click.option("--split", required=True, help="Holdout scheme; the store's fold_<split> holds the folds.")
+@click.option("--folds", default="all", show_default=True, help="'all' (from the store), 1,3,5 or 0-9.")
+@click.option("--mode", type=click.Choice(FINETUNE_MODES), default="indexed", show_default=True,
+              help="One Indexed Job (completion index -> fold) or one Job per fold.")
+@click.option("--parallel", type=click.IntRange(min=1), default=None,
+              help="Folds running at once in indexed mode (default: all).")
+@click.option("--split-file", default=None, help="Split file (s3:// or on the PVC) instead of fold_<split>.")
+@_pod_options
+def finetune(task: str, split: str, folds: str, mode: str, parallel: int | None, split_file: str | None,
+             **kwargs: Any) -> None:
+    """Finetune every fold of a split; fold k writes to <out>/fold-k/."""
+    pod = _pod(kwargs)
+    if parallel is not None and mode != "indexed":
+        raise StefaLandError("--parallel applies to --mode indexed only")
+    _finish(lambda namespace: plan_finetune(kwargs["config"], kwargs["store"], kwargs["out"], task, split, folds,
+                                            pod, namespace, mode=mode, parallelism=parallel,
+                                            split_file=split_file), kwargs)
