@@ -44,6 +44,7 @@ CANONICAL: dict[str, str] = {
     "conductivity": "cm/h",
     "density": "g/cm3",
     "concentration": "g/kg",
+    "speed": "m/s",
 }
 
 UNITS: dict[str, Unit] = {
@@ -90,6 +91,7 @@ UNITS: dict[str, Unit] = {
     "persons/km2": Unit("population_density"), "USD": Unit("currency"),
     "log10(m2)": Unit("permeability"), "cm/h": Unit("conductivity"),
     "g/cm3": Unit("density"), "kg/m3": Unit("density", 1e-3),
+    "m/s": Unit("speed"), "m s-1": Unit("speed"), "km/h": Unit("speed", 1 / 3.6),
 }
 
 # Physically plausible ranges in canonical units: values far outside them almost always mean the
@@ -97,10 +99,11 @@ UNITS: dict[str, Unit] = {
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "temperature": (-95.0, 65.0),
     "water_flux": (-50.0, 2500.0),
-    "energy_flux": (-100.0, 1500.0),
+    "energy_flux": (-400.0, 1500.0),  # net longwave is negative, down to about -300 W/m2
     "pressure": (0.0, 120000.0),
     "volumetric_water": (0.0, 1.0),
     "fraction": (-0.01, 1.01),
+    "speed": (0.0, 120.0),
 }
 
 

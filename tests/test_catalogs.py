@@ -31,7 +31,7 @@ def test_global_catalog_covers_table_c1(monkeypatch: pytest.MonkeyPatch) -> None
     variables = {v.name: (s.name, v.group) for s in spec.sources.values() for v in s.variables}
     for name in ("tmax", "tmin", "swd", "relhum", "pet", "precipitation", "ndvi", "sand", "silt", "clay",
                  "elevation", "slope", "aspect", "soil_thickness", "carbonate_fraction", "porosity",
-                 "permeability", "population_density", "gdp_per_capita", "hdi", "intact_forest_fraction", "lccs"):
+                 "permeability", "population_density", "gdp_per_capita", "hdi", "intact_forest_fraction", "lccs_forest_needleleaf"):
         assert name in variables, name
     groups = {group for _, group in variables.values()}
     assert groups == {"climate", "terrain", "soil", "geology", "vegetation", "human"}

@@ -62,7 +62,7 @@ class SourceReader:
         if name not in data.dims:
             raise StefaLandError(f"source {self.spec.name}: no site id dimension {self.site_id!r} (dims: {', '.join(map(str, data.dims))})")
         data = data.rename({name: "site"}) if name != "site" else data
-        ids = pd.Index(np.asarray(data["site"].values).astype(str))
+        ids = pd.Index(_as_text(data["site"].values))
         if ids.has_duplicates:
             raise StefaLandError(f"source {self.spec.name}: duplicated site id {ids[ids.duplicated()][0]}")
         return data.assign_coords(site=ids.to_numpy(dtype=object))
@@ -101,10 +101,12 @@ class SourceReader:
                     {c: xr.DataArray(_numeric_column(table[c], self.spec.name, c), dims="site", attrs={"units": units[c]}) for c in needed},
                     coords={"site": np.asarray(list(sites), dtype=object)},
                 )
-            data = data.reindex(site=list(sites))
+            missing = [c for c in needed if c not in data.data_vars]
+            self._refuse_missing(missing, list(map(str, data.data_vars)))
+            data = data[needed].reindex(site=list(sites))
             if time is not None and "time" in data.dims:
                 data = data.reindex(time=time)
-            data = data.compute()
+            return data.compute()
         missing = [c for c in needed if c not in data.data_vars]
         self._refuse_missing(missing, list(map(str, data.data_vars)))
         return data[needed]
@@ -114,6 +116,11 @@ class SourceReader:
             raise StefaLandError(
                 f"source {self.spec.name}: variable {missing[0]} not found (it has: {', '.join(present[:12])})"
             )
+
+
+def _as_text(values: np.ndarray) -> list[str]:
+    """Site ids as str whatever the file stored: bytes (NetCDF char arrays), StringDType (zarr 3), objects."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).tolist()]
 
 
 def _numeric_column(column: pd.Series, source: str, name: str) -> np.ndarray:

@@ -172,7 +172,7 @@ def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: st
     return merged.reset_index()
 
 
-class _SiteFilesSource(DataSource):
+class SiteFilesSource(DataSource):
     """Shared machinery of the per-site file drivers (one file per site)."""
 
     container = "xarray"
@@ -248,7 +248,7 @@ class _SiteFilesSource(DataSource):
         self._files = None
 
 
-class CamelsForcingSource(_SiteFilesSource):
+class CamelsForcingSource(SiteFilesSource):
     """``<gauge>_lump_<product>_forcing_leap.txt`` files → Dataset(site, time)."""
 
     name = "stefaland_camels_forcing"
@@ -257,7 +257,7 @@ class CamelsForcingSource(_SiteFilesSource):
         return read_forcing_file(url, self._label(), self.storage_options)
 
 
-class CamelsStreamflowSource(_SiteFilesSource):
+class CamelsStreamflowSource(SiteFilesSource):
     """``<gauge>_streamflow_qc.txt`` files → Dataset(site, time) with ``QObs`` (ft³/s)."""
 
     name = "stefaland_camels_streamflow"
