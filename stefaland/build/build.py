@@ -125,10 +125,10 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
     if not by_role["dynamic"]:
         raise StefaLandError(f"catalog {catalog.url}: no source with metadata.role: dynamic selected")
     sites = load_sites(catalog)
-    readers = {s.name: SourceReader(catalog, s, sites) for s in selected}
+    readers: dict[str, SourceReader] = {}  # created once the store's site order is settled
     keep = pd.Index(sites.index)
     for spec in by_role["dynamic"]:
-        available = readers[spec.name].site_ids()
+        available = SourceReader(catalog, spec, sites, shard_size).site_ids()
         dropped = keep.difference(pd.Index(sorted(available)))
         if len(dropped):
             log.info("source %s has no data for %d of the %d sites; they are left out", spec.name, len(dropped), len(keep))
@@ -137,6 +137,7 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
         raise StefaLandError(f"catalog {catalog.url}: no site is in both the site table and every dynamic source")
     sites = sites.loc[keep]
     site_ids = np.asarray(sites.index, dtype=object)
+    readers.update({s.name: SourceReader(catalog, s, sites, shard_size) for s in selected})
     time = _resolve_time(catalog, start, end, [readers[s.name] for s in by_role["dynamic"]], str(site_ids[0]))
 
     fingerprint = _fingerprint(catalog, selected, shard_size, time)

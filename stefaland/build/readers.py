@@ -24,11 +24,13 @@ def site_id_name(spec: SourceSpec, source) -> str:
 class SourceReader:
     """One catalog source, opened once, read shard by shard."""
 
-    def __init__(self, catalog: CatalogSpec, spec: SourceSpec, sites: pd.DataFrame | None = None) -> None:
+    def __init__(self, catalog: CatalogSpec, spec: SourceSpec, sites: pd.DataFrame | None = None,
+                 shard_size: int | None = None) -> None:
         self.spec = spec
         self.source = catalog.open(spec.name)
         self.site_id = site_id_name(spec, self.source)
         self.sites = sites  # the store's site table (lat, lon[, geometry]): gridded sources need it
+        self.shard_size = shard_size  # gridded: one dask block per shard, so a shard computes only its sites
         self._lazy: xr.Dataset | pd.DataFrame | None = None
 
     def _data(self):
@@ -53,7 +55,8 @@ class SourceReader:
             raise StefaLandError(f"source {self.spec.name}: a gridded source needs the site table")
         method, classes = gridded_options(self.spec.gridded, self.spec.name)
         table = self.sites.reset_index()
-        return extract_to_sites(grid, table, method, list(self.spec.grid_variables), classes, self.spec.name)
+        return extract_to_sites(grid, table, method, list(self.spec.grid_variables), classes, self.spec.name,
+                                site_chunk=self.shard_size)
 
     def _site_dataset(self, data: xr.Dataset) -> xr.Dataset:
         name = self.site_id if self.site_id in data.dims or self.site_id in data.coords else "site"

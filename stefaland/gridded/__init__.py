@@ -1,0 +1,7 @@
+"""Gridded sources (global rasters) → site and basin series for ``data build``."""
+
+from .extract import METHODS, extract_to_sites, gridded_options, site_weights
+from .grid import GridGeometry, normalise_grid
+from .polygons import read_basins
+
+__all__ = ["METHODS", "GridGeometry", "extract_to_sites", "gridded_options", "normalise_grid", "read_basins", "site_weights"]
