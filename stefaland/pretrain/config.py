@@ -1,0 +1,127 @@
+"""The pretraining run configuration: one YAML file, validated, with defaults.
+
+Unknown keys are rejected (a typo such as ``lr_rate`` must not silently fall back to a default),
+and the resolved config is saved next to the checkpoints so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import StefaLandError
+from ..model.config import ModelConfig
+from ..storage import read_bytes
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """What a sample is: a random ``seq_len``-day window of one site, drawn within a shard.
+
+    ``lanes``: independent shard streams; each step draws ``batch_size / lanes`` samples from each.
+    The global batch depends on the lanes, not on the number of processes (each rank serves
+    ``lanes / world_size`` of them), so 1 and N processes see the same data.
+    """
+
+    seq_len: int = Field(365, ge=2)
+    batch_size: int = Field(256, ge=1)
+    lanes: int = Field(1, ge=1)
+    samples_per_site: float = Field(1.0, gt=0)  # per epoch; sets the number of steps in an epoch
+    dynamic_vars: list[str] | None = None  # None = every dynamic variable in the store
+    static_vars: list[str] | None = None
+    start: str | None = None  # time window of the store to train on (ISO dates)
+    end: str | None = None
+
+    @model_validator(mode="after")
+    def _lanes_divide_batch(self) -> "DataConfig":
+        if self.batch_size % self.lanes:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of lanes ({self.lanes})")
+        return self
+
+
+class MaskingConfig(_Strict):
+    dynamic_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    static_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    min_window: int = Field(30, ge=1)
+    max_window: int = Field(90, ge=1)
+    never_mask: list[str] = Field(default_factory=list)  # added to the store's svar_never_mask
+
+    @model_validator(mode="after")
+    def _window_order(self) -> "MaskingConfig":
+        if self.max_window < self.min_window:
+            raise ValueError(f"max_window ({self.max_window}) is below min_window ({self.min_window})")
+        return self
+
+
+class LossConfig(_Strict):
+    dynamic_weight: float = Field(1.0, ge=0.0)
+    static_weight: float = Field(0.5, ge=0.0)
+    learn_weights: bool = True
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)  # steps; a checkpoint is also written at each epoch end
+    keep_checkpoints: int = Field(3, ge=1)
+    log_every: int = Field(10, ge=1)
+    eval_batches: int = Field(4, ge=0)  # fixed held-back batches scored at each epoch end
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
+    compile: Literal["auto", "on", "off"] = "auto"  # auto: torch.compile on CUDA
+    num_threads: int | None = Field(None, ge=1)  # CPU threads per process (None = torch's default)
+
+
+class PretrainConfig(_Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    return f"{where}: {first['msg']}"
+
+
+def parse_config(text: str, source: str = "config") -> PretrainConfig:
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise StefaLandError(f"{source}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise StefaLandError(f"{source}: expected a mapping of sections (model, data, masking, loss, optim, train)")
+    try:
+        return PretrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StefaLandError(f"{source}: {_describe(exc)}") from exc
+
+
+def load_config(path: str | Path | None) -> PretrainConfig:
+    """Read and validate a run config; ``None`` gives every default."""
+    if path is None:
+        return PretrainConfig()
+    return parse_config(read_bytes(str(path)).decode("utf-8"), source=str(path))
