@@ -18,12 +18,27 @@ COMMANDS: list[tuple[str, str]] = [
     ("stefaland_cli.submit", "submit"),
     ("stefaland_cli.jobs", "jobs"),
     ("stefaland_cli.pull", "pull"),
+    ("stefaland_cli.report", "report"),
+    ("stefaland_cli.finetune", "finetune"),
+    ("stefaland_cli.splits", "splits"),
+    ("stefaland_cli.pretrain", "pretrain"),
     # -- registered commands: add one line per module above this comment --
 ]
 
 
 class StefaLandGroup(click.Group):
-    """Turns :class:`StefaLandError` into one ``error:`` line and exit status 1."""
+    """Loads a sub-command's module only when that command runs (torch, dask and the kubernetes
+    client are slow to import, and every torchrun worker starts this CLI), and turns
+    :class:`StefaLandError` into one ``error:`` line and exit status 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(name for _, name in COMMANDS)})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        for module, attribute in COMMANDS:
+            if attribute == name:
+                return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -39,10 +54,6 @@ class StefaLandGroup(click.Group):
 def cli(verbose: bool) -> None:
     """StefaLand: build attribute stores, pretrain, finetune, report, submit to Kubernetes."""
     configure_logging(verbose=verbose)
-
-
-for _module, _attribute in COMMANDS:
-    cli.add_command(getattr(importlib.import_module(_module), _attribute))
 
 
 if __name__ == "__main__":  # `python -m stefaland_cli.main` (torchrun launches it this way)

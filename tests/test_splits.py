@@ -58,7 +58,7 @@ def test_camels_pur_regions_on_the_531_basins(shared_data, tmp_path):
                         sep=";", dtype=str).set_index("gauge_id")["huc_02"].astype(int)
     regions = [[1, 2], [3, 6], [4, 5, 7], [9, 10], [8, 11, 12, 13], [14, 15, 16, 18], [17]]
     for site, fold in split.folds.items():
-        assert names[site] in regions[fold]
+        assert names[site] in regions[fold - 1]  # fold ids are 1-based
     assert "01013500" not in split.folds.index, "not in the 531 subset"
 
 
@@ -92,7 +92,7 @@ def test_mhpi_pub_split_is_imported(shared_data, tmp_path):
     # SOURCES.md: restricted to the 531 subset the MHPI fold sizes are these
     assert split.folds.value_counts().sort_index().tolist() == [52, 54, 52, 51, 54, 47, 56, 55, 54, 56]
     groups = json.loads((shared_data / MHPI).read_text())
-    assert split.folds["01022500"] == next(i for i, g in enumerate(groups) if 1022500 in g)
+    assert split.folds["01022500"] == next(i for i, g in enumerate(groups, start=1) if 1022500 in g)
 
 
 def test_continents_from_coordinates_match_every_caravan_country(shared_data):
@@ -112,8 +112,8 @@ def test_global_continent_and_random_splits_via_cli(shared_data, tmp_path):
                      "--sites", str(shared_data / CARAVAN), "--out", str(out))
     assert result.exit_code == 0, result.output
     split = read_split(str(out))
-    assert split.fold_names == {0: "north_america", 1: "south_america", 2: "europe"}
-    assert split.folds["camelsbr_17345000"] == 1 and split.folds["camelsde_110000"] == 2
+    assert split.fold_names == {1: "north_america", 2: "south_america", 3: "europe"}
+    assert split.folds["camelsbr_17345000"] == 2 and split.folds["camelsde_110000"] == 3
     assert split.folds[split.folds.index.str.startswith("camelsaus_")].eq(-1).all()
     groups = apply_split(split.folds.index, str(out))
     train, test = holdout(groups, 2)
@@ -129,8 +129,8 @@ def test_global_continent_and_random_splits_via_cli(shared_data, tmp_path):
 
 def test_ismn_europe_and_wosis_random(shared_data, tmp_path):
     europe = make_split("ismn", "europe", [str(shared_data / CARAVAN)])
-    assert set(europe.folds.unique()) == {0, -1}
-    assert europe.folds["lamah_105"] == 0 and europe.folds["camels_01022500"] == -1
+    assert set(europe.folds.unique()) == {1, -1}
+    assert europe.folds["lamah_105"] == 1 and europe.folds["camels_01022500"] == -1
     wosis = make_split("wosis", "random", [str(shared_data / "isric_afsp_gsif/afsp_texture_derived.csv")])
     assert len(wosis.folds) == 14010, "one row per profile, not per horizon"
     assert sorted(wosis.folds.value_counts().tolist()) == [2802] * 5
@@ -158,7 +158,7 @@ def test_split_from_a_store_on_s3_written_to_s3(s3_bucket):
                      "--basins", "all", "--out", out)
     assert result.exit_code == 0, result.output
     groups = apply_split(["01022500", "01031500", "02046000", "08023080", "12010000"], out)
-    assert groups == {0: ["01022500", "01031500", "02046000"], 4: ["08023080"], 6: ["12010000"]}
+    assert groups == {1: ["01022500", "01031500", "02046000"], 5: ["08023080"], 7: ["12010000"]}
 
 
 def test_incomplete_store_and_unknown_sites_are_one_line_errors(shared_data, tmp_path):
@@ -192,7 +192,7 @@ def test_apply_split_checks_coverage(tmp_path):
     write_split(split, path)
     sites = [f"s{i}" for i in range(10)]
     groups = apply_split(sites, path)
-    assert sorted(groups) == [0, 1] and sorted(groups[0] + groups[1]) == sorted(sites)
+    assert sorted(groups) == [1, 2] and sorted(groups[1] + groups[2]) == sorted(sites)
     with pytest.raises(StefaLandError, match="site s9 is not among the store's sites"):
         apply_split(sites[:9], path)
     with pytest.raises(StefaLandError, match="site extra has no fold"):

@@ -246,11 +246,14 @@ def test_water_balance_of_the_streamflow(world: Path, forcings: dict[str, pd.Dat
 
 
 def test_folds_hold_regions_out_whole(attributes: pd.DataFrame) -> None:
-    assert attributes["pub_fold"].between(0, 9).all()
+    assert attributes["pub_fold"].between(1, 10).all()  # 1-based, as MHPI's PUB_ID
     assert attributes["pub_fold"].nunique() == 10
     per_region = attributes.groupby("region")["pur_fold"].nunique()
-    assert (per_region == 1).all()
-    assert attributes.groupby("pur_fold")["region"].nunique().max() == 1
+    assert (per_region == 1).all()  # a region is never split across PUR folds
+    assert attributes["pur_fold"].between(1, 7).all()  # the 7 CAMELS PUR groups of region codes
+    groups = {1: {1, 2}, 2: {3, 6}, 3: {4, 5, 7}, 4: {9, 10}, 5: {8, 11, 12, 13}, 6: {14, 15, 16, 18}, 7: {17}}
+    for fold, codes in attributes.groupby("pur_fold")["huc_02"]:
+        assert set(codes.astype(int)) <= groups[fold]
     assert attributes.groupby("region")["huc_02"].nunique().max() == 1
 
 

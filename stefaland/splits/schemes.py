@@ -19,6 +19,7 @@ from stefaland.errors import StefaLandError
 from .continents import CONTINENTS, continent_of
 
 NOT_HELD_OUT = -1
+FIRST_FOLD = 1  # fold ids are 1-based, as MHPI publish them (PUB_ID 1..10, PUR regions 1..7)
 
 #: CAMELS PUR: 7 regions made of HUC-02 units (the paper's Table / NOTES.md).
 PUR_REGIONS: tuple[tuple[int, ...], ...] = (
@@ -48,14 +49,14 @@ def random_folds(sites: pd.Index, n_folds: int, seed: int) -> pd.Series:
         raise StefaLandError(f"{len(sites)} sites cannot fill {n_folds} folds")
     ordered = np.sort(np.asarray(sites, dtype=str))
     shuffled = np.random.default_rng(seed).permutation(ordered)
-    folds = pd.Series(np.arange(len(shuffled)) % n_folds, index=shuffled, dtype="int16")
+    folds = pd.Series(FIRST_FOLD + np.arange(len(shuffled)) % n_folds, index=shuffled, dtype="int16")
     return folds.reindex(sites)
 
 
 def _random(n_folds: int, label: str) -> Callable[[pd.DataFrame, int, int | None], Assignment]:
     def scheme(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
         k = folds or n_folds
-        return Assignment(random_folds(table.index, k, seed), {i: f"{label}{i}" for i in range(k)})
+        return Assignment(random_folds(table.index, k, seed), {i: f"{label}{i}" for i in range(FIRST_FOLD, FIRST_FOLD + k)})
     return scheme
 
 
@@ -69,7 +70,7 @@ def camels_pub(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
     k = folds or 10
     return Assignment(
         random_folds(table.index, k, seed),
-        {i: f"pub_group_{i}" for i in range(k)},
+        {i: f"pub_group_{i}" for i in range(FIRST_FOLD, FIRST_FOLD + k)},
         note="random basin groups; the paper's exact PUB groups are not public "
              "(use --from-mhpi to import the MHPI 10-fold split of Feng et al. 2022)",
     )
@@ -80,13 +81,13 @@ def camels_pur(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
     if folds not in (None, len(PUR_REGIONS)):
         raise StefaLandError(f"the CAMELS PUR scheme has {len(PUR_REGIONS)} folds, not {folds}")
     huc = _huc02(table)
-    region_of = {h: i for i, group in enumerate(PUR_REGIONS) for h in group}
+    region_of = {h: i for i, group in enumerate(PUR_REGIONS, start=FIRST_FOLD) for h in group}
     folds_ = huc.map(region_of)
     unknown = folds_.isna()
     if unknown.any():
         site = folds_.index[unknown][0]
         raise StefaLandError(f"site {site}: HUC-02 {huc[site]!r} is in no CAMELS PUR region")
-    names = {i: "huc02_" + "_".join(f"{h:02d}" for h in group) for i, group in enumerate(PUR_REGIONS)}
+    names = {i: "huc02_" + "_".join(f"{h:02d}" for h in group) for i, group in enumerate(PUR_REGIONS, start=FIRST_FOLD)}
     return Assignment(folds_.astype("int16"), names, seeded=False)
 
 
@@ -112,10 +113,10 @@ def _holdout_by_continent(continents: tuple[str, ...]):
         _require_coordinates(table)
         where = pd.Series(continent_of(table["lat"].to_numpy(), table["lon"].to_numpy()),
                           index=table.index)
-        ids = {name: i for i, name in enumerate(continents)}
+        ids = {name: i for i, name in enumerate(continents, start=FIRST_FOLD)}
         fold = where.map(ids).fillna(NOT_HELD_OUT).astype("int16")
         return Assignment(
-            fold, dict(enumerate(continents)),
+            fold, dict(enumerate(continents, start=FIRST_FOLD)),
             note="continent from coordinates (stefaland.splits.continents polygons); "
                  "fold -1 = elsewhere, never held out",
             seeded=False,
@@ -162,7 +163,7 @@ def mhpi_folds(text: str, sites: pd.Index, source: str) -> Assignment:
         groups = json.loads(text)
         if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
             raise ValueError("not a list of lists")
-        fold_of = {int(gauge): i for i, group in enumerate(groups) for gauge in group}
+        fold_of = {int(gauge): i for i, group in enumerate(groups, start=FIRST_FOLD) for gauge in group}
     except (ValueError, TypeError) as exc:
         raise StefaLandError(f"{source}: not an MHPI split (JSON list of lists of ids): {exc}") from exc
     numeric = pd.Series(pd.to_numeric(pd.Series(sites, dtype=str), errors="coerce").to_numpy(),
@@ -172,7 +173,7 @@ def mhpi_folds(text: str, sites: pd.Index, source: str) -> Assignment:
         site = folds.index[folds.isna()][0]
         raise StefaLandError(f"site {site} is in none of the folds of {source}")
     return Assignment(
-        folds.astype("int16"), {i: f"mhpi_pub_{i}" for i in range(len(groups))},
+        folds.astype("int16"), {i: f"mhpi_pub_{i}" for i in range(FIRST_FOLD, FIRST_FOLD + len(groups))},
         note=f"imported from MHPI split {source} (Feng et al. 2022 PUB folds)",
         seeded=False,
     )

@@ -84,7 +84,7 @@ def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
     continentality = np.clip(attr("continentality") + 0.1 * rng.standard_normal(n_sites), 0.0, 1.0)
     wet_doy = attr("wet_season_doy") + 15.0 * rng.standard_normal(n_sites)
     wet_amp = np.clip(attr("wet_season_amp") * (1.0 + 0.2 * rng.standard_normal(n_sites)), 0.0, 0.95)
-    pub_fold = rng.permutation(np.arange(n_sites) % N_PUB_FOLDS)
+    pub_fold = 1 + rng.permutation(np.arange(n_sites) % N_PUB_FOLDS)  # 1-based, as MHPI's PUB_ID
     n_ungauged = int(round(UNGAUGED_FRACTION * n_sites)) or (1 if n_sites >= 8 else 0)
     gauged = np.ones(n_sites, dtype=bool)
     gauged[rng.choice(n_sites, size=n_ungauged, replace=False)] = False
@@ -97,7 +97,7 @@ def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
         "region": [r.name for r in regions],
         "huc_02": [r.code for r in regions],
         "pub_fold": pub_fold.astype(int),
-        "pur_fold": region_index.astype(int),
+        "pur_fold": pur_folds([REGIONS[i].code for i in region_index]),
         "gauge_lat": lat,
         "gauge_lon": lon,
         "elev_mean": elevation,
@@ -116,3 +116,11 @@ def gauge_names(sites: pd.DataFrame) -> list[str]:
     """Readable names in the USGS style ("X Creek near Y")."""
     return [f"Virtual Creek {gid[-4:]} near {region.replace('_', ' ').title()}"
             for gid, region in zip(sites["gauge_id"], sites["region"])]
+
+
+def pur_folds(region_codes: list[str]) -> np.ndarray:
+    """The CAMELS PUR grouping of the 18 region codes (the HUC-02 analogues) into 7 folds, 1-based."""
+    from ..splits.schemes import FIRST_FOLD, PUR_REGIONS
+
+    fold_of = {code: fold for fold, group in enumerate(PUR_REGIONS, start=FIRST_FOLD) for code in group}
+    return np.array([fold_of[int(code)] for code in region_codes], dtype=int)

@@ -34,7 +34,7 @@ from .sites import draw_sites, gauge_names
 
 log = logging.getLogger("stefaland.synth")
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: 1-based PUB/PUR folds
 CHUNK_SITES = 128
 PRODUCT = "synthetic"
 CATALOG_NAME = "virtual_world.yaml"

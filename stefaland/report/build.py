@@ -1,0 +1,176 @@
+"""``stefaland report``: from a folder of predictions files to tables, per-site CSV, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+from stefaland.metrics import DEFAULT_MIN_VALID, keep_freed_memory_for_scoring
+from stefaland.progress import progress
+from stefaland.report.folds import JoinedRun, group_by_run, join_folds
+from stefaland.report.predictions import list_prediction_files, open_predictions
+from stefaland.report.schemes import Scheme, Task, get_task, schemes_for
+from stefaland.report.tables import markdown_table, score_run
+
+log = logging.getLogger("stefaland.report")
+
+FORMATS = ("md", "csv", "json", "png")
+
+
+@dataclass
+class Report:
+    """What a report computed and where it was written."""
+
+    task: str
+    table: str
+    summary: pd.DataFrame
+    sites: pd.DataFrame
+    outputs: list[str] = field(default_factory=list)
+
+
+def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str] | None = None,
+                formats: Sequence[str] = FORMATS, min_valid: int = DEFAULT_MIN_VALID, quiet: bool = False) -> Report:
+    """Score every model's joined folds on the task's schemes and write the requested outputs.
+
+    ``split`` names one scheme or ``all``; with ``all`` a scheme nobody has predictions for is left
+    out with a note, while a scheme named explicitly must have files.
+    """
+    spec = get_task(task)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise StefaLandError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    schemes = schemes_for(task, split)
+    files = list_prediction_files(runs)
+    if not files:
+        raise StefaLandError(f"{runs}: no predictions files (*.nc, *.zarr) found")
+    splits = {s.split for s in schemes}
+    datasets = [d for d in (open_predictions(f) for f in progress(files, "reading predictions", quiet=quiet))
+                if d.attrs["task"] == task and d.attrs["split"] in splits
+                and (models is None or d.attrs["model"] in models)]
+    if models is not None:
+        absent = [m for m in models if m not in {d.attrs["model"] for d in datasets}]
+        if absent:
+            raise StefaLandError(f"{runs}: no {task} predictions for model(s) {', '.join(absent)} "
+                                 f"(splits {', '.join(sorted(splits))})")
+    joined: dict[str, list[JoinedRun]] = {}
+    for scheme in schemes:
+        groups = group_by_run(datasets, scheme, spec)
+        if not groups:
+            if split != "all":
+                raise StefaLandError(f"{runs}: no predictions files for {task}/{scheme.split}")
+            log.info("%s/%s: no predictions files; scheme left out", task, scheme.split)
+            continue
+        joined[scheme.split] = [join_folds(m, v, folds, scheme, spec) for (m, v), folds in groups.items()]
+    if not joined:
+        raise StefaLandError(f"{runs}: no predictions files for task {task}")
+    for runs_of_scheme in joined.values():
+        for run in runs_of_scheme:
+            run.dataset.load()
+    _check_units(joined)
+    _check_same_sites(joined)
+
+    keep_freed_memory_for_scoring()
+    site_frames, records = [], []
+    all_runs = [r for rs in joined.values() for r in rs]
+    for run in progress(all_runs, "scoring", quiet=quiet):
+        sites, summary = score_run(run, spec, min_valid)
+        site_frames.append(sites)
+        records.extend(summary)
+    sites = pd.concat(site_frames, ignore_index=True)
+    summary = pd.DataFrame.from_records(records)
+    order = list(models) if models is not None else list(dict.fromkeys(r.model for r in all_runs))
+    used = [s for s in schemes if s.split in joined]
+    table = markdown_table(summary, spec, used, order)
+    report = Report(task, table, summary, sites)
+    _write_outputs(report, spec, used, joined, out, formats, min_valid)
+    return report
+
+
+def _check_units(joined: dict[str, list[JoinedRun]]) -> None:
+    """Models compared in one table must share units, or the RMSE columns mean nothing."""
+    seen: dict[str, JoinedRun] = {}
+    for runs in joined.values():
+        for run in runs:
+            first = seen.setdefault(run.variable, run)
+            if run.units != first.units:
+                raise StefaLandError(f"{run.variable}: model {run.model!r} ({run.scheme.split}) is in {run.units!r} but "
+                                     f"model {first.model!r} ({first.scheme.split}) is in {first.units!r}")
+
+
+def _check_same_sites(joined: dict[str, list[JoinedRun]]) -> None:
+    for split, runs in joined.items():
+        reference = set(runs[0].dataset["site"].values)
+        for run in runs[1:]:
+            other = set(run.dataset["site"].values)
+            if other != reference:
+                log.warning("%s: model %r scores %d sites, model %r %d (%d in common); medians are over different "
+                            "sites", split, run.model, len(other), runs[0].model, len(reference), len(other & reference))
+
+
+def _write_outputs(report: Report, spec: Task, schemes: list[Scheme], joined: dict[str, list[JoinedRun]], out: str,
+                   formats: Sequence[str], min_valid: int) -> None:
+    def put(name: str, data: bytes) -> None:
+        url = storage.join(out, name)
+        storage.write_bytes_atomic(url, data)
+        report.outputs.append(url)
+        log.info("wrote %s", url)
+
+    task = spec.name
+    if "md" in formats:
+        put(f"{task}_table.md", report.table.encode())
+    if "csv" in formats:
+        put(f"{task}_sites.csv", report.sites.to_csv(index=False).encode())
+        put(f"{task}_summary.csv", report.summary.to_csv(index=False).encode())
+    if "json" in formats:
+        document = {
+            "task": task, "min_valid": min_valid,
+            "schemes": [{"split": s.split, "title": s.title, "folds": list(s.folds)} for s in schemes],
+            "runs": [{"model": r.model, "variable": r.variable, "split": r.scheme.split, "units": r.units,
+                      "n_sites": int(r.dataset.sizes["site"]), "sources": r.sources}
+                     for rs in joined.values() for r in rs],
+            "summary": _records(report.summary),
+            "sites": _records(report.sites),
+        }
+        put(f"{task}_report.json", json.dumps(document, indent=1).encode())
+    if "png" in formats:
+        for scheme in schemes:
+            _write_plots(put, spec, scheme, joined[scheme.split], report.sites)
+
+
+def _write_plots(put, spec: Task, scheme: Scheme, runs: list[JoinedRun], sites: pd.DataFrame) -> None:
+    from stefaland.report import plots  # matplotlib only when plots are asked for
+
+    prefix = f"{spec.name}_{scheme.split}"
+    scheme_sites = sites[sites["split"] == scheme.split]
+    if spec.static:
+        put(f"{prefix}_scatter.png", plots.scatter_png(runs, f"{spec.name} {scheme.split}: observed vs predicted"))
+        error = scheme_sites.assign(abs_error=scheme_sites["error"].abs())
+        image = plots.map_png(error, "abs_error", f"{spec.name} {scheme.split}: |predicted − observed|")
+        if image is not None:
+            put(f"{prefix}_error_map.png", image)
+        return
+    metric = spec.plot_metric
+    put(f"{prefix}_{metric.lower()}_cdf.png", plots.cdf_png(scheme_sites, metric, f"{spec.name} {scheme.split}: {metric}"))
+    image = plots.map_png(scheme_sites, metric, f"{spec.name} {scheme.split}: per-site {metric}")
+    if image is not None:
+        put(f"{prefix}_{metric.lower()}_map.png", image)
+    site = plots.median_site(scheme_sites, metric)
+    if site is None:
+        log.info("%s: no site could be scored; hydrograph skipped", prefix)
+        return
+    having = [r for r in runs if site in set(r.dataset["site"].values)]
+    put(f"{prefix}_median_site.png",
+        plots.hydrograph_png(having, site, f"{spec.name} {scheme.split}: median-{metric} site {site}"))
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-ready dicts: NaN becomes null, numpy scalars become Python numbers."""
+    rows = json.loads(frame.to_json(orient="records", double_precision=15))
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]

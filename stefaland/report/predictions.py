@@ -1,0 +1,222 @@
+"""The predictions file: the public contract between any model and ``stefaland report``.
+
+A NetCDF (``.nc``) or zarr (``.zarr``) dataset with dims ``(site, time)`` -- or ``(site,)`` for a
+static target -- holding ``obs`` and ``sim`` (optionally ensemble members ``sim_<member>``), the
+optional site coordinates ``lat``/``lon``, and the attributes ``task``, ``split``, ``fold``,
+``model`` and ``units`` (plus optional ``variable``). ``docs/PREDICTIONS.md`` is the user-facing
+description; this module writes and validates it so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+
+log = logging.getLogger("stefaland.report")
+
+REQUIRED_ATTRS = ("task", "split", "fold", "model", "units")
+SUFFIXES = (".nc", ".nc4", ".zarr")
+COMPLETE_ATTR = "stefaland_complete"
+
+
+def write_predictions(
+    path_or_url: str,
+    obs: np.ndarray,
+    sim: np.ndarray,
+    sites: Sequence[str],
+    times: Sequence[Any] | None,
+    task: str,
+    split: str,
+    fold: str | int,
+    model: str,
+    units: str,
+    lat: Sequence[float] | None = None,
+    lon: Sequence[float] | None = None,
+    variable: str | None = None,
+    members: dict[str, np.ndarray] | None = None,
+) -> str:
+    """Write one (model, fold) predictions file, never leaving a half-written one behind.
+
+    ``times=None`` (and 1-D ``obs``/``sim``) writes a static target with dims ``(site,)``.
+    Local NetCDF and zarr are written beside the target and renamed into place; an S3 NetCDF is one
+    PUT (atomic by itself); an S3 zarr carries ``stefaland_complete = False`` until its last write.
+    """
+    url = str(path_or_url)
+    dataset = predictions_dataset(obs, sim, sites, times, task, split, fold, model, units, lat, lon,
+                                  variable, members)
+    if url.endswith(".zarr"):
+        _write_zarr(dataset, url)
+    elif url.endswith((".nc", ".nc4")):
+        _write_netcdf(dataset, url)
+    else:
+        raise StefaLandError(f"{url}: a predictions file must end in .nc or .zarr")
+    log.info("wrote predictions %s (%s, %s/%s fold %s, %d sites)", url, model, task, split, fold, len(sites))
+    return url
+
+
+def predictions_dataset(obs, sim, sites, times, task, split, fold, model, units, lat=None, lon=None,
+                        variable=None, members=None) -> xr.Dataset:
+    """The in-memory form of a predictions file (validated on the way in, like on the way out)."""
+    sites = [str(s) for s in sites]
+    dims: tuple[str, ...] = ("site",) if times is None else ("site", "time")
+    coords: dict[str, Any] = {"site": np.asarray(sites, dtype=object)}
+    if times is not None:
+        coords["time"] = pd.DatetimeIndex(times)
+    shape = tuple(len(coords[d]) for d in dims)
+    data_vars: dict[str, Any] = {}
+    for name, values in {"obs": obs, "sim": sim, **{f"sim_{k}": v for k, v in (members or {}).items()}}.items():
+        array = np.asarray(values, dtype=np.float32)
+        if array.shape != shape:
+            raise StefaLandError(f"predictions {name}: shape {array.shape} does not match {dims} = {shape}")
+        data_vars[name] = (dims, array, {"units": units})
+    for name, values in (("lat", lat), ("lon", lon)):
+        if values is not None:
+            coords[name] = ("site", np.asarray(values, dtype=np.float64))
+    attrs = {"task": task, "split": split, "fold": str(fold), "model": model, "units": units}
+    if variable:
+        attrs["variable"] = variable
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
+    """Via a temporary file: h5netcdf writes a file several times faster than an in-memory image."""
+    remote = storage.is_remote(url)
+    parent = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(url))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=".nc")
+    os.close(fd)
+    try:
+        dataset.to_netcdf(tmp, engine="h5netcdf")
+        if remote:
+            with open(tmp, "rb") as handle:
+                storage.write_bytes_atomic(url, handle.read())
+        else:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, url)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_zarr(dataset: xr.Dataset, url: str) -> None:
+    if storage.is_remote(url):
+        storage.remove(url)
+        pending = dataset.assign_attrs({COMPLETE_ATTR: 0})
+        options = storage.storage_options_for(url)
+        pending.to_zarr(url, mode="w", consolidated=False, storage_options=options)
+        import zarr
+
+        store = zarr.storage.FsspecStore.from_url(url, storage_options=options)
+        zarr.open_group(store, mode="r+").attrs[COMPLETE_ATTR] = 1  # last write: complete from here on
+        return
+    parent = os.path.dirname(os.path.abspath(url))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-", suffix=".zarr")
+    try:
+        dataset.assign_attrs({COMPLETE_ATTR: 1}).to_zarr(tmp, mode="w", consolidated=False)
+        if os.path.exists(url):  # replacing: move the old one aside first, then drop it
+            old = f"{url}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(url, old)
+            os.replace(tmp, url)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, url)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def list_prediction_files(runs: str) -> list[str]:
+    """Every predictions file under a folder (recursively), matching a glob, or the file itself."""
+    runs = str(runs)
+    fs, path = storage.filesystem(runs)
+    prefix = runs.split("://", 1)[0] + "://" if storage.is_remote(runs) else ""
+    if any(ch in path for ch in "*?["):
+        found = sorted(fs.glob(path))
+    elif fs.isfile(path) or path.rstrip("/").endswith(".zarr"):
+        found = [path]
+    elif fs.isdir(path):
+        found = sorted(fs.find(path, withdirs=True))
+    else:
+        raise StefaLandError(f"{runs}: no such folder, file or glob match for predictions")
+    files = []
+    for item in found:
+        item = item.rstrip("/")
+        name = item.rsplit("/", 1)[-1]
+        inside_zarr = any(part.endswith(".zarr") for part in item.split("/")[:-1])
+        if name.startswith(".tmp-") or ".old-" in name or inside_zarr or not name.endswith(SUFFIXES):
+            continue
+        files.append(prefix + item if prefix and not item.startswith(prefix) else item)
+    return files
+
+
+def open_predictions(url: str) -> xr.Dataset:
+    """Open and validate one predictions file lazily (attributes first, arrays on ``.load()``)."""
+    url = str(url)
+    try:
+        if url.rstrip("/").endswith(".zarr"):
+            dataset = xr.open_zarr(url, storage_options=storage.storage_options_for(url) or None,
+                                   consolidated=False)
+        elif storage.is_remote(url):
+            dataset = xr.open_dataset(io.BytesIO(storage.read_bytes(url)))
+        else:
+            dataset = xr.open_dataset(url)
+    except StefaLandError:
+        raise
+    except Exception as exc:  # a corrupt or foreign file: say which one
+        raise StefaLandError(f"{url}: cannot be read as a predictions dataset ({type(exc).__name__}: {exc})") from exc
+    return validate_predictions(dataset, url)
+
+
+def read_predictions(url: str) -> xr.Dataset:
+    """Open, validate and load one predictions file; every problem is one line naming the file."""
+    dataset = open_predictions(url)
+    try:
+        return dataset.load()
+    except Exception as exc:
+        raise StefaLandError(f"{url}: cannot read its arrays ({type(exc).__name__}: {exc})") from exc
+
+
+def validate_predictions(dataset: xr.Dataset, url: str) -> xr.Dataset:
+    """Check the contract and normalise it (string sites and fold, ``sim`` from members if absent)."""
+    if COMPLETE_ATTR in dataset.attrs and not dataset.attrs[COMPLETE_ATTR]:
+        raise StefaLandError(f"{url}: incomplete predictions store (interrupted write?); write it again")
+    missing = [a for a in REQUIRED_ATTRS if a not in dataset.attrs]
+    if missing:
+        raise StefaLandError(f"{url}: missing attribute(s) {', '.join(missing)} (required: {', '.join(REQUIRED_ATTRS)})")
+    if "obs" not in dataset:
+        raise StefaLandError(f"{url}: no variable 'obs'")
+    members = sorted(str(v) for v in dataset.data_vars if str(v).startswith("sim_"))
+    if "sim" not in dataset:
+        if not members:
+            raise StefaLandError(f"{url}: no variable 'sim' (nor ensemble members 'sim_<member>')")
+        log.info("%s: no 'sim'; scoring the mean of %d members", url, len(members))
+        dataset["sim"] = xr.concat([dataset[m] for m in members], dim="member").mean("member")
+    for name in ["obs", "sim", *members]:
+        dims = dataset[name].dims
+        if dims not in (("site", "time"), ("site",)):
+            raise StefaLandError(f"{url}: variable {name!r} has dims {dims}; expected ('site', 'time') or ('site',)")
+    if dataset["obs"].dims != dataset["sim"].dims:
+        raise StefaLandError(f"{url}: 'obs' dims {dataset['obs'].dims} differ from 'sim' dims {dataset['sim'].dims}")
+    sites = pd.Index([str(s) for s in dataset["site"].values])
+    if sites.has_duplicates:
+        raise StefaLandError(f"{url}: site {sites[sites.duplicated()][0]} appears more than once")
+    dataset = dataset.assign_coords(site=np.asarray(sites, dtype=object))
+    dataset.attrs["fold"] = str(dataset.attrs["fold"])
+    for name in ("task", "split"):  # "PUB" and "pub" name the same scheme
+        dataset.attrs[name] = str(dataset.attrs[name]).strip().lower()
+    dataset.attrs.setdefault("variable", "")
+    dataset.attrs["source"] = url
+    return dataset

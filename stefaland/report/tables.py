@@ -1,0 +1,102 @@
+"""Score joined runs and lay the results out as the paper does: per-site CSV, summary, markdown.
+
+The table shows medians over held-out sites (paper Appendix E.3); the per-site CSV is the evidence
+behind every cell, so a reader can recompute any median from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from stefaland.metrics import METRICS, pooled_metrics, site_metrics, summarise
+from stefaland.report.folds import JoinedRun
+from stefaland.report.schemes import Scheme, Task
+
+TIME_SERIES_METRICS = tuple(METRICS)
+STATIC_METRICS = ("Corr", "R2", "RMSE", "ubRMSE", "MAE", "NSE", "PBIAS")
+PERCENT_METRICS = {"PBIAS", "FLV", "FHV", "FLV_log"}
+LABELS = {"R2": "R²"}
+
+
+def score_run(run: JoinedRun, task: Task, min_valid: int) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-site rows and summary records (one per metric) for one model on one scheme."""
+    ds = run.dataset
+    obs, sim = ds["obs"].values, ds["sim"].values
+    sites = pd.DataFrame({
+        "task": task.name, "split": run.scheme.split, "model": run.model, "variable": run.variable,
+        "site": ds["site"].values.astype(str), "fold": ds["fold"].values.astype(str),
+        "lat": ds["lat"].values if "lat" in ds.coords else np.nan,
+        "lon": ds["lon"].values if "lon" in ds.coords else np.nan,
+    })
+    base = {"task": task.name, "split": run.scheme.split, "model": run.model, "variable": run.variable,
+            "units": run.units}
+    if task.static:
+        sites["n_valid"] = (np.isfinite(obs) & np.isfinite(sim)).astype(int)
+        sites["obs"], sites["sim"], sites["error"] = obs, sim, sim - obs
+        pooled = pooled_metrics(obs, sim, metrics=STATIC_METRICS)
+        n = pooled.pop("n")
+        records = [{**base, "metric": m, "value": v, "aggregate": "pooled", "median": math.nan, "mean": math.nan,
+                    "std": math.nan, "n_scored": n, "n_skipped": int(obs.size - n)} for m, v in pooled.items()]
+        return sites, records
+    sites["n_valid"] = (np.isfinite(obs) & np.isfinite(sim)).sum(axis=1)
+    per_site = site_metrics(obs, sim, metrics=TIME_SERIES_METRICS, min_valid=min_valid)
+    for name, values in per_site.items():
+        sites[name] = values
+    records = [{**base, "metric": m, "value": s["median"], "aggregate": "median", **s}
+               for m, s in summarise(per_site).items()]
+    return sites, records
+
+
+def markdown_table(summary: pd.DataFrame, task: Task, schemes: list[Scheme], models: list[str]) -> str:
+    """Rows = models (× property when several), column groups = schemes, as in the paper's tables."""
+    metrics = list(task.table_metrics)
+    variables = list(dict.fromkeys(summary["variable"])) if len(summary) else [task.target]
+    show_variable = task.static or len(variables) > 1
+    header = ["Model"] + (["Property"] if show_variable else [])
+    for scheme in schemes:
+        header += [f"{scheme.split} {LABELS.get(m, m)} {_arrow(m)}" for m in metrics]
+    lines = [f"### {task.name}: " + "; ".join(f"{s.split} = {s.title}" for s in schemes), "",
+             "| " + " | ".join(header) + " |",
+             "| " + " | ".join(["---"] * (1 + show_variable) + ["---:"] * (len(header) - 1 - show_variable)) + " |"]
+    values = summary.set_index(["model", "variable", "split", "metric"])["value"] if len(summary) else None
+    for model in models:
+        for variable in variables:
+            row = [model] + ([variable] if show_variable else [])
+            present = False
+            for scheme in schemes:
+                for metric in metrics:
+                    key = (model, variable, scheme.split, metric)
+                    if values is not None and key in values.index:
+                        row.append(_format(metric, float(values[key])))
+                        present = True
+                    else:
+                        row.append("—")
+            if present:
+                lines.append("| " + " | ".join(row) + " |")
+    lines += ["", _footnote(summary, task, schemes)]
+    return "\n".join(lines) + "\n"
+
+
+def _footnote(summary: pd.DataFrame, task: Task, schemes: list[Scheme]) -> str:
+    what = "pooled over held-out sites" if task.static else "medians over held-out sites"
+    parts = []
+    for scheme in schemes:
+        rows = summary[(summary["split"] == scheme.split) & (summary["metric"] == task.table_metrics[0])]
+        for _, r in rows.iterrows():
+            parts.append(f"{scheme.split}/{r['model']}: {r['n_scored']} scored, {r['n_skipped']} skipped")
+    units = ", ".join(sorted(set(summary["units"]))) if len(summary) else "?"
+    return f"Values are {what} (units: {units}; FLV/FHV in %). " + "; ".join(parts) + "."
+
+
+def _arrow(metric: str) -> str:
+    better = METRICS.get(metric)
+    return "↑" if better is True else "↓" if better is False else "→0"
+
+
+def _format(metric: str, value: float) -> str:
+    if not math.isfinite(value):
+        return "NaN"
+    return f"{value:.1f}" if metric in PERCENT_METRICS else f"{value:.3f}"

@@ -1,0 +1,41 @@
+"""``stefaland report``: paper-style tables and plots from predictions files (see docs/PREDICTIONS.md)."""
+
+from __future__ import annotations
+
+import click
+
+from stefaland.metrics import DEFAULT_MIN_VALID
+from stefaland.progress import configure_logging
+from stefaland.report.schemes import TASKS
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.command()
+@click.argument("task", type=click.Choice(sorted(TASKS)))
+@click.option("--split", default="all", show_default=True,
+              help="Holdout scheme: camels pub|pur, global random|continents, ismn random|europe, wosis random; "
+                   "or all.")
+@click.option("--runs", default="runs", show_default=True,
+              help="Folder (searched recursively), glob, or file of predictions (.nc/.zarr); local or s3://.")
+@click.option("--models", default=None, help="Comma-separated models, in table order (default: all found).")
+@click.option("--format", "formats", default="md,csv,json,png", show_default=True,
+              help="Comma-separated outputs: md, csv, json, png.")
+@click.option("--out", default=None, help="Output folder, local or s3:// [default: reports/<task>].")
+@click.option("--min-valid", default=DEFAULT_MIN_VALID, show_default=True,
+              help="Fewest paired (obs, sim) steps for a site to be scored; others count as skipped.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def report(task: str, split: str, runs: str, models: str | None, formats: str, out: str | None, min_valid: int,
+           quiet: bool) -> None:
+    """Median-metric tables (as in the paper), per-site metrics, JSON and plots for TASK."""
+    from stefaland.report import make_report
+
+    if quiet:
+        configure_logging(quiet=True)
+    result = make_report(task, split, runs, out or f"reports/{task}", models=_split_list(models),
+                         formats=_split_list(formats) or [], min_valid=min_valid, quiet=quiet)
+    click.echo(result.table)
+    for url in result.outputs:
+        click.echo(url)
