@@ -47,7 +47,7 @@ def test_store_matches_the_world_files(virtual_world: Path, virtual_store: Path)
     folds = pd.read_csv(virtual_world.parent / "camels_attributes_v2.0" / "synthetic_folds.txt", sep=";", dtype=str)
     expected_fold = int(folds.set_index("gauge_id").loc[site, "pub_fold"])
     assert int(ds["fold_pub"].sel(site=site)) == expected_fold
-    assert set(np.unique(ds["fold_pub"].values)) <= set(range(10))
+    assert set(np.unique(ds["fold_pub"].values)) <= set(range(1, 11))  # 1-based folds
     texture = ds["static"].sel(site=site, svar=["sand_frac", "silt_frac", "clay_frac"]).values
     assert abs(float(texture.sum()) - 1.0) < 1e-3  # percent in the files, fractions in the store
 

@@ -1,0 +1,149 @@
+"""The finetuning run configuration: one validated YAML file per experiment.
+
+Defaults follow the paper's Table C2 and the authors' public release (NOTES.md): CAMELS windows of
+365 days, hidden 256 (512 for the HBV runs, set in their YAML), dropout 0.2, Adadelta, batch 64,
+25 epochs, RMSE loss, seed 111111, period 1989-10-01 .. 2008-09-30. Unknown keys are rejected
+(``extra="forbid"``) so a typo in a config never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+from stefaland.model import ModelConfig
+
+ADAPTERS = ("none", "gated", "bottleneck", "residual")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Which variables and which days; ``None`` variable lists mean "every one in the store"."""
+
+    dynamic: list[str] | None = None
+    static: list[str] | None = None
+    target: str = "streamflow"
+    # Variables hidden from the inputs (NaN: the encoder's mask vector, the mean for the LSTMs),
+    # e.g. the other texture fractions when predicting one (the paper's WoSIS setting).
+    hide: list[str] = []
+    train_start: str = "1989-10-01"
+    train_end: str = "2008-09-30"
+    test_start: str = "1989-10-01"  # PUB/PUR: same period, different (held-out) basins
+    test_end: str = "2008-09-30"
+    seq_len: int = Field(365, ge=2)
+    # Prediction runs over the whole test period in overlapping windows; the first
+    # ``predict_overlap`` outputs of every window only warm the model up and are discarded.
+    predict_overlap: int | None = Field(None, ge=0)
+
+    def overlap(self) -> int:
+        return self.seq_len // 2 if self.predict_overlap is None else self.predict_overlap
+
+
+class HBVConfig(_Strict):
+    """HBV 1.1p settings (Table C2) and which store variables drive it."""
+
+    nmul: int = Field(16, ge=1)
+    warmup_days: int = Field(365, ge=0)
+    routing: bool = True
+    dynamic_parameters: list[str] = ["BETA", "K0", "BETAET"]
+    dynamic_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    precipitation: str = "prcp"
+    temperature: list[str] = ["tmax", "tmin"]  # averaged
+    # None: Hargreaves' radiation form from the temperature, ``radiation`` (W/m2, daylight mean)
+    # and ``day_length`` (s) -- CAMELS' Daymet forcings have no PET of their own.
+    pet: str | None = "pet"
+    radiation: str = "srad"
+    day_length: str = "dayl"
+
+
+class ModelSection(_Strict):
+    name: str = "lstm"
+    hidden: int = Field(256, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    adapter: Literal["none", "gated", "bottleneck", "residual"] = "none"
+    # A pretraining run folder (``<run>/checkpoints/latest.json``) or a ``.pt`` file; the
+    # stefaland_* models need it, ablation_* and the transformer ignore it.
+    pretrained: str | None = None
+    freeze_encoder: bool = True
+    encoder: ModelConfig = ModelConfig(decoder="lstm")  # the architecture when built without a checkpoint
+    hbv: HBVConfig = HBVConfig()
+    # scikit-learn baselines
+    max_rows: int = Field(200_000, ge=100)  # (site, day) rows sampled for fitting
+    n_estimators: int = Field(100, ge=1)
+    max_depth: int | None = Field(None, ge=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(25, ge=0)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adadelta", "adam", "adamw"] = "adadelta"
+    lr: float | None = Field(None, gt=0.0)  # None: 1.0 for Adadelta, 1e-3 for Adam(W)
+    loss: Literal["rmse", "mse"] = "rmse"
+    seed: int = 111111
+    # None: hydroDL's rule, enough batches that each (site, day) is drawn with 99 % probability
+    iterations_per_epoch: int | None = Field(None, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    threads: int | None = Field(None, ge=1)
+    device: str = "auto"  # auto = cuda when available, else cpu; or cpu, cuda, cuda:1 ...
+
+    def torch_device(self) -> "torch.device":
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (1.0 if self.optimizer == "adadelta" else 1e-3)
+
+
+class FinetuneConfig(_Strict):
+    task: str = "camels"
+    data: DataConfig = DataConfig()
+    model: ModelSection = ModelSection()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _windows(self) -> "FinetuneConfig":
+        if self.data.overlap() >= self.data.seq_len:
+            raise ValueError(f"data.predict_overlap ({self.data.overlap()}) must be below data.seq_len ({self.data.seq_len})")
+        return self
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def config_from_dict(values: dict, source: str = "config") -> FinetuneConfig:
+    try:
+        return FinetuneConfig.model_validate(values or {})
+    except ValidationError as exc:
+        raise StefaLandError(f"{source}: {_one_line(exc)}") from exc
+
+
+def load_config(path_or_url: str | Path) -> FinetuneConfig:
+    """Read and validate a YAML config; every problem is one line naming the file and key."""
+    url = str(path_or_url)
+    try:
+        values = yaml.safe_load(storage.read_bytes(url))
+    except yaml.YAMLError as exc:
+        raise StefaLandError(f"{url}: not valid YAML ({exc.__class__.__name__})") from exc
+    if values is not None and not isinstance(values, dict):
+        raise StefaLandError(f"{url}: a finetune config must be a mapping of sections (data, model, train)")
+    return config_from_dict(values or {}, url)
+
+
+def config_yaml(config: FinetuneConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,357 @@
+"""Train/test sites from a holdout scheme, normalised arrays, and the (site, window) sampler.
+
+The held-out fold is split off *before* any array is read: the training arrays are loaded for
+the training sites only, so no sampler, shuffle or bug can put a held-out site into a batch (the
+test checks the sampler anyway). Inputs are z-scored with the store's own statistics (computed
+over all sites at build time, inputs only), so a finetuned model and the pretrained encoder see
+the same scaling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+
+from .config import DataConfig
+
+log = logging.getLogger("stefaland.finetune")
+
+
+# --------------------------------------------------------------------------- folds
+
+
+@dataclass
+class FoldSites:
+    """Store row indices of the training and the held-out sites of one fold."""
+
+    fold: int
+    train: np.ndarray  # (n_train,) int
+    test: np.ndarray  # (n_test,) int
+
+
+def fold_assignment(dataset: xr.Dataset, split: str, split_file: str | None = None) -> np.ndarray:
+    """Fold id per store site (-1 = not in the scheme), from ``fold_<split>`` or a split file."""
+    sites = np.asarray(dataset["site"].values).astype(str)
+    if split_file is not None:
+        if not storage.exists(split_file):
+            raise StefaLandError(f"{split_file}: split file not found")
+        from stefaland.splits import apply_split
+
+        # subset: a store may hold more sites than the scheme (671 CAMELS basins, a 531-basin split)
+        groups = apply_split(list(sites), split_file, subset=True)
+        position = {site: i for i, site in enumerate(sites)}
+        folds = np.full(len(sites), -1, dtype=np.int64)
+        for fold, members in groups.items():
+            for site in members:
+                folds[position[str(site)]] = int(fold)
+        return folds
+    name = f"fold_{split}"
+    if name not in dataset.coords and name not in dataset:
+        known = sorted(str(c)[5:] for c in dataset.coords if str(c).startswith("fold_"))
+        raise StefaLandError(
+            f"store has no coordinate {name!r} for split {split!r} (known splits: {', '.join(known) or 'none'}); "
+            "pass --split-file"
+        )
+    return np.asarray(dataset[name].values, dtype=np.int64)
+
+
+def fold_ids(folds: np.ndarray) -> list[int]:
+    return sorted(int(f) for f in np.unique(folds) if f >= 0)
+
+
+def select_fold(folds: np.ndarray, fold: int) -> FoldSites:
+    """Leave fold ``fold`` out; sites outside the scheme (-1) are in neither set."""
+    known = fold_ids(folds)
+    if fold not in known:
+        raise StefaLandError(f"fold {fold} is not in the split (folds: {', '.join(map(str, known))})")
+    test = np.flatnonzero(folds == fold)
+    train = np.flatnonzero((folds >= 0) & (folds != fold))
+    if len(train) == 0:
+        raise StefaLandError(f"fold {fold}: no training sites left once it is held out")
+    return FoldSites(fold, train, test)
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+@dataclass
+class Variables:
+    """Store indices of the variables a run uses, and their normalisation statistics."""
+
+    dynamic: list[str]
+    static: list[str]
+    target: str
+    dynamic_index: np.ndarray
+    static_index: np.ndarray
+    target_index: int
+    dynamic_mean: np.ndarray  # (n_dyn,)
+    dynamic_std: np.ndarray
+    static_mean: np.ndarray  # (n_static,)
+    static_std: np.ndarray
+    target_mean: float
+    target_std: float
+    target_units: str
+    static_target: bool = False  # one value per site (a column of ``static``), e.g. soil texture
+    hidden_dynamic: list[int] = field(default_factory=list)  # input columns set to NaN (``data.hide``)
+    hidden_static: list[int] = field(default_factory=list)
+
+
+def _index(dataset: xr.Dataset, dim: str, names: list[str] | None, what: str) -> tuple[list[str], np.ndarray]:
+    available = [str(v) for v in dataset[dim].values]
+    names = available if names is None else list(names)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise StefaLandError(
+            f"{what} variable {missing[0]!r} is not in the store (it has: {', '.join(available)})"
+        )
+    return names, np.asarray([available.index(n) for n in names], dtype=np.int64)
+
+
+def _std(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values) & (values > 0), values, 1.0)
+
+
+def resolve_variables(dataset: xr.Dataset, config: DataConfig) -> Variables:
+    """Variables of the run; a target naming a ``static`` variable makes a per-site (static) task."""
+    dynamic, dyn_idx = _index(dataset, "dvar", config.dynamic, "dynamic")
+    static, st_idx = _index(dataset, "svar", config.static, "static")
+    targets = [str(v) for v in dataset["tvar"].values] if "target" in dataset else []
+    svars = [str(v) for v in dataset["svar"].values]
+    if config.target in targets:
+        (target,), t_idx = _index(dataset, "tvar", [config.target], "target")
+        units = str(dataset["tvar_units"].values[t_idx[0]]) if "tvar_units" in dataset.coords else ""
+        mean, std = float(dataset["target_mean"].values[t_idx[0]]), float(_std(dataset["target_std"].values)[t_idx[0]])
+        is_static = False
+    elif config.target in svars:
+        target, t_idx = config.target, np.asarray([svars.index(config.target)])
+        units = str(dataset["svar_units"].values[t_idx[0]]) if "svar_units" in dataset.coords else ""
+        mean, std = float(dataset["static_mean"].values[t_idx[0]]), float(_std(dataset["static_std"].values)[t_idx[0]])
+        is_static = True
+    else:
+        raise StefaLandError(
+            f"target variable {config.target!r} is neither a target ({', '.join(targets) or 'none'}) nor a static "
+            "variable of the store"
+        )
+    hide = list(config.hide) + ([config.target] if is_static and config.target in static else [])
+    unknown = [name for name in config.hide if name not in dynamic and name not in static]
+    if unknown:
+        raise StefaLandError(f"data.hide: {unknown[0]!r} is not one of the input variables")
+    return Variables(
+        dynamic, static, target, dyn_idx, st_idx, int(t_idx[0]),
+        np.asarray(dataset["dynamic_mean"].values, np.float64)[dyn_idx], _std(dataset["dynamic_std"].values)[dyn_idx],
+        np.asarray(dataset["static_mean"].values, np.float64)[st_idx], _std(dataset["static_std"].values)[st_idx],
+        mean, std, units, is_static,
+        [dynamic.index(n) for n in hide if n in dynamic], [static.index(n) for n in hide if n in static],
+    )
+
+
+@dataclass
+class SiteData:
+    """Normalised arrays of some sites over some days (NaN = missing, kept for the encoder)."""
+
+    sites: np.ndarray  # (n,) str
+    times: pd.DatetimeIndex  # (T,)
+    dynamic: np.ndarray  # (n, T, n_dyn) float32 z-scores
+    static: np.ndarray  # (n, n_static) float32 z-scores
+    target: np.ndarray  # (n, T) float32 z-scores; (n,) for a static target
+    lat: np.ndarray  # (n,)
+    lon: np.ndarray  # (n,)
+    history: int = 0  # leading days before the requested period (prediction warm-up)
+
+
+def _window(dataset: xr.Dataset, start: str, end: str, what: str) -> slice:
+    times = pd.DatetimeIndex(dataset["time"].values)
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    if lo > hi:
+        raise StefaLandError(f"data.{what}_start {start} is after data.{what}_end {end}")
+    if hi < times[0] or lo > times[-1]:
+        raise StefaLandError(
+            f"data.{what}_start..{what}_end ({start}..{end}) does not overlap the store's days "
+            f"({times[0].date()}..{times[-1].date()})"
+        )
+    return slice(max(lo, times[0]), min(hi, times[-1]))
+
+
+def load_sites(dataset: xr.Dataset, rows: np.ndarray, variables: Variables, start: str, end: str,
+               what: str, history_days: int = 0) -> SiteData:
+    """Read ``rows`` over ``start..end`` (plus up to ``history_days`` before, when the store has them)."""
+    window = _window(dataset, start, end, what)
+    first = window.start - pd.Timedelta(days=history_days)
+    part = dataset.isel(site=np.sort(rows)).sel(time=slice(first, window.stop))
+    dynamic = part["dynamic"].values[..., variables.dynamic_index].astype(np.float64)  # (n, T, n_dyn)
+    static = part["static"].values[..., variables.static_index].astype(np.float64)  # (n, n_static)
+    if variables.static_target:  # read before the hiding below removes it from the inputs
+        target = part["static"].values[..., variables.target_index].astype(np.float64)  # (n,)
+    else:
+        target = part["target"].values[..., variables.target_index].astype(np.float64)  # (n, T)
+    dynamic[..., variables.hidden_dynamic] = np.nan
+    static[..., variables.hidden_static] = np.nan
+    return SiteData(
+        sites=np.asarray(part["site"].values).astype(str),
+        times=pd.DatetimeIndex(part["time"].values),
+        dynamic=((dynamic - variables.dynamic_mean) / variables.dynamic_std).astype(np.float32),
+        static=((static - variables.static_mean) / variables.static_std).astype(np.float32),
+        target=((target - variables.target_mean) / variables.target_std).astype(np.float32),
+        lat=np.asarray(part["lat"].values, np.float64) if "lat" in part.coords else np.full(len(rows), np.nan),
+        lon=np.asarray(part["lon"].values, np.float64) if "lon" in part.coords else np.full(len(rows), np.nan),
+        history=int((pd.DatetimeIndex(part["time"].values) < window.start).sum()),
+    )
+
+
+def drop_unobserved(data: SiteData) -> SiteData:
+    """Training sites without a single observation in the period only add noise-free zeros; drop them."""
+    observed = np.isfinite(data.target) if data.target.ndim == 1 else np.isfinite(data.target).any(axis=1)
+    if observed.all():
+        return data
+    log.warning("%d training site(s) have no observations in the training period and are skipped: %s",
+                int((~observed).sum()), ", ".join(data.sites[~observed][:5]))
+    if not observed.any():
+        raise StefaLandError("no training site has observations in data.train_start..train_end")
+    return SiteData(data.sites[observed], data.times, data.dynamic[observed], data.static[observed],
+                    data.target[observed], data.lat[observed], data.lon[observed], data.history)
+
+
+def scale_target_to_training_sites(variables: Variables, data: SiteData) -> Variables:
+    """Re-express the target in statistics of the training sites alone (``data`` is changed in place).
+
+    The store's ``target_mean``/``target_std`` were computed over every site, the held-out ones
+    included; a PUB/PUR model must not learn even that much about the basins it is tested on.
+    """
+    raw = data.target.astype(np.float64) * variables.target_std + variables.target_mean
+    mean, std = float(np.nanmean(raw)), float(np.nanstd(raw))
+    std = std if np.isfinite(std) and std > 0 else 1.0
+    data.target = ((raw - mean) / std).astype(np.float32)
+    return replace(variables, target_mean=mean, target_std=std)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batch:
+    dynamic: torch.Tensor  # (B, T, n_dyn) z-scores, NaN = missing
+    static: torch.Tensor  # (B, n_static) z-scores, NaN = missing
+    target: torch.Tensor  # (B, T) z-scores, NaN = missing; (B,) for a static target
+    sites: np.ndarray  # (B,) str: which sites the rows came from (the leakage test reads it)
+
+
+def make_batch(data: SiteData, site_rows: np.ndarray, starts: np.ndarray, length: int) -> Batch:
+    offsets = starts[:, None] + np.arange(length)[None, :]  # (B, L)
+    return Batch(
+        dynamic=torch.from_numpy(data.dynamic[site_rows[:, None], offsets]),  # (B, L, n_dyn)
+        static=torch.from_numpy(data.static[site_rows]),  # (B, n_static)
+        target=torch.from_numpy(data.target[site_rows] if data.target.ndim == 1
+                                else data.target[site_rows[:, None], offsets]),  # (B, L) or (B,)
+        sites=data.sites[site_rows],
+    )
+
+
+class WindowSampler:
+    """Random (site, window) batches from the training sites, as hydroDL's ``randomIndex`` draws them.
+
+    ``length`` is the full window (model warm-up + loss days); a window is redrawn (a few times)
+    when it holds no observation on the loss days, so a batch never contributes an empty loss.
+    """
+
+    def __init__(self, data: SiteData, batch_size: int, length: int, loss_days: int,
+                 iterations: int | None, generator: np.random.Generator) -> None:
+        n_sites, n_time = data.dynamic.shape[:2]
+        if n_time < length:
+            raise StefaLandError(
+                f"the training period has {n_time} days, fewer than one window ({length} days: "
+                "data.seq_len plus the model's warm-up); lengthen it or shorten data.seq_len"
+            )
+        self.data, self.batch_size, self.length, self.loss_days = data, batch_size, length, loss_days
+        self.rng = generator
+        if iterations is None:  # hydroDL: P(every (site, day) drawn at least once) = 99 %
+            coverage = min(batch_size * loss_days / (n_sites * max(n_time - length + loss_days, 1)), 0.99)
+            iterations = max(1, math.ceil(math.log(0.01) / math.log(1.0 - coverage)))
+        self.iterations = iterations
+
+    def _draw(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        n_sites, n_time = self.data.dynamic.shape[:2]
+        sites = self.rng.integers(0, n_sites, count)
+        starts = self.rng.integers(0, n_time - self.length + 1, count)
+        return sites, starts
+
+    def __len__(self) -> int:
+        return self.iterations
+
+    def __iter__(self):
+        for _ in range(self.iterations):
+            sites, starts = self._draw(self.batch_size)
+            for _retry in range(0 if self.data.target.ndim == 1 else 5):  # static targets: all observed
+                empty = ~np.array([
+                    np.isfinite(self.data.target[s, t + self.length - self.loss_days:t + self.length]).any()
+                    for s, t in zip(sites, starts)
+                ])
+                if not empty.any():
+                    break
+                sites[empty], starts[empty] = self._draw(int(empty.sum()))
+            yield make_batch(self.data, sites, starts, self.length)
+
+
+# --------------------------------------------------------------------------- whole-period windows
+
+
+@dataclass
+class PredictionWindows:
+    """How the test period is cut into overlapping model windows.
+
+    Input series = ``pad`` days before the test period + the test period. Every window is
+    ``warmup + seq_len`` input days; its first ``warmup`` days are consumed by the model (HBV's
+    spin-up), then the first ``overlap`` outputs only warm the network up and are discarded, and
+    the remaining ``seq_len - overlap`` outputs are kept. ``pad = warmup + overlap`` makes the
+    first window's first kept output the first test day.
+    """
+
+    n_test: int
+    seq_len: int
+    warmup: int
+    overlap: int
+
+    @property
+    def length(self) -> int:
+        return self.warmup + self.seq_len
+
+    @property
+    def pad(self) -> int:
+        return max(self.warmup + self.overlap, self.length - self.n_test)
+
+    def starts(self) -> list[int]:
+        """Window starts (input index) whose kept outputs tile the test period; the last is aligned to the end."""
+        keep = self.seq_len - self.overlap
+        total = self.pad + self.n_test
+        first = self.pad - self.warmup - self.overlap
+        starts = list(range(first, total - self.length + 1, keep))
+        if not starts or starts[-1] + self.length < total:
+            starts.append(total - self.length)
+        return starts
+
+
+def padded_inputs(data: SiteData, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dynamic inputs (n, pad + test days, n_dyn) with ``pad`` days before the test period, and its target.
+
+    Days the store has before the test period are used; when it has fewer, the series is
+    extended backwards with a copy of its own first days (a plausible spin-up climate), which
+    only ever feeds discarded warm-up outputs.
+    """
+    history = data.history
+    dynamic = data.dynamic
+    target = data.target if data.target.ndim == 1 else data.target[:, history:]
+    if history >= pad:
+        return dynamic[:, history - pad:], target
+    need = pad - history
+    test_days = dynamic.shape[1] - history
+    filler = np.concatenate([dynamic[:, history:]] * math.ceil(need / max(test_days, 1)), axis=1)[:, :need]
+    return np.concatenate([filler, dynamic], axis=1), target

@@ -1,0 +1,157 @@
+"""One finetuning run per held-out fold: select sites, train (or resume), predict, write.
+
+Layout of ``<out>/fold-<k>/``: ``config.yaml`` (the exact config, checked on resume),
+``checkpoints/`` (``latest.json`` + ``ckpt-XXXXXX.pt``, or ``model.pkl`` for scikit-learn),
+``metrics.csv`` and ``predictions.nc`` (written last, atomically).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+from stefaland.store import open_store
+
+from .config import FinetuneConfig, config_from_dict, config_yaml
+from .data import (
+    Variables, drop_unobserved, fold_assignment, fold_ids, load_sites, resolve_variables,
+    scale_target_to_training_sites, select_fold,
+)
+from .labels import fold_label
+from .models.registry import build_torch_model, check_window, model_spec
+from .models.sklearn_baselines import HISTORY
+from .predict import predict_sklearn, predict_torch, write_fold_predictions
+from .trainer import train_model, write_metrics
+
+log = logging.getLogger("stefaland.finetune")
+
+PREDICTIONS_FILE = "predictions.nc"
+SKLEARN_FILE = "model.pkl"
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    predictions: str
+    n_train_sites: int
+    n_test_sites: int
+    metrics: list[dict]
+
+
+def fold_dir(out: str, fold: int) -> str:
+    return storage.join(out, f"fold-{fold}")
+
+
+def _check_run_folder(directory: str, config: FinetuneConfig) -> None:
+    """Resuming with another config would silently mix two experiments; refuse."""
+    url = storage.join(directory, "config.yaml")
+    if storage.exists(url):
+        import yaml
+
+        saved = config_from_dict(yaml.safe_load(storage.read_bytes(url)), url)
+        if saved != config:
+            raise StefaLandError(f"{url}: this fold folder holds a run with a different config; use a new --out or the same config")
+    storage.write_bytes_atomic(url, config_yaml(config).encode())
+
+
+def _variables_state(variables: Variables) -> dict:
+    return {"variables": {"dynamic": variables.dynamic, "static": variables.static, "target": variables.target,
+                          "target_mean": variables.target_mean, "target_std": variables.target_std}}
+
+
+def _train_sklearn(config: FinetuneConfig, directory: str, train_data, seed: int):
+    url = storage.join(directory, "checkpoints", SKLEARN_FILE)
+    if storage.exists(url):
+        log.info("reusing the fitted baseline %s", url)
+        return pickle.loads(storage.read_bytes(url))
+    model = model_spec(config.model.name).build(config.model, seed)
+    if train_data.target.ndim == 1:
+        model.fit_static(train_data.dynamic, train_data.static, train_data.target)
+    else:
+        model.fit(train_data.dynamic, train_data.static, train_data.target, np.random.default_rng(seed))
+    buffer = io.BytesIO()
+    pickle.dump(model, buffer)
+    storage.write_bytes_atomic(url, buffer.getvalue())
+    write_metrics(directory, [{"epoch": 0, "train_rows": min(config.model.max_rows, int(np.isfinite(train_data.target).sum()))}])
+    return model
+
+
+def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold: int,
+                  split_file: str | None = None, quiet: bool = False) -> FoldResult:
+    """Train on every fold of ``split`` but ``fold``, predict ``fold``; resumable."""
+    spec = model_spec(config.model.name)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    dataset = open_store(store)
+    folds = fold_assignment(dataset, split, split_file)
+    sites = select_fold(folds, fold)
+    label = fold_label(config.task, split, fold, fold_ids(folds))
+    variables = resolve_variables(dataset, config.data)
+    directory = fold_dir(out, fold)
+    _check_run_folder(directory, config)
+    log.info("fold %d of %s: %d training sites, %d held out; model %s", fold, split, len(sites.train),
+             len(sites.test), config.model.name)
+    train_data = drop_unobserved(load_sites(dataset, sites.train, variables, config.data.train_start,
+                                            config.data.train_end, "train"))
+    variables = scale_target_to_training_sites(variables, train_data)
+    data = config.data
+    if spec.kind == "sklearn":
+        model = _train_sklearn(config, directory, train_data, config.train.seed)
+        metrics: list[dict] = []
+        test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", HISTORY)
+        simulated = predict_sklearn(model, test_data)
+    else:
+        torch.manual_seed(config.train.seed)  # identical initial weights on a fresh start and a resume
+        model = build_torch_model(config.model, variables)
+        check_window(model, int(getattr(model, "warmup", 0)) + data.seq_len)
+        metrics = train_model(model, train_data, config, directory, _variables_state(variables), quiet)
+        history = int(getattr(model, "warmup", 0)) + data.overlap()
+        test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", history)
+        simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet)
+    url = write_fold_predictions(storage.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
+                                 config.task, split, label, config.model.name)
+    return FoldResult(fold, url, len(train_data.sites), len(test_data.sites), metrics)
+
+
+def resolve_folds(store: str, split: str, fold: str | int, split_file: str | None = None) -> list[int]:
+    """``all`` → every fold of the split; otherwise the one fold (checked against the split)."""
+    known = fold_ids(fold_assignment(open_store(store), split, split_file))
+    if str(fold) == "all":
+        return known
+    try:
+        value = int(fold)
+    except ValueError:
+        raise StefaLandError(f"--fold must be an integer or 'all' (got {fold!r})") from None
+    if value not in known:
+        raise StefaLandError(f"fold {value} is not in split {split!r} (folds: {', '.join(map(str, known))})")
+    return [value]
+
+
+def _other_rank() -> bool:
+    """True in the extra processes of a multi-GPU ``torchrun`` launch.
+
+    Finetuning a fold is small (a CAMELS epoch takes seconds to minutes on one GPU) and runs in one
+    process; folds are parallelised as separate jobs instead. Extra ranks step aside rather than
+    write the same files as rank 0.
+    """
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0:
+        log.warning("finetuning runs in one process; rank %d has nothing to do and exits", rank)
+    return rank != 0
+
+
+def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str | int = "all",
+             split_file: str | None = None, quiet: bool = False) -> list[FoldResult]:
+    """Leave-one-fold-out over the requested fold(s); each fold is an independent, resumable run."""
+    if _other_rank():
+        return []
+    return [finetune_fold(store, config, out, split, k, split_file, quiet)
+            for k in resolve_folds(store, split, fold, split_file)]

@@ -1,0 +1,35 @@
+"""``stefaland finetune``: train one model per held-out fold and write its predictions."""
+
+from __future__ import annotations
+
+import click
+
+from stefaland.finetune import finetune as run_finetune
+from stefaland.finetune import load_config
+from stefaland.finetune.models import MODELS
+
+
+@click.command("finetune")
+@click.option("--store", required=True, help="Store path or s3:// URL (from `stefaland data build`).")
+@click.option("--config", "config_path", required=True, help="Finetune YAML config (see configs/finetune_*.yaml).")
+@click.option("--out", required=True, help="Run folder (path or s3:// URL); writes fold-<k>/predictions.nc.")
+@click.option("--task", default=None, help="Task name recorded in the predictions (default: the config's).")
+@click.option("--split", required=True, help="Holdout scheme, e.g. pub or pur (store coordinate fold_<split>).")
+@click.option("--split-file", default=None, help="Split file to use instead of the store's fold_<split> column.")
+@click.option("--fold", default="all", show_default=True, help="Held-out fold id, or 'all' to loop over every fold.")
+@click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), default=None,
+              help="Model to train (default: the config's model.name).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def finetune(store: str, config_path: str, out: str, task: str | None, split: str, split_file: str | None,
+             fold: str, model_name: str | None, quiet: bool) -> None:
+    """Leave-one-fold-out finetuning; re-running an interrupted run resumes it."""
+    config = load_config(config_path)
+    updates = {}
+    if model_name:
+        updates["model"] = config.model.model_copy(update={"name": model_name})
+    if task:
+        updates["task"] = task
+    config = config.model_copy(update=updates)
+    for result in run_finetune(store, config, out, split, fold, split_file, quiet):
+        click.echo(f"fold {result.fold}: {result.n_train_sites} training / {result.n_test_sites} held-out sites "
+                   f"-> {result.predictions}")
