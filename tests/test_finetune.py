@@ -308,3 +308,14 @@ def test_killed_run_resumes_from_its_last_epoch(store: str, tmp_path: Path) -> N
     assert read_predictions(str(out / "fold-2" / "predictions.nc")).attrs["fold"] == "2"
     leftovers = [p.name for p in (out / "fold-2").rglob("*") if p.name.startswith(".tmp-")]
     assert len(leftovers) <= 1  # at most the one file the kill interrupted, never read by anyone
+
+
+def test_each_fold_can_use_the_encoder_pretrained_without_it() -> None:
+    from stefaland.finetune.config import FinetuneConfig
+    from stefaland.finetune.run import per_fold_pretrained
+
+    config = FinetuneConfig.model_validate({"model": {"name": "stefaland_resconn", "pretrained": "s3://b/runs/pretrain-pub-{fold}"}})
+    assert per_fold_pretrained(config, 3).model.pretrained == "s3://b/runs/pretrain-pub-3"
+    assert config.model.pretrained.endswith("{fold}")  # the run's own config is left as written
+    shared = FinetuneConfig.model_validate({"model": {"name": "stefaland_resconn", "pretrained": "runs/pretrain"}})
+    assert per_fold_pretrained(shared, 3) is shared

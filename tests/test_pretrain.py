@@ -144,6 +144,28 @@ def test_batches_come_from_one_shard_at_a_time_and_are_normalised(store: str) ->
     np.testing.assert_array_equal(again.dynamic_mask, batch.dynamic_mask)
 
 
+def test_a_held_out_fold_is_never_loaded_for_pretraining(virtual_store: Path) -> None:
+    """The paper's PUB setup: basins scored after finetuning are left out of pretraining too."""
+    url = str(virtual_store)
+    dataset = open_store(url)
+    config = parse_config(TINY.read_text() + "\ndata: {seq_len: 60, batch_size: 16, samples_per_site: 8, exclude: {split: pub, fold: 3}}\n")
+    data = ShardBatches(dataset, store_schema(dataset, config, url), config)
+    folds = dataset["fold_pub"].values
+    assert (folds == 3).any()
+    static = dataset["static"].values
+    for step in range(data.steps_per_epoch):
+        data.batch(0, step)
+        shard = data._loaded[0]
+        rows = slice(shard.index * 8, shard.index * 8 + 8)
+        kept = folds[rows] != 3
+        assert shard.static.shape[0] == kept.sum()  # held-out rows dropped from the shard
+        expected = (static[rows][kept] - dataset["static_mean"].values) / dataset["static_std"].values
+        np.testing.assert_allclose(np.nan_to_num(shard.static), np.nan_to_num(expected), rtol=1e-5, atol=1e-5)
+    bad = parse_config(TINY.read_text() + "\ndata: {seq_len: 60, batch_size: 16, exclude: {split: pur, fold: 99}}\n")
+    with pytest.raises(StefaLandError, match="no site is in fold 99 of pur"):
+        ShardBatches(dataset, store_schema(dataset, bad, url), bad)
+
+
 def test_ranks_split_lanes_so_the_global_batch_does_not_depend_on_the_process_count(store: str) -> None:
     config = parse_config(TINY.read_text()).model_copy(deep=True)
     config.data.lanes = 2

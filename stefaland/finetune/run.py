@@ -84,9 +84,20 @@ def _train_sklearn(config: FinetuneConfig, directory: str, train_data, seed: int
     return model
 
 
+def per_fold_pretrained(config: FinetuneConfig, fold: int) -> FinetuneConfig:
+    """``model.pretrained: runs/pretrain-pub-{fold}`` gives each fold the encoder pretrained without it
+    (the paper's leak-free PUB/PUR setup, see ``data.exclude`` in the pretraining config)."""
+    path = config.model.pretrained
+    if not path or "{fold}" not in path:
+        return config
+    model = config.model.model_copy(update={"pretrained": path.replace("{fold}", str(fold))})
+    return config.model_copy(update={"model": model})
+
+
 def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold: int,
                   split_file: str | None = None, quiet: bool = False) -> FoldResult:
     """Train on every fold of ``split`` but ``fold``, predict ``fold``; resumable."""
+    config = per_fold_pretrained(config, fold)
     spec = model_spec(config.model.name)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

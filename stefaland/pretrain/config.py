@@ -21,6 +21,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ExcludeFold(_Strict):
+    """Sites whose ``fold_<split>`` coordinate equals ``fold`` are never sampled."""
+
+    split: str
+    fold: int
+
+
 class DataConfig(_Strict):
     """What a sample is: a random ``seq_len``-day window of one site, drawn within a shard.
 
@@ -37,6 +44,9 @@ class DataConfig(_Strict):
     static_vars: list[str] | None = None
     start: str | None = None  # time window of the store to train on (ISO dates)
     end: str | None = None
+    # Leave a holdout fold out of pretraining (the paper's PUB/PUR setup: the basins a finetuned
+    # model is scored on must not be seen in pretraining either), e.g. {split: pub, fold: 3}.
+    exclude: "ExcludeFold | None" = None
 
     @model_validator(mode="after")
     def _lanes_divide_batch(self) -> "DataConfig":

@@ -166,6 +166,7 @@ class ShardBatches:
         self._time = slice(config.data.start, config.data.end) if (config.data.start or config.data.end) else None
         self._loaded: dict[int, _LoadedShard] = {}
         self.shards_loaded = 0  # how many shard reads happened (tests check lazy loading)
+        self._keep = _kept_sites(dataset, config.data.exclude, schema.url)
 
     def shard_order(self, epoch: int, stream: int = TRAIN_STREAM) -> list[list[int]]:
         """Per lane, the shards it visits this epoch (all shards once over all lanes)."""
@@ -183,8 +184,12 @@ class ShardBatches:
         if loaded is None or loaded.index != index:
             self._loaded.pop(lane, None)  # drop the old shard before reading the next
             raw = read_shard(self.dataset, index, time=self._time)
-            dynamic = (raw.dynamic[:, :, self._d_index] - self._d_mean) / self._d_std
-            static = (raw.static[:, self._s_index] - self._s_mean) / self._s_std
+            keep = self._keep[shard_slices(self.dataset)[index]]
+            if not keep.any():
+                raise StefaLandError(f"{self.schema.url}: shard {index} holds only excluded (held-out) sites; "
+                                     "rebuild the store with larger shards")
+            dynamic = (raw.dynamic[keep][:, :, self._d_index] - self._d_mean) / self._d_std
+            static = (raw.static[keep][:, self._s_index] - self._s_mean) / self._s_std
             loaded = _LoadedShard(index, dynamic.astype(np.float32), static.astype(np.float32))
             self._loaded[lane] = loaded
             self.shards_loaded += 1
@@ -213,3 +218,17 @@ class ShardBatches:
     def eval_batch(self, index: int) -> Batch:
         """A fixed batch (same windows and masks every epoch) to compare checkpoints on."""
         return self.batch(epoch=0, step=index, stream=EVAL_STREAM)
+
+
+def _kept_sites(dataset: xr.Dataset, exclude, url: str) -> np.ndarray:
+    """Boolean per store site: False for the held-out fold that pretraining must not see."""
+    keep = np.ones(dataset.sizes["site"], dtype=bool)
+    if exclude is None:
+        return keep
+    name = f"fold_{exclude.split}"
+    if name not in dataset.coords:
+        raise StefaLandError(f"{url}: data.exclude names split {exclude.split!r}, but the store has no {name} coordinate")
+    folds = np.asarray(dataset[name].values)
+    if not (folds == exclude.fold).any():
+        raise StefaLandError(f"{url}: data.exclude: no site is in fold {exclude.fold} of {exclude.split}")
+    return folds != exclude.fold
