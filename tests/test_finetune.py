@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+import yaml
 from click.testing import CliRunner
 from torch import nn
 
@@ -319,3 +320,29 @@ def test_each_fold_can_use_the_encoder_pretrained_without_it() -> None:
     assert config.model.pretrained.endswith("{fold}")  # the run's own config is left as written
     shared = FinetuneConfig.model_validate({"model": {"name": "stefaland_resconn", "pretrained": "runs/pretrain"}})
     assert per_fold_pretrained(shared, 3) is shared
+
+
+def test_an_encoder_that_saw_the_held_out_sites_is_refused(virtual_store: Path, tmp_path: Path) -> None:
+    """Leakage check: resConn on PUB fold 2 needs an encoder pretrained without fold 2."""
+    store = str(virtual_store)
+    tiny = (REPO / "configs" / "pretrain_tiny.yaml").read_text().replace("epochs: 5", "epochs: 1")
+    runner = CliRunner()
+    for name, extra in (("leaky", ""), ("clean-2", ", exclude: {split: pub, fold: 2}")):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(tiny.replace("samples_per_site: 8}", f"samples_per_site: 2{extra}}}"))
+        result = runner.invoke(cli, ["pretrain", "--store", store, "--config", str(config),
+                                     "--out", str(tmp_path / name), "--quiet"])
+        assert result.exit_code == 0, result.output
+    finetune = yaml.safe_load(TINY.read_text())
+    finetune["model"].update(name="stefaland_resconn", pretrained=str(tmp_path / "leaky"))
+    finetune["train"].update(epochs=1, iterations_per_epoch=2)
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(finetune))
+    args = ["finetune", "--store", store, "--config", str(tmp_path / "ft.yaml"), "--split", "pub", "--fold", "2", "--quiet"]
+    leaky = runner.invoke(cli, [*args, "--out", str(tmp_path / "ft-leaky")])
+    assert leaky.exit_code == 1
+    assert "leakage" in leaky.output and "excluded nothing" in leaky.output and "pub fold 2" in leaky.output
+    finetune["model"]["pretrained"] = str(tmp_path / "clean-{fold}")
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(finetune))
+    clean = runner.invoke(cli, [*args, "--out", str(tmp_path / "ft-clean")])
+    assert clean.exit_code == 0, clean.output
+    assert (tmp_path / "ft-clean" / "fold-2" / "predictions.nc").exists()

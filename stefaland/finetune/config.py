@@ -73,6 +73,10 @@ class ModelSection(_Strict):
     # stefaland_* models need it, ablation_* and the transformer ignore it.
     pretrained: str | None = None
     freeze_encoder: bool = True
+    # The paper's holdouts leave the held-out sites out of pretraining too; a finetuning run refuses
+    # an encoder whose pretraining did not exclude the fold it scores (``data.exclude`` there) unless
+    # this is set — for a pretraining store that never held these sites, or a quick demo.
+    allow_pretraining_leakage: bool = False
     encoder: ModelConfig = ModelConfig(decoder="lstm")  # the architecture when built without a checkpoint
     hbv: HBVConfig = HBVConfig()
     # scikit-learn baselines

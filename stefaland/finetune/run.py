@@ -26,6 +26,7 @@ from .data import (
     scale_target_to_training_sites, select_fold,
 )
 from .labels import fold_label
+from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
 from .models.sklearn_baselines import HISTORY
 from .predict import predict_sklearn, predict_torch, write_fold_predictions
@@ -84,6 +85,11 @@ def _train_sklearn(config: FinetuneConfig, directory: str, train_data, seed: int
     return model
 
 
+def uses_pretrained_weights(model: str) -> bool:
+    """StefaLand-* models load the pretrained encoder; the transformer and the ablations do not."""
+    return model.startswith("stefaland_") and model != "stefaland_transformer"
+
+
 def per_fold_pretrained(config: FinetuneConfig, fold: int) -> FinetuneConfig:
     """``model.pretrained: runs/pretrain-pub-{fold}`` gives each fold the encoder pretrained without it
     (the paper's leak-free PUB/PUR setup, see ``data.exclude`` in the pretraining config)."""
@@ -99,6 +105,8 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
     """Train on every fold of ``split`` but ``fold``, predict ``fold``; resumable."""
     config = per_fold_pretrained(config, fold)
     spec = model_spec(config.model.name)
+    if config.model.pretrained and uses_pretrained_weights(config.model.name):
+        refuse_leakage(config.model.pretrained, split, fold, config.model.allow_pretraining_leakage)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     dataset = open_store(store)
