@@ -95,6 +95,30 @@ def test_mhpi_pub_split_is_imported(shared_data, tmp_path):
     assert split.folds["01022500"] == next(i for i, g in enumerate(groups, start=1) if 1022500 in g)
 
 
+def test_mhpi_pub_fold_table_csv_is_imported(shared_data, tmp_path):
+    """The authors' group publishes folds as huc,gage,LAT,LONG,PUB_ID; write the MHPI split in that
+    layout from the real tables and check the import gives the same folds as the JSON list."""
+    groups = json.loads((shared_data / MHPI).read_text())
+    attributes = shared_data / "camels_us" / "camels_attributes_v2.0"
+    names = pd.read_csv(attributes / "camels_name.txt", sep=";", dtype=str).set_index("gauge_id")
+    topo = pd.read_csv(attributes / "camels_topo.txt", sep=";", dtype=str).set_index("gauge_id")
+    rows = [(names.loc[g, "huc_02"], int(g), topo.loc[g, "gauge_lat"], topo.loc[g, "gauge_lon"], fold)
+            for fold, group in enumerate(groups, start=1) for g in (f"{gid:08d}" for gid in group)]
+    table = tmp_path / "pub_folds.csv"
+    pd.DataFrame(rows, columns=["huc", "gage", "LAT", "LONG", "PUB_ID"]).to_csv(table, index=False)
+    from_csv, from_json = tmp_path / "a.csv", tmp_path / "b.csv"
+    for source, out in ((table, from_csv), (shared_data / MHPI, from_json)):
+        result = run_cli("--task", "camels", "--scheme", "pub", "--sites", camels_attributes(shared_data),
+                         "--from-mhpi", str(source), "--out", str(out))
+        assert result.exit_code == 0, result.output
+    pd.testing.assert_series_equal(read_split(str(from_csv)).folds, read_split(str(from_json)).folds)
+    broken = tmp_path / "broken.csv"
+    broken.write_text("huc,gage,LAT,LONG,PUB_ID\n01,1013500,47.2,-68.5,x\n")
+    result = run_cli("--task", "camels", "--scheme", "pub", "--sites", camels_attributes(shared_data),
+                     "--from-mhpi", str(broken), "--out", str(tmp_path / "c.csv"))
+    assert result.exit_code == 1 and "broken.csv line 2: gage or PUB_ID is not a number" in result.output
+
+
 def test_continents_from_coordinates_match_every_caravan_country(shared_data):
     frames = [pd.read_csv(f) for f in sorted(shared_data.glob(CARAVAN))]
     gauges = pd.concat(frames, ignore_index=True)

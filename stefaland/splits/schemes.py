@@ -153,19 +153,41 @@ def assign(table: pd.DataFrame, task: str, scheme: str, seed: int,
     return SCHEMES[task][scheme](table, seed, folds)
 
 
+def _pub_csv_folds(text: str, source: str) -> dict[int, int]:
+    """MHPI's published fold table ``huc,gage,LAT,LONG,PUB_ID`` → {gauge: PUB_ID}."""
+    import io
+
+    table = pd.read_csv(io.StringIO(text), dtype=str)
+    table.columns = [c.strip() for c in table.columns]
+    if not {"gage", "PUB_ID"} <= set(table.columns):
+        raise StefaLandError(f"{source}: a PUB fold table needs columns gage and PUB_ID (has {', '.join(table.columns)})")
+    ids = pd.to_numeric(table["gage"], errors="coerce")
+    folds = pd.to_numeric(table["PUB_ID"], errors="coerce")
+    bad = ids.isna() | folds.isna()
+    if bad.any():
+        raise StefaLandError(f"{source} line {int(np.flatnonzero(bad.to_numpy())[0]) + 2}: gage or PUB_ID is not a number")
+    return dict(zip(ids.astype(int), folds.astype(int)))
+
+
 def mhpi_folds(text: str, sites: pd.Index, source: str) -> Assignment:
-    """Folds from MHPI's ``PUBsplitLst.txt``: a JSON list of lists of integer gauge ids.
+    """Folds published by MHPI, in either of their formats: ``PUBsplitLst.txt`` (a JSON list of
+    lists of integer gauge ids, folds numbered by position) or the ``huc,gage,LAT,LONG,PUB_ID`` CSV.
 
     The ids lost their leading zeros, so they are matched as integers; ids not among ``sites``
-    (the list covers all 671 basins) are skipped, and a site in no list is an error.
+    (the lists cover all 671 basins) are skipped, and a site in no list is an error.
     """
-    try:
-        groups = json.loads(text)
-        if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
-            raise ValueError("not a list of lists")
-        fold_of = {int(gauge): i for i, group in enumerate(groups, start=FIRST_FOLD) for gauge in group}
-    except (ValueError, TypeError) as exc:
-        raise StefaLandError(f"{source}: not an MHPI split (JSON list of lists of ids): {exc}") from exc
+    if not text.lstrip().startswith("["):
+        fold_of = _pub_csv_folds(text, source)
+        groups = sorted(set(fold_of.values()))
+    else:
+        try:
+            parsed = json.loads(text)
+            if not isinstance(parsed, list) or not all(isinstance(g, list) for g in parsed):
+                raise ValueError("not a list of lists")
+            fold_of = {int(gauge): i for i, group in enumerate(parsed, start=FIRST_FOLD) for gauge in group}
+            groups = list(range(FIRST_FOLD, FIRST_FOLD + len(parsed)))
+        except (ValueError, TypeError) as exc:
+            raise StefaLandError(f"{source}: not an MHPI split (JSON list of lists of ids): {exc}") from exc
     numeric = pd.Series(pd.to_numeric(pd.Series(sites, dtype=str), errors="coerce").to_numpy(),
                         index=sites)
     folds = numeric.map(fold_of)
@@ -173,7 +195,7 @@ def mhpi_folds(text: str, sites: pd.Index, source: str) -> Assignment:
         site = folds.index[folds.isna()][0]
         raise StefaLandError(f"site {site} is in none of the folds of {source}")
     return Assignment(
-        folds.astype("int16"), {i: f"mhpi_pub_{i}" for i in range(FIRST_FOLD, FIRST_FOLD + len(groups))},
+        folds.astype("int16"), {i: f"mhpi_pub_{i}" for i in groups},
         note=f"imported from MHPI split {source} (Feng et al. 2022 PUB folds)",
         seeded=False,
     )
