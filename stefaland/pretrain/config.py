@@ -22,10 +22,12 @@ class _Strict(BaseModel):
 
 
 class ExcludeFold(_Strict):
-    """Sites whose ``fold_<split>`` coordinate equals ``fold`` are never sampled."""
+    """Sites in ``fold`` are never sampled: by the store's ``fold_<split>`` coordinate, or by a split
+    file from ``stefaland splits make`` (``split_file``) when the store carries no fold column."""
 
     split: str
     fold: int
+    split_file: str | None = None
 
 
 class DataConfig(_Strict):

@@ -226,9 +226,17 @@ def _kept_sites(dataset: xr.Dataset, exclude, url: str) -> np.ndarray:
     if exclude is None:
         return keep
     name = f"fold_{exclude.split}"
-    if name not in dataset.coords:
-        raise StefaLandError(f"{url}: data.exclude names split {exclude.split!r}, but the store has no {name} coordinate")
-    folds = np.asarray(dataset[name].values)
+    if exclude.split_file:
+        from ..splits import read_split
+
+        assigned = read_split(exclude.split_file).folds
+        sites = [str(s) for s in dataset["site"].values]
+        folds = np.asarray([int(assigned.get(s, -1)) for s in sites])
+    elif name in dataset.coords:
+        folds = np.asarray(dataset[name].values)
+    else:
+        raise StefaLandError(f"{url}: data.exclude names split {exclude.split!r}, but the store has no {name} "
+                             "coordinate; give data.exclude.split_file")
     if not (folds == exclude.fold).any():
         raise StefaLandError(f"{url}: data.exclude: no site is in fold {exclude.fold} of {exclude.split}")
     return folds != exclude.fold
