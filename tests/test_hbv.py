@@ -258,3 +258,36 @@ def test_runs_on_cuda_like_on_cpu():
     gpu = model(p.cuda(), t.cuda(), e.cuda(), raw.cuda())
     assert gpu.streamflow.device.type == "cuda"
     assert torch.allclose(gpu.streamflow.cpu(), cpu.streamflow, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # ~45 s of CPU: run with `pytest -m slow`
+def test_known_parameters_are_recovered_from_the_streamflow_they_generated(virtual_world) -> None:
+    """Differentiable HBV as the hybrids use it: streamflow generated on virtual-world forcings with
+    known parameters is reproduced by fitting the raw parameters from a wrong start by gradient."""
+    import numpy as np
+    import pandas as pd
+
+    files = sorted(virtual_world.parent.glob("basin_mean_forcing/synthetic/*/*_forcing_leap.txt"))[:2]
+    frames = [pd.read_csv(f, sep=r"\s+", skiprows=3).iloc[:300] for f in files]
+    as_tensor = lambda column: torch.tensor(np.stack([f[column].to_numpy() for f in frames], axis=1), dtype=torch.float32)
+    precipitation, pet = as_tensor("prcp(mm/day)"), as_tensor("pet(mm/day)")
+    temperature = (as_tensor("tmax(C)") + as_tensor("tmin(C)")) / 2
+    n_time, n_basin = precipitation.shape
+    truth = {"BETA": 2.5, "FC": 250.0, "K0": 0.3, "K1": 0.08, "K2": 0.02, "LP": 0.6, "PERC": 2.0, "UZL": 20.0,
+             "TT": 0.0, "CFMAX": 3.0, "CFR": 0.05, "CWH": 0.1, "BETAET": 1.5, "C": 0.1}
+    model = HBV11p(nmul=1, dynamic_parameters=(), warmup_days=60, routing=True)
+    raw_truth = raw_from_physical(truth, {"route_a": 1.0, "route_b": 2.0}, n_time, n_basin, nmul=1)
+    observed = model(precipitation, temperature, pet, raw_truth).streamflow.detach()
+
+    raw = torch.zeros(1, n_basin, raw_truth.shape[-1], requires_grad=True)  # mid-range start
+    optimiser = torch.optim.Adam([raw], lr=0.15)
+    nse = lambda sim: 1 - ((sim - observed) ** 2).sum(0) / ((observed - observed.mean(0)) ** 2).sum(0)
+    start = float(nse(model(precipitation, temperature, pet, raw.expand(n_time, -1, -1)).streamflow).min())
+    for _ in range(80):
+        optimiser.zero_grad()
+        simulated = model(precipitation, temperature, pet, raw.expand(n_time, -1, -1)).streamflow
+        loss = ((simulated - observed) ** 2).mean()
+        loss.backward()
+        optimiser.step()
+    fitted = float(nse(model(precipitation, temperature, pet, raw.expand(n_time, -1, -1)).streamflow.detach()).min())
+    assert fitted > 0.9 and fitted > start + 0.3, (start, fitted)
