@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("stefaland_cli.finetune", "finetune"),
     ("stefaland_cli.splits", "splits"),
     ("stefaland_cli.pretrain", "pretrain"),
+    ("stefaland_cli.embed", "embed"),
+    ("stefaland_cli.predict", "predict"),
     # -- registered commands: add one line per module above this comment --
 ]
 

@@ -121,6 +121,10 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
     train_data = drop_unobserved(load_sites(dataset, sites.train, variables, config.data.train_start,
                                             config.data.train_end, "train"))
     variables = scale_target_to_training_sites(variables, train_data)
+    from stefaland.predict.record import make_record, write_run_record  # what `predict` needs, beside the fold
+
+    write_run_record(directory, make_record(store, dataset, config, variables, split, fold,
+                                            [str(s) for s in train_data.sites], split_file))
     data = config.data
     if spec.kind == "sklearn":
         model = _train_sklearn(config, directory, train_data, config.train.seed)
@@ -137,6 +141,9 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
         simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet)
     url = write_fold_predictions(storage.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
                                  config.task, split, label, config.model.name)
+    from stefaland.pull import write_run_manifest  # sizes and checksums, so `stefaland pull` can verify
+
+    write_run_manifest(directory)
     return FoldResult(fold, url, len(train_data.sites), len(test_data.sites), metrics)
 
 
@@ -172,5 +179,9 @@ def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str
     """Leave-one-fold-out over the requested fold(s); each fold is an independent, resumable run."""
     if _other_rank():
         return []
-    return [finetune_fold(store, config, out, split, k, split_file, quiet)
-            for k in resolve_folds(store, split, fold, split_file)]
+    results = [finetune_fold(store, config, out, split, k, split_file, quiet)
+               for k in resolve_folds(store, split, fold, split_file)]
+    from stefaland.runcard import write_model_card
+
+    write_model_card(out)
+    return results

@@ -252,6 +252,9 @@ def pretrain(
                          epoch, train.epochs, scores["recon"], scores["baseline"])
     if context.is_main:
         plot_loss(out, metrics)
+        from ..pull import write_run_manifest  # sizes and checksums, so `stefaland pull` can verify
+
+        write_run_manifest(out)
     log.debug("rank %d: %d steps in %.1f s", context.rank, global_step, time.perf_counter() - started)
 
     result = PretrainResult(out, global_step, epoch, resumed_from, metrics, schema)

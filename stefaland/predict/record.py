@@ -1,0 +1,118 @@
+"""``run.json`` of a finetuned fold: everything ``stefaland predict`` needs besides the weights.
+
+Why a record: a finetuned model is only usable on new sites if their inputs are built exactly as
+the training inputs were — the same variables, in the same units, z-scored with the *training*
+statistics. The store a run was trained on may be gone (or on someone else's bucket), so the run
+folder says it all: variables, units, normalisation statistics, target scaling, split and fold,
+training sites, store provenance, package version.
+
+The finetune writer calls :func:`write_run_record` once per fold (``<out>/fold-<k>/run.json``);
+for a run written before that existed, :func:`record_from_store` rebuilds it from the training store.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from stefaland import __version__, storage
+from stefaland.errors import StefaLandError
+
+RECORD_FILE = "run.json"
+RECORD_VERSION = 1
+
+
+def _units(dataset: xr.Dataset, prefix: str, index: np.ndarray) -> list[str]:
+    name = f"{prefix}_units"
+    if name not in dataset.coords:
+        return [""] * len(index)
+    values = np.asarray(dataset[name].values)
+    return [str(values[i] or "") for i in index]
+
+
+def make_record(store: str, dataset: xr.Dataset, config: Any, variables: Any, split: str | None,
+                fold: int | str | None, train_sites: list[str] | None = None,
+                split_file: str | None = None) -> dict:
+    """The record of one fold: ``config`` a FinetuneConfig, ``variables`` its resolved ``Variables``
+    (after the target was re-scaled to the training sites)."""
+    return {
+        "record_version": RECORD_VERSION,
+        "stefaland_version": __version__,
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": config.task, "model": config.model.name,
+        "split": split, "fold": None if fold is None else str(fold), "split_file": split_file,
+        "store": str(store), "store_provenance": dict(dataset.attrs.get("provenance", {}) or {}),
+        "train_period": [config.data.train_start, config.data.train_end],
+        "train_sites": [str(s) for s in (train_sites or [])],
+        "pretrained": pretrained_section(config),
+        "variables": {
+            "dynamic": list(variables.dynamic),
+            "dynamic_units": _units(dataset, "dvar", variables.dynamic_index),
+            "dynamic_mean": [float(v) for v in variables.dynamic_mean],
+            "dynamic_std": [float(v) for v in variables.dynamic_std],
+            "static": list(variables.static),
+            "static_units": _units(dataset, "svar", variables.static_index),
+            "static_mean": [float(v) for v in variables.static_mean],
+            "static_std": [float(v) for v in variables.static_std],
+            "target": variables.target, "target_units": variables.target_units,
+            "target_mean": float(variables.target_mean), "target_std": float(variables.target_std),
+            "static_target": bool(variables.static_target),
+            "hide": list(config.data.hide),
+        },
+    }
+
+
+def pretrained_section(config: Any) -> dict | None:
+    """What rebuilding a model around a pretrained encoder needs, so ``predict`` never needs the
+    pretraining checkpoint itself (its weights are in the fold's own checkpoint anyway)."""
+    if not getattr(config.model, "pretrained", None):
+        return None
+    from stefaland.finetune.pretrained import read_checkpoint
+
+    checkpoint = read_checkpoint(config.model.pretrained)
+    return {"url": checkpoint.url, "config": checkpoint.config.model_dump(mode="json") if checkpoint.config else None,
+            "dynamic_vars": checkpoint.dynamic_vars, "static_vars": checkpoint.static_vars}
+
+
+def write_run_record(directory: str, record: dict) -> str:
+    url = storage.join(directory, RECORD_FILE)
+    storage.write_bytes_atomic(url, json.dumps(record, indent=2, default=str).encode())
+    return url
+
+
+def read_run_record(directory: str) -> dict | None:
+    url = storage.join(directory, RECORD_FILE)
+    if not storage.exists(url):
+        return None
+    try:
+        record = json.loads(storage.read_bytes(url))
+    except json.JSONDecodeError as exc:
+        raise StefaLandError(f"{url}: corrupt run record ({exc})") from exc
+    missing = [k for k in ("variables", "task", "model") if k not in record]
+    if missing:
+        raise StefaLandError(f"{url}: run record lacks {missing[0]!r}")
+    return record
+
+
+def record_from_store(store: str, config: Any, state: dict | None, split: str | None = None,
+                      fold: int | str | None = None) -> dict:
+    """Rebuild a fold's record from its training store (for runs written before run.json existed).
+
+    The target scaling is the one saved in the fold's checkpoint (``state['variables']``), since
+    finetuning re-scales the target to the training sites.
+    """
+    from dataclasses import replace
+
+    from stefaland.finetune.data import resolve_variables
+    from stefaland.store import open_store
+
+    dataset = open_store(store)
+    variables = resolve_variables(dataset, config.data)
+    saved = (state or {}).get("variables") or {}
+    if "target_mean" in saved:
+        variables = replace(variables, target_mean=float(saved["target_mean"]), target_std=float(saved["target_std"]))
+    return make_record(store, dataset, config, variables, split, fold)

@@ -1,0 +1,238 @@
+"""``stefaland predict``: a finetuned run (one fold or all of them) applied to a catalog's sites.
+
+Every fold model of the run predicts every requested site; the predictions file holds each fold
+as an ensemble member (``sim_fold<k>``), their mean as ``sim`` and their standard deviation as
+``spread``, in the predictions-file contract of docs/PREDICTIONS.md (``obs`` is NaN unless
+``with_obs`` copies the catalog's observations in). HBV hybrids also get a second file with the
+interpretable fluxes and states and the learned parameters per site (:mod:`.hbv`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import pickle
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from stefaland import storage
+from stefaland.errors import StefaLandError
+from stefaland.finetune.config import FinetuneConfig, config_from_dict
+from stefaland.finetune.data import SiteData, Variables
+from stefaland.pretrain.checkpoint import load_latest
+from stefaland.report.predictions import predictions_dataset
+
+from .inputs import check_inputs, read_site_list, select_rows, site_data
+from .record import read_run_record, record_from_store
+from .write import write_dataset
+
+log = logging.getLogger("stefaland.predict")
+
+FOLD_PATTERN = re.compile(r"^fold-(\d+)$")
+
+
+@dataclass
+class FoldModel:
+    """One fold's trained model with everything needed to feed it."""
+
+    name: str  # "fold3", or "model" for a single-fold folder
+    directory: str
+    config: FinetuneConfig
+    record: dict
+    kind: str  # torch | sklearn
+    state: dict | None = None
+    estimator: Any = None
+
+
+@dataclass
+class PredictSummary:
+    out: str
+    n_sites: int
+    n_time: int
+    members: list[str]
+    hbv_out: str | None = None
+    sites: list[str] = field(default_factory=list)
+
+
+def fold_directories(run: str) -> list[tuple[str, str]]:
+    """``[(member name, folder)]``: the run's ``fold-<k>/`` folders, or RUN itself when it is one fold."""
+    run = str(run).rstrip("/")
+    if storage.exists(storage.join(run, "config.yaml")):
+        return [("model", run)]
+    if not storage.exists(run):
+        raise StefaLandError(f"{run}: run folder not found")
+    fs, path = storage.filesystem(run)
+    found = []
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        match = FOLD_PATTERN.match(name)
+        if match and storage.exists(storage.join(run, name, "config.yaml")):
+            found.append((int(match.group(1)), f"fold{match.group(1)}", storage.join(run, name)))
+    if not found:
+        raise StefaLandError(f"{run}: not a finetune run folder (no config.yaml and no fold-<k>/config.yaml)")
+    return [(name, directory) for _, name, directory in sorted(found)]
+
+
+def load_fold(name: str, directory: str, training_store: str | None) -> FoldModel:
+    config_url = storage.join(directory, "config.yaml")
+    config = config_from_dict(yaml.safe_load(storage.read_bytes(config_url)), config_url)
+    from stefaland.finetune.models.registry import model_spec
+
+    kind = model_spec(config.model.name).kind
+    state, estimator = None, None
+    if kind == "sklearn":
+        url = storage.join(directory, "checkpoints", "model.pkl")
+        if not storage.exists(url):
+            raise StefaLandError(f"{url}: the fitted model is missing (did the fold finish?)")
+        estimator = pickle.loads(storage.read_bytes(url))
+    else:
+        state = load_latest(directory)
+        if state is None:
+            raise StefaLandError(f"{directory}: holds no checkpoint (checkpoints/latest.json); did the fold train?")
+    record = read_run_record(directory)
+    if record is None:
+        if training_store is None:
+            raise StefaLandError(
+                f"{storage.join(directory, 'run.json')}: the run record is missing (a run from before run.json "
+                "was written); pass --training-store with the store it was trained on"
+            )
+        record = record_from_store(training_store, config, state)
+    return FoldModel(name, directory, config, record, kind, state, estimator)
+
+
+def _same_inputs(folds: list[FoldModel]) -> None:
+    first = folds[0].record["variables"]
+    for fold in folds[1:]:
+        other = fold.record["variables"]
+        for key in ("dynamic", "static", "target", "dynamic_units", "static_units", "target_units"):
+            if first.get(key) != other.get(key):
+                raise StefaLandError(f"{fold.directory}: its {key} differ from {folds[0].directory}; not one run")
+
+
+def _stand_in_checkpoint(fold: FoldModel, workdir: str) -> str | None:
+    """A pretraining checkpoint with the recorded architecture and variables (random weights).
+
+    The fold's checkpoint holds the encoder's trained weights; the pretraining file is only needed
+    to *shape* the model. Using the record instead means a run keeps working after the
+    pretraining run was moved or deleted.
+    """
+    section = fold.record.get("pretrained")
+    if not section or not section.get("config") or section.get("dynamic_vars") is None:
+        return None
+    from stefaland.model import ModelConfig, StefaLandEncoder
+
+    config = ModelConfig.model_validate(section["config"])
+    encoder = StefaLandEncoder(len(section["dynamic_vars"]), len(section["static_vars"]), config)
+    url = f"{workdir}/{fold.name}-encoder.pt"
+    torch.save({"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()},
+                "config": {"model": section["config"]},
+                "schema": {"dynamic_vars": section["dynamic_vars"], "static_vars": section["static_vars"]}}, url)
+    return url
+
+
+def _torch_model(fold: FoldModel, variables: Variables, workdir: str) -> torch.nn.Module:
+    from stefaland.finetune.models.registry import build_torch_model
+
+    section = fold.config.model
+    stand_in = _stand_in_checkpoint(fold, workdir) if section.pretrained else None
+    if stand_in is not None:
+        section = section.model_copy(update={"pretrained": stand_in})
+    with contextlib.redirect_stdout(io.StringIO()):  # the loader's tensor summary: about the stand-in, not news
+        model = build_torch_model(section, variables)
+    try:
+        model.load_state_dict(fold.state["model"])
+    except RuntimeError as exc:
+        raise StefaLandError(f"{fold.directory}: checkpoint does not fit model {fold.config.model.name!r} "
+                             f"({str(exc).splitlines()[0]})") from exc
+    return model.eval()
+
+
+def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdir: str, quiet: bool,
+                   hbv_sink: dict | None = None) -> np.ndarray:
+    """One fold's prediction for ``data`` in the target's units: (n, T), or (n,) for a static target."""
+    from stefaland.finetune.predict import predict_sklearn, predict_torch
+
+    target_mean, target_std = float(fold.record["variables"]["target_mean"]), float(fold.record["variables"]["target_std"])
+    fold_vars = Variables(**{**variables.__dict__, "target_mean": target_mean, "target_std": target_std})
+    if fold.kind == "sklearn":
+        simulated = predict_sklearn(fold.estimator, data)
+    else:
+        model = _torch_model(fold, fold_vars, workdir)
+        cfg = fold.config
+        simulated = predict_torch(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size, quiet)
+        if hbv_sink is not None and hasattr(model, "hbv"):
+            from .hbv import hbv_outputs
+
+            hbv_sink[fold.name] = hbv_outputs(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size)
+    return simulated.astype(np.float64) * target_std + target_mean
+
+
+@contextlib.contextmanager
+def _quiet_build(quiet: bool):
+    """The temporary store is an implementation detail: its build's progress lines are noise here."""
+    logger = logging.getLogger("stefaland.build")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def predict_run(run: str, catalog: str, out: str | None = None, sites: str | None = None,
+                start: str | None = None, end: str | None = None, training_store: str | None = None,
+                with_obs: bool = False, shard_size: int = 64, quiet: bool = False) -> PredictSummary:
+    """Predict the sites of ``catalog`` (all, or the ids listed in the file ``sites``) with every fold of ``run``."""
+    from stefaland.build import build_store
+    from stefaland.store import open_store
+
+    folds = [load_fold(name, directory, training_store) for name, directory in fold_directories(run)]
+    _same_inputs(folds)
+    wanted = None if sites in (None, "all") else read_site_list(sites)
+    out = out or storage.join(str(run).rstrip("/"), "predict", "predictions.nc")
+    workdir = tempfile.mkdtemp(prefix="stefaland-predict-")
+    try:
+        store = f"{workdir}/inputs.zarr"
+        with _quiet_build(quiet):
+            build_store(str(catalog), store, shard_size=shard_size, start=start, end=end, quiet=quiet)
+        dataset = open_store(store)
+        variables = check_inputs(dataset, folds[0].record, str(catalog))
+        rows = select_rows(dataset, wanted, sites or "all")
+        data = site_data(dataset, rows, variables, with_obs)
+        is_hbv = any(f.kind == "torch" and "hbv" in f.config.model.name for f in folds)
+        hbv: dict | None = {} if is_hbv else None
+        members = {f.name: predict_member(f, data, variables, workdir, quiet, hbv) for f in folds}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    stack = np.stack(list(members.values()))  # (member, n, T) or (member, n)
+    record = folds[0].record
+    v = record["variables"]
+    times = None if variables.static_target else data.times
+    dataset_out = predictions_dataset(
+        data.target, stack.mean(axis=0), list(data.sites), times, record["task"], record.get("split") or "none",
+        "predict", folds[0].config.model.name, v.get("target_units", ""), data.lat, data.lon, v["target"],
+        members if len(members) > 1 else None,
+    )
+    if len(members) > 1:
+        dims = dataset_out["sim"].dims
+        dataset_out["spread"] = (dims, stack.std(axis=0).astype(np.float32),
+                                 {"units": v.get("target_units", ""), "long_name": "standard deviation of the fold models"})
+    dataset_out.attrs.update({"run": str(run), "catalog": str(catalog), "members": ",".join(members),
+                              "obs": "catalog observations" if with_obs else "none (NaN): prediction only"})
+    write_dataset(dataset_out, out)
+    hbv_out = None
+    if hbv:
+        from .hbv import hbv_dataset
+
+        hbv_out = re.sub(r"(\.nc4?|\.zarr)$", "", out) + "_hbv" + (".zarr" if out.endswith(".zarr") else ".nc")
+        write_dataset(hbv_dataset(hbv, data, record), hbv_out)
+    return PredictSummary(out, len(data.sites), len(data.times), list(members), hbv_out, list(data.sites))
