@@ -65,10 +65,10 @@ class ProgressBoard:
     A build reads many sources per shard; one bar per source shows which one is slow.
     """
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, *extra_columns: TextColumn) -> None:
         self._progress = None if quiet else Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=_stderr,
+            TimeElapsedColumn(), TimeRemainingColumn(), *extra_columns, console=_stderr,
         )
         self._tasks: dict[str, object] = {}
 
@@ -81,10 +81,10 @@ class ProgressBoard:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
-    def add(self, name: str, total: int, completed: int = 0) -> None:
+    def add(self, name: str, total: int, completed: int = 0, **fields: object) -> None:
         if self._progress is not None:
-            self._tasks[name] = self._progress.add_task(name, total=total, completed=completed)
+            self._tasks[name] = self._progress.add_task(name, total=total, completed=completed, **fields)
 
-    def advance(self, name: str, amount: int = 1) -> None:
+    def advance(self, name: str, amount: int = 1, **fields: object) -> None:
         if self._progress is not None:
-            self._progress.advance(self._tasks[name], amount)
+            self._progress.update(self._tasks[name], advance=amount, **fields)

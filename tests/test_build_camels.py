@@ -18,21 +18,9 @@ CAMELS_CATALOG = REPO / "catalog" / "camels.yaml"
 
 
 @pytest.fixture(scope="module")
-def camels_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 19 sample basins (NLDAS forcing, streamflow with -999 gaps) beside the 671-basin tables,
-    in CAMELS' own layout — linked, not copied."""
-    root = tmp_path_factory.mktemp("camels")
-    sample = shared_data / "camels_us_sample18"
-    (root / "basin_mean_forcing").symlink_to(sample / "basin_mean_forcing")
-    (root / "usgs_streamflow").symlink_to(sample / "usgs_streamflow")
-    (root / "camels_attributes_v2.0").symlink_to(shared_data / "camels_us" / "camels_attributes_v2.0")
-    return root
-
-
-@pytest.fixture(scope="module")
-def camels_store(camels_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def camels_store(camels_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("store") / "camels.zarr"
-    env = {"CAMELS_ROOT": str(camels_root)}
+    env = {"CAMELS_ROOT": str(camels_sample_root)}
     result = CliRunner().invoke(
         cli,
         ["data", "build", "--catalog", str(CAMELS_CATALOG), "--out", str(out), "--quiet",
@@ -58,10 +46,10 @@ def test_store_holds_every_sample_basin_in_shards(camels_store: Path) -> None:
     assert ds.attrs["provenance"]["sources"] == ["forcing_nldas", "attributes", "streamflow"]
 
 
-def test_daily_precipitation_equals_the_forcing_file(camels_store: Path, camels_root: Path) -> None:
+def test_daily_precipitation_equals_the_forcing_file(camels_store: Path, camels_sample_root: Path) -> None:
     ds = open_store(str(camels_store))
     gauge, day = "09386900", "2008-07-15"
-    lines = _forcing_file(camels_root, gauge).read_text().splitlines()
+    lines = _forcing_file(camels_sample_root, gauge).read_text().splitlines()
     header = lines[3].split()
     row = next(l.split() for l in lines[4:] if l.split()[:3] == day.split("-"))
     expected = float(row[header.index("PRCP(mm/day)")])
@@ -69,10 +57,10 @@ def test_daily_precipitation_equals_the_forcing_file(camels_store: Path, camels_
     assert got == pytest.approx(expected, abs=1e-4)
 
 
-def test_attribute_equals_the_table_and_percent_becomes_fraction(camels_store: Path, camels_root: Path) -> None:
+def test_attribute_equals_the_table_and_percent_becomes_fraction(camels_store: Path, camels_sample_root: Path) -> None:
     ds = open_store(str(camels_store))
-    topo = pd.read_csv(camels_root / "camels_attributes_v2.0" / "camels_topo.txt", sep=";", dtype={"gauge_id": str})
-    soil = pd.read_csv(camels_root / "camels_attributes_v2.0" / "camels_soil.txt", sep=";", dtype={"gauge_id": str})
+    topo = pd.read_csv(camels_sample_root / "camels_attributes_v2.0" / "camels_topo.txt", sep=";", dtype={"gauge_id": str})
+    soil = pd.read_csv(camels_sample_root / "camels_attributes_v2.0" / "camels_soil.txt", sep=";", dtype={"gauge_id": str})
     gauge = "05291000"
     elev = float(topo.loc[topo.gauge_id == gauge, "elev_mean"].iloc[0])
     sand = float(soil.loc[soil.gauge_id == gauge, "sand_frac"].iloc[0])
@@ -81,10 +69,10 @@ def test_attribute_equals_the_table_and_percent_becomes_fraction(camels_store: P
     assert str(ds["svar_units"].sel(svar="sand_frac").values) == "fraction"
 
 
-def test_missing_code_becomes_nan_and_discharge_becomes_depth(camels_store: Path, camels_root: Path) -> None:
+def test_missing_code_becomes_nan_and_discharge_becomes_depth(camels_store: Path, camels_sample_root: Path) -> None:
     ds = open_store(str(camels_store))
     gauge = "01022500"
-    path = next((camels_root / "usgs_streamflow").glob(f"*/{gauge}_streamflow_qc.txt"))
+    path = next((camels_sample_root / "usgs_streamflow").glob(f"*/{gauge}_streamflow_qc.txt"))
     flow = pd.read_csv(path, sep=r"\s+", header=None, names=["g", "y", "m", "d", "q", "f"])
     flow["date"] = pd.to_datetime(dict(year=flow.y, month=flow.m, day=flow.d))
     window = flow[(flow.date >= "2003-10-01") & (flow.date <= "2014-12-31")]
@@ -105,21 +93,21 @@ def test_statistics_match_the_arrays(camels_store: Path) -> None:
     np.testing.assert_allclose(ds["dynamic_std"].values, np.nanstd(dynamic, axis=(0, 1), ddof=1), rtol=1e-5)
 
 
-def test_rebuild_is_up_to_date(camels_store: Path, camels_root: Path) -> None:
+def test_rebuild_is_up_to_date(camels_store: Path, camels_sample_root: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["data", "build", "--catalog", str(CAMELS_CATALOG), "--out", str(camels_store), "--quiet",
          "--sources", "forcing_nldas,attributes,streamflow", "--shard-size", "4",
          "--start", "2003-10-01", "--end", "2014-12-31"],
-        env={"CAMELS_ROOT": str(camels_root)},
+        env={"CAMELS_ROOT": str(camels_sample_root)},
     )
     assert result.exit_code == 0, result.output
     assert "up to date" in result.output
 
 
-def test_catalog_validate_and_show_on_real_files(camels_root: Path) -> None:
+def test_catalog_validate_and_show_on_real_files(camels_sample_root: Path) -> None:
     runner = CliRunner()
-    env = {"CAMELS_ROOT": str(camels_root)}
+    env = {"CAMELS_ROOT": str(camels_sample_root)}
     validated = runner.invoke(
         cli, ["catalog", "validate", str(CAMELS_CATALOG), "--sources", "forcing_nldas,attributes,streamflow"], env=env
     )

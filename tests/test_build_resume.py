@@ -23,16 +23,6 @@ ARGS = ["--sources", "forcing_nldas,attributes,streamflow", "--shard-size", "1",
         "--start", "1994-01-01", "--end", "2013-09-30", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def camels_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("camels")
-    sample = shared_data / "camels_us_sample18"
-    (root / "basin_mean_forcing").symlink_to(sample / "basin_mean_forcing")
-    (root / "usgs_streamflow").symlink_to(sample / "usgs_streamflow")
-    (root / "camels_attributes_v2.0").symlink_to(shared_data / "camels_us" / "camels_attributes_v2.0")
-    return root
-
-
 def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "stefaland_cli.main", "data", "build",
             "--catalog", str(REPO / "catalog" / "camels.yaml"), "--out", str(out), *ARGS]
@@ -46,8 +36,8 @@ def _shards_done(out: Path) -> int:
         return 0
 
 
-def test_killed_build_resumes_to_the_same_store(camels_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "CAMELS_ROOT": str(camels_root)}
+def test_killed_build_resumes_to_the_same_store(camels_sample_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "CAMELS_ROOT": str(camels_sample_root)}
     killed = tmp_path / "killed.zarr"
     process = subprocess.Popen(_command(killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -67,7 +57,7 @@ def test_killed_build_resumes_to_the_same_store(camels_root: Path, tmp_path: Pat
     assert resumed.returncode == 0, resumed.stderr
     assert f"{19 - done_at_kill} of 19 shards written" in resumed.stdout
 
-    os.environ["CAMELS_ROOT"] = str(camels_root)
+    os.environ["CAMELS_ROOT"] = str(camels_sample_root)
     try:
         clean = tmp_path / "clean.zarr"
         build_store(str(REPO / "catalog" / "camels.yaml"), str(clean), shard_size=1,

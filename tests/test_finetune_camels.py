@@ -18,13 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def camels_store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("camels")
-    sample = shared_data / "camels_us_sample18"
-    (root / "basin_mean_forcing").symlink_to(sample / "basin_mean_forcing")
-    (root / "usgs_streamflow").symlink_to(sample / "usgs_streamflow")
-    (root / "camels_attributes_v2.0").symlink_to(shared_data / "camels_us" / "camels_attributes_v2.0")
-    out = root.parent / "camels.zarr"
+def camels_store(camels_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = camels_sample_root
+    out = tmp_path_factory.mktemp("store") / "camels.zarr"
     result = CliRunner().invoke(cli, [
         "data", "build", "--catalog", str(REPO / "catalog" / "camels.yaml"), "--out", str(out), "--quiet",
         "--sources", "forcing_nldas,attributes,streamflow", "--shard-size", "8",

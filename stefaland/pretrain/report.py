@@ -6,44 +6,30 @@ import csv
 import io
 from collections.abc import Sequence
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import TextColumn
 
+from ..progress import ProgressBoard
 from ..storage import join, write_bytes_atomic
 
-_stderr = Console(stderr=True)
 
-
-class TrainingBar:
+class TrainingBar(ProgressBoard):
     """One bar per epoch, its text showing the loss of each variable group."""
 
     def __init__(self, quiet: bool) -> None:
-        self._progress = None if quiet else Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=_stderr,
-        )
-        self._task = None
-
-    def __enter__(self) -> "TrainingBar":
-        if self._progress is not None:
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        super().__init__(quiet, TextColumn("{task.fields[losses]}"))
+        self._epoch: str | None = None
 
     def start_epoch(self, epoch: int, epochs: int, total: int, completed: int) -> None:
-        if self._progress is not None:
-            self._task = self._progress.add_task(f"epoch {epoch + 1}/{epochs}", total=total, completed=completed, losses="")
+        self._epoch = f"epoch {epoch + 1}/{epochs}"
+        self.add(self._epoch, total, completed, losses="")
 
     def update(self, losses: dict[str, float]) -> None:
-        if self._progress is not None and self._task is not None:
-            if losses:  # steps between log rows keep the last losses on show
-                text = " ".join(f"{name} {value:.3f}" for name, value in losses.items())
-                self._progress.update(self._task, advance=1, losses=text)
-            else:
-                self._progress.update(self._task, advance=1)
+        if self._epoch is None:
+            return
+        if losses:  # steps between log rows keep the last losses on show
+            self.advance(self._epoch, losses=" ".join(f"{name} {value:.3f}" for name, value in losses.items()))
+        else:
+            self.advance(self._epoch)
 
 
 def write_metrics(out: str, rows: Sequence[dict]) -> None:

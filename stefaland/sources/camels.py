@@ -150,7 +150,7 @@ def _refuse_duplicate_dates(dataset: xr.Dataset, url: str, source: str) -> None:
 def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
                           sep: str = ";", storage_options: dict | None = None) -> pd.DataFrame:
     """Join CAMELS attribute tables on the site id, keeping ids as zero-padded strings."""
-    merged: pd.DataFrame | None = None
+    tables: list[pd.DataFrame] = []
     for url in expand_files(urlpath, source, storage_options):
         table = pd.read_csv(io.StringIO(_read_text(url, storage_options)), sep=sep, dtype=str)  # "01" stays "01"
         table.columns = [c.strip() for c in table.columns]
@@ -162,12 +162,15 @@ def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: st
         duplicated = table[site_id][table[site_id].duplicated()]
         if not duplicated.empty:
             raise StefaLandError(f"source {source}: file {url}: duplicated site id {duplicated.iloc[0]}")
-        table = table.set_index(site_id)
-        if merged is None:
-            merged = table
-        else:
-            merged = merged.join(table[[c for c in table.columns if c not in merged.columns]], how="outer")
-    assert merged is not None
+        tables.append(table.set_index(site_id))
+    return join_on_site(tables, site_id)
+
+
+def join_on_site(tables: list[pd.DataFrame], site_id: str) -> pd.DataFrame:
+    """Outer-join tables indexed by site id; a column already present is kept from the first table."""
+    merged = tables[0]
+    for table in tables[1:]:
+        merged = merged.join(table[[c for c in table.columns if c not in merged.columns]], how="outer")
     merged.index.name = site_id
     return merged.reset_index()
 

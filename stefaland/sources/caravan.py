@@ -25,7 +25,7 @@ from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
 from ..storage import filesystem
-from .camels import SiteFilesSource, expand_files
+from .camels import SiteFilesSource, expand_files, join_on_site
 
 DATE_COLUMN = "date"
 _KIND = re.compile(r"^(?P<kind>attributes_[a-z]+)_(?P<source>[A-Za-z0-9]+)\.csv$")
@@ -107,20 +107,14 @@ def read_attribute_files(urlpath: str | Sequence[str], source: str, site_id: str
             raise StefaLandError(f"source {source}: file {url} has no site id column {site_id!r}")
         table[site_id] = table[site_id].astype(str).str.strip()
         kinds.setdefault(kind, []).append(table)
-    merged: pd.DataFrame | None = None
+    indexed: list[pd.DataFrame] = []
     for kind, tables in kinds.items():
         stacked = pd.concat(tables, ignore_index=True)
         duplicated = stacked[site_id][stacked[site_id].duplicated()]
         if not duplicated.empty:
             raise StefaLandError(f"source {source}: duplicated site id {duplicated.iloc[0]} in the {kind} tables")
-        stacked = stacked.set_index(site_id)
-        if merged is None:
-            merged = stacked
-        else:
-            merged = merged.join(stacked[[c for c in stacked.columns if c not in merged.columns]], how="outer")
-    assert merged is not None
-    merged.index.name = site_id
-    return merged.reset_index()
+        indexed.append(stacked.set_index(site_id))
+    return join_on_site(indexed, site_id)
 
 
 class CaravanAttributesSource(DataSource):
