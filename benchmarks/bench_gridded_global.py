@@ -1,0 +1,295 @@
+"""Build 4,229 sites from a global 0.1° daily grid of 10 years, out of core (issue 8).
+
+A 0.1° global daily grid of 10 years is 1800 × 3600 cells × 3,653 days ≈ 23.7 G values (≈ 95 GB
+as float32): far too big to write here, and it need not be. The grid is a *lazy, deterministic*
+dask array: every chunk (365 days × ``--tile`` × ``--tile`` cells) is generated on demand from its
+cell indices and day numbers by a cheap closed-form field (a seasonal cycle by latitude plus a
+hash-like anomaly per cell times a hash-like amplitude per day), so any chunk is reproducible and
+none is ever stored. The benchmark then runs the code path of ``stefaland data build`` for a
+gridded source with ``gridded: {method: nearest}``: one lazy ``extract_to_sites(...,
+site_chunk=128)`` for every site of :func:`stefaland.synth.sites.draw_sites`, computed shard by
+shard (128 sites) on a ``dask_client("local")`` cluster, each shard written into a zarr store in
+a temporary folder (deleted at the end).
+
+It prints wall time, throughput (site-days per second), the peak RSS of the whole process tree
+(this process + the cluster's worker processes, sampled every 0.1 s by a thread), how many grid
+chunks the shards computed versus the chunks in the grid (the point of out of core: only chunks
+holding a site are ever generated), and checks that the pipeline's value for a few sites and days
+equals the field evaluated directly at the site's nearest cell centre. It fails (exit 1) when the
+peak RSS reaches ``--max-rss-gb`` (4 GB) or a checked value differs.
+
+    .venv/bin/python benchmarks/bench_gridded_global.py                       # the issue's case
+    .venv/bin/python benchmarks/bench_gridded_global.py --years 2 --sites 500  # a quick look
+    .venv/bin/python benchmarks/bench_gridded_global.py --scheduler sync       # no cluster
+
+``--scheduler``: ``local`` (default, a LocalCluster as ``data build`` starts), an address of an
+existing dask scheduler, or ``sync`` (dask's synchronous scheduler in this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+SHARD = 128  # sites per shard, as ``data build`` computes them
+VARIABLE = "tmean"
+START = "2000-01-01"
+
+
+# --------------------------------------------------------------------------- the synthetic field
+
+
+@dataclass(frozen=True)
+class GlobalGrid:
+    """Cell centres of a global regular grid and its daily time axis."""
+
+    resolution: float
+    time: pd.DatetimeIndex
+
+    @property
+    def lat(self) -> np.ndarray:
+        n = round(180 / self.resolution)
+        return -90 + self.resolution * (np.arange(n) + 0.5)
+
+    @property
+    def lon(self) -> np.ndarray:
+        n = round(360 / self.resolution)
+        return -180 + self.resolution * (np.arange(n) + 0.5)
+
+
+def _hash01(*keys: np.ndarray) -> np.ndarray:
+    """A deterministic, well-mixed value in [0, 1) for integer keys (broadcast together)."""
+    h = np.uint32(0x811C9DC5)
+    for k, prime in zip(keys, (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D)):
+        h = h ^ (np.asarray(k).astype(np.uint32) * np.uint32(prime))
+    h = h ^ (h >> np.uint32(15))
+    h = h * np.uint32(0x2C1B3C6D)
+    h = h ^ (h >> np.uint32(12))
+    return (h >> np.uint32(8)).astype(np.float32) / np.float32(2**24)
+
+
+def field(resolution: float, day: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """The grid's value (a daily temperature, °C) at day/row/col indices, broadcast together.
+
+    Seasonal cycle by latitude (warm tropics, a cycle whose amplitude grows poleward and flips
+    between hemispheres) plus a per-cell anomaly in [-1, 1) times a per-day amplitude in [0, 4):
+    neighbouring cells and neighbouring days differ, so a wrong cell or a wrong day is caught.
+    Only the last multiply-add is on the full chunk, which keeps a chunk cheap to generate.
+    """
+    lat = np.float32(-90 + resolution / 2) + np.float32(resolution) * np.asarray(row, dtype=np.float32)
+    phase = np.float32(2 * np.pi / 365.25) * (np.asarray(day, dtype=np.float32) - np.float32(15))
+    season = (np.float32(28) - np.float32(0.45) * np.abs(lat)
+              - np.float32(0.3) * lat * np.cos(phase))  # lat > 0: cold around mid-January
+    anomaly = np.float32(2) * _hash01(row, col) - np.float32(1)
+    amplitude = np.float32(4) * _hash01(day, np.uint32(7))
+    return (season + anomaly * amplitude).astype(np.float32)
+
+
+def _chunk(block_id: tuple[int, int, int] | None = None, resolution: float = 0.1, tile: int = 16,
+           day_starts: tuple[int, ...] = (0,)) -> np.ndarray:
+    """One grid chunk, generated from its block index (``map_blocks``' ``block_id``; not
+    ``block_info``, whose per-task copy of every chunk boundary makes graphs slow to ship)."""
+    t, i, j = block_id
+    day = np.arange(day_starts[t], day_starts[t + 1])[:, None, None]
+    row = np.arange(i * tile, min((i + 1) * tile, round(180 / resolution)))[None, :, None]
+    col = np.arange(j * tile, min((j + 1) * tile, round(360 / resolution)))[None, None, :]
+    return field(resolution, day, row, col)
+
+
+def lazy_grid(grid: GlobalGrid, tile: int):
+    """The grid as an ``xarray.Dataset`` backed by a never-stored dask array."""
+    import dask.array as da
+    import xarray as xr
+
+    shape = (grid.time.size, grid.lat.size, grid.lon.size)
+    years = tuple(int(n) for n in pd.Series(1, index=grid.time).groupby(grid.time.year).size())
+    chunks = (years, *da.core.normalize_chunks((tile, tile), shape[1:]))  # time: one calendar year per chunk
+    day_starts = tuple(int(d) for d in np.cumsum((0, *years)))
+    data = da.map_blocks(_chunk, chunks=chunks, dtype=np.float32, resolution=grid.resolution, tile=tile,
+                         day_starts=day_starts, name=f"synthetic-grid-{grid.resolution}-{tile}-{grid.time.size}")
+    return xr.Dataset({VARIABLE: (("time", "lat", "lon"), data, {"units": "degC"})},
+                      coords={"time": grid.time, "lat": grid.lat, "lon": grid.lon})
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+class PeakRSS:
+    """Peak resident memory of this process and all its children, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # a child that just ended
+                pass
+        self.peak = max(self.peak, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "PeakRSS":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def chunks_needed(array, layer_name: str) -> set[tuple[int, ...]]:
+    """Block indices of the grid chunks that ``array``'s (culled) graph generates."""
+    from dask.core import flatten
+
+    graph = array.__dask_graph__().cull(set(flatten(array.__dask_keys__())))
+    # culling renames a layer to "<name>-<token of the kept keys>"; keys are (name, t, i, j)
+    return {tuple(key[1:]) for name, layer in graph.layers.items() if name.startswith(layer_name)
+            for key in layer.get_output_keys()}
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def sites_table(n: int, seed: int) -> pd.DataFrame:
+    """The build's site table (site, lat, lon) for ``n`` virtual gauges on six continents."""
+    from stefaland.synth.sites import draw_sites
+
+    drawn = draw_sites(n, np.random.default_rng(seed))  # in draw order: shards mix all 18 regions
+    return pd.DataFrame({"site": drawn["gauge_id"].astype(str).to_numpy(), "lat": drawn["gauge_lat"].to_numpy(float),
+                         "lon": drawn["gauge_lon"].to_numpy(float)})
+
+
+def build(grid: GlobalGrid, tile: int, sites: pd.DataFrame, out: Path) -> dict:
+    """Extract every site lazily, then compute and write shard by shard, as ``data build`` does."""
+    import zarr
+
+    from stefaland.gridded import extract_to_sites
+
+    ds = lazy_grid(grid, tile)
+    layer = ds[VARIABLE].data.name
+    series = extract_to_sites(ds, sites, "nearest", [VARIABLE], None, "synthetic_global", site_chunk=SHARD)
+    lazy = series[VARIABLE]
+    store = zarr.create_array(str(out), shape=(len(sites), grid.time.size), chunks=(SHARD, grid.time.size),
+                              dtype="float32", fill_value=np.nan, zarr_format=3)
+    computed, distinct = 0, set()
+    for start in range(0, len(sites), SHARD):
+        shard = lazy.isel(site=slice(start, start + SHARD))
+        needed = chunks_needed(shard.data, layer)
+        computed, distinct = computed + len(needed), distinct | needed
+        values = shard.compute().values
+        store[start:start + values.shape[0]] = values.astype(np.float32)
+        done = min(start + SHARD, len(sites))
+        print(f"\r  shard {start // SHARD + 1}/{math.ceil(len(sites) / SHARD)} ({done} sites)", end="", flush=True)
+    print()
+    total = math.prod(len(c) for c in ds[VARIABLE].data.chunks)
+    return {"chunks_computed": computed, "chunks_distinct": len(distinct), "chunks_total": total, "chunk_bytes": 365 * tile * tile * 4}
+
+
+def nearest_cell(grid: GlobalGrid, lat: float, lon: float) -> tuple[int, int]:
+    """The nearest cell centre, found by brute force (independent of the library's arithmetic)."""
+    row = int(np.argmin(np.abs(grid.lat - lat)))
+    distance = np.abs((grid.lon - lon + 180) % 360 - 180)
+    return row, int(np.argmin(distance))
+
+
+def verify(grid: GlobalGrid, sites: pd.DataFrame, out: Path, n_sites: int = 6, n_days: int = 8) -> int:
+    """Compare stored values with the field at each checked site's nearest cell; return mismatches."""
+    import zarr
+
+    stored = zarr.open_array(str(out), mode="r")
+    rng = np.random.default_rng(1)
+    picks = rng.choice(len(sites), size=min(n_sites, len(sites)), replace=False)
+    days = np.sort(rng.choice(grid.time.size, size=min(n_days, grid.time.size), replace=False))
+    bad = 0
+    for i in picks:
+        row, col = nearest_cell(grid, sites["lat"].iloc[i], sites["lon"].iloc[i])
+        expected = field(grid.resolution, days, np.full(days.size, row), np.full(days.size, col))
+        got = stored[int(i), :][days]
+        ok = np.array_equal(got, expected)
+        bad += 0 if ok else 1
+        print(f"  site {sites['site'].iloc[i]} ({sites['lat'].iloc[i]:7.3f}, {sites['lon'].iloc[i]:8.3f}) "
+              f"→ cell ({grid.lat[row]:.2f}, {grid.lon[col]:.2f}): "
+              f"{'equal' if ok else f'MISMATCH max |diff| {np.nanmax(np.abs(got - expected)):.3g}'} on {days.size} days")
+    return bad
+
+
+def scheduler_context(scheduler: str, workers: int | None):
+    """``sync``: dask's synchronous scheduler here; otherwise the build's own ``dask_client``."""
+    import dask
+
+    if scheduler == "sync":
+        return dask.config.set(scheduler="synchronous")
+    from stefaland.gridded.scheduler import dask_client
+
+    return dask_client(scheduler, n_workers=workers)
+
+
+def run(args: argparse.Namespace) -> int:
+    time_axis = pd.date_range(START, pd.Timestamp(START) + pd.DateOffset(years=args.years) - pd.Timedelta(days=1), freq="D")
+    grid = GlobalGrid(args.resolution, time_axis)
+    sites = sites_table(args.sites, args.seed)
+    cells = grid.lat.size * grid.lon.size * grid.time.size
+    print(f"grid: {grid.lat.size} x {grid.lon.size} cells x {grid.time.size} days = {cells / 1e9:.1f} G values "
+          f"({cells * 4 / 1e9:.0f} GB as float32, never stored); chunks 1 year x {args.tile} x {args.tile} cells")
+    print(f"sites: {len(sites)} from draw_sites, shards of {SHARD}, nearest cell, scheduler {args.scheduler}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_gridded_global_"))
+    try:
+        with PeakRSS() as rss:
+            started = time.perf_counter()
+            with scheduler_context(args.scheduler, args.workers):
+                counts = build(grid, args.tile, sites, tmp / "sites.zarr")
+            wall = time.perf_counter() - started
+        mismatches = verify(grid, sites, tmp / "sites.zarr")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    site_days = len(sites) * grid.time.size
+    computed, total = counts["chunks_computed"], counts["chunks_total"]
+    print(f"wall time        {wall:8.1f} s")
+    print(f"throughput       {site_days / wall:8.0f} site-days/s ({site_days / 1e6:.2f} M site-days)")
+    print(f"grid chunks      {computed} generated (summed over shards; {counts['chunks_distinct']} distinct) "
+          f"of {total} in the grid ({100 * computed / total:.1f} %; ≈{computed * counts['chunk_bytes'] / 1e9:.1f} GB "
+          f"generated of ≈{total * counts['chunk_bytes'] / 1e9:.0f} GB)")
+    print(f"peak RSS         {rss.peak / 1e9:8.2f} GB (process tree) — limit {args.max_rss_gb:g} GB: "
+          f"{'OK' if rss.peak < args.max_rss_gb * 1e9 else 'EXCEEDED'}")
+    print(f"values checked   {'all equal to the field at the nearest cell' if mismatches == 0 else f'{mismatches} sites differ'}")
+    return 0 if rss.peak < args.max_rss_gb * 1e9 and mismatches == 0 else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--years", type=int, default=10, help="length of the daily grid (default 10)")
+    parser.add_argument("--sites", type=int, default=4229, help="number of sites (default 4229)")
+    parser.add_argument("--resolution", type=float, default=0.1, help="grid spacing in degrees (default 0.1)")
+    parser.add_argument("--scheduler", default="local", help="local (default), a dask scheduler address, or sync")
+    parser.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: physical cores, max 8)")
+    parser.add_argument("--tile", type=int, default=16, help="grid chunk size in cells, per side (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of draw_sites")
+    parser.add_argument("--max-rss-gb", type=float, default=4.0, help="fail when the peak RSS reaches this (GB)")
+    sys.exit(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
