@@ -21,7 +21,7 @@ from stefaland import storage
 from stefaland.errors import StefaLandError
 
 from .manifests import PodOptions, finetune_objects, pretrain_objects
-from .runs import new_run_id
+from .runs import new_run_id, run_kind
 
 log = logging.getLogger("stefaland.k8s.submit")
 
@@ -240,11 +240,26 @@ def plan_finetune(
     return Submission(run_id, namespace, out, target, data, objects)
 
 
+def _same_config(kind: str, saved: bytes, ours: bytes) -> bool:
+    """Equal bytes, or equal settings: ``stefaland pretrain`` rewrites ``<out>/config.yaml`` in its
+    own serialisation (defaults spelled out) once it starts, and compares parsed configs itself."""
+    if saved == ours:
+        return True
+    if kind != "pretrain":
+        return False
+    from stefaland.pretrain.config import parse_config
+
+    try:
+        return parse_config(saved.decode("utf-8")) == parse_config(ours.decode("utf-8"))
+    except (StefaLandError, UnicodeDecodeError):
+        return False
+
+
 def upload_config(submission: Submission) -> None:
     """Put the config where the pods read it; refuse to mix two configs in one run folder."""
     target = submission.config_url
     if storage.exists(target):
-        if storage.read_bytes(target) != submission.config_bytes:
+        if not _same_config(run_kind(submission.run_id), storage.read_bytes(target), submission.config_bytes):
             raise StefaLandError(
                 f"{target} already holds a different config; use a new --out (or the same config to resume)"
             )
