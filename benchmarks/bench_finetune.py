@@ -5,8 +5,8 @@ the stefaland_* models), then runs leave-one-fold-out PUB for each model and pri
 held-out RMSE next to a day-of-year climatology of the training sites, plus the seconds per
 fold. Finally ``stefaland report`` reads every predictions file. Longer than a test by design.
 
-Caveat: the pretraining here sees every site's forcings and attributes (never streamflow); the
-paper also removes the held-out basins from pretraining, which this script does not do.
+As in the paper, the encoder is pretrained once per fold with that fold's sites left out
+(``data.exclude``), so the held-out basins are unseen by the encoder too.
 
     python benchmarks/bench_finetune.py --sites 60 --years 4 --epochs 5 \
         --models lstm,linear,random_forest,ablation_resconn,stefaland_resconn,lstm_hbv [--device cuda]
@@ -31,13 +31,17 @@ from stefaland.synth import write_virtual_world
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pretrain_encoder(store: str, out: Path, d_model: int) -> str:
+def pretrain_encoders(store: str, work: Path, d_model: int, split: str) -> str:
+    """One encoder per fold of ``split``, each pretrained without that fold; returns the ``{fold}`` path."""
     from stefaland.pretrain import parse_config, pretrain
 
     config = yaml.safe_load((REPO / "configs" / "pretrain_tiny.yaml").read_text())
     config["model"].update(d_model=d_model, decoder="lstm")
-    pretrain(store, parse_config(yaml.safe_dump(config), "bench"), str(out), quiet=True)
-    return str(out)
+    folds = sorted(int(f) for f in np.unique(open_store(store)[f"fold_{split}"].values) if f >= 0)
+    for fold in folds:
+        config["data"]["exclude"] = {"split": split, "fold": fold}
+        pretrain(store, parse_config(yaml.safe_dump(config), "bench"), str(work / f"pretrain-{fold}"), quiet=True)
+    return str(work / "pretrain-{fold}")
 
 
 def climatology_rmse(store: str, run: Path, split: str) -> tuple[float, float]:
@@ -82,7 +86,7 @@ def main() -> None:
     d_model = 32
     pretrained = None
     if any(m.startswith("stefaland_") and m != "stefaland_transformer" for m in models):
-        pretrained = pretrain_encoder(store, work / "pretrain", d_model)
+        pretrained = pretrain_encoders(store, work, d_model, args.split)
     rows = []
     for name in models:
         config = config_from_dict({
