@@ -269,21 +269,23 @@ class CamelsStreamflowSource(SiteFilesSource):
         return read_streamflow_file(url, self._label(), self.storage_options)
 
 
-class CamelsAttributesSource(DataSource):
-    """``;``-separated CAMELS attribute tables joined on ``gauge_id`` → DataFrame (one row per site)."""
+class SiteTableSource(DataSource):
+    """A site table assembled from several files, read once and cached: the shared shape of the
+    attribute drivers (CAMELS, Caravan), which differ only in how they read and join their files."""
 
-    name = "stefaland_camels_attributes"
     container = "dataframe"
     version = "1"
     partition_access = False
 
-    def __init__(self, urlpath: str | list[str], site_id: str = "gauge_id", sep: str = ";",
+    def __init__(self, urlpath: str | list[str], site_id: str = "gauge_id",
                  storage_options: dict | None = None, metadata: dict | None = None):
         super().__init__(storage_options=storage_options, metadata=metadata)
         self.urlpath = urlpath
         self.site_id = site_id
-        self.sep = sep
         self._frame: pd.DataFrame | None = None
+
+    def _read_table(self, label: str) -> pd.DataFrame:
+        raise NotImplementedError
 
     def _get_schema(self) -> Schema:
         frame = self.read()
@@ -291,8 +293,7 @@ class CamelsAttributesSource(DataSource):
 
     def read(self) -> pd.DataFrame:
         if self._frame is None:
-            label = (self.metadata or {}).get("source_name", self.name)
-            self._frame = read_attribute_tables(self.urlpath, label, self.site_id, self.sep, self.storage_options)
+            self._frame = self._read_table((self.metadata or {}).get("source_name", self.name))
         return self._frame.copy()
 
     def to_dask(self) -> pd.DataFrame:
@@ -300,3 +301,17 @@ class CamelsAttributesSource(DataSource):
 
     def _close(self) -> None:
         self._frame = None
+
+
+class CamelsAttributesSource(SiteTableSource):
+    """``;``-separated CAMELS attribute tables joined on ``gauge_id`` → DataFrame (one row per site)."""
+
+    name = "stefaland_camels_attributes"
+
+    def __init__(self, urlpath: str | list[str], site_id: str = "gauge_id", sep: str = ";",
+                 storage_options: dict | None = None, metadata: dict | None = None):
+        super().__init__(urlpath, site_id, storage_options, metadata)
+        self.sep = sep
+
+    def _read_table(self, label: str) -> pd.DataFrame:
+        return read_attribute_tables(self.urlpath, label, self.site_id, self.sep, self.storage_options)

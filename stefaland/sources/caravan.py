@@ -21,11 +21,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
-from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
 from ..storage import filesystem
-from .camels import SiteFilesSource, expand_files, join_on_site
+from .camels import SiteFilesSource, SiteTableSource, expand_files, join_on_site
 
 DATE_COLUMN = "date"
 _KIND = re.compile(r"^(?P<kind>attributes_[a-z]+)_(?P<source>[A-Za-z0-9]+)\.csv$")
@@ -117,36 +116,13 @@ def read_attribute_files(urlpath: str | Sequence[str], source: str, site_id: str
     return join_on_site(indexed, site_id)
 
 
-class CaravanAttributesSource(DataSource):
+class CaravanAttributesSource(SiteTableSource):
     """Caravan attribute tables (any kinds, any sources) → DataFrame, one row per gauge."""
 
     name = "stefaland_caravan_attributes"
-    container = "dataframe"
-    version = "1"
-    partition_access = False
 
-    def __init__(self, urlpath: str | list[str], site_id: str = "gauge_id",
-                 storage_options: dict | None = None, metadata: dict | None = None):
-        super().__init__(storage_options=storage_options, metadata=metadata)
-        self.urlpath = urlpath
-        self.site_id = site_id
-        self._frame: pd.DataFrame | None = None
-
-    def _get_schema(self) -> Schema:
-        frame = self.read()
-        return Schema(datashape=None, dtype=None, shape=frame.shape, npartitions=1, extra_metadata={})
-
-    def read(self) -> pd.DataFrame:
-        if self._frame is None:
-            label = (self.metadata or {}).get("source_name", self.name)
-            self._frame = read_attribute_files(self.urlpath, label, self.site_id, self.storage_options)
-        return self._frame.copy()
-
-    def to_dask(self) -> pd.DataFrame:
-        return self.read()
-
-    def _close(self) -> None:
-        self._frame = None
+    def _read_table(self, label: str) -> pd.DataFrame:
+        return read_attribute_files(self.urlpath, label, self.site_id, self.storage_options)
 
 
 # StefaLand list prefix → Caravan sources that may hold the same gauge, and how the id is written there.
