@@ -82,13 +82,15 @@ def _fingerprint(catalog: CatalogSpec, sources: list[SourceSpec], shard_size: in
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _store_is_complete(out: str) -> bool:
+def _complete_store_fingerprint(out: str) -> str | None:
+    """The build fingerprint of a complete store at ``out``; None when there is none (or it is unreadable)."""
     from ..store.reader import _open_zarr
 
     try:
-        return _open_zarr(out).attrs.get(COMPLETE_ATTR) is True
+        attrs = _open_zarr(out).attrs
     except Exception:  # noqa: BLE001 - anything unreadable is simply "not a complete store"
-        return False
+        return None
+    return attrs.get("provenance", {}).get("fingerprint") if attrs.get(COMPLETE_ATTR) is True else None
 
 
 def build_store(
@@ -125,10 +127,10 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
     if not by_role["dynamic"]:
         raise StefaLandError(f"catalog {catalog.url}: no source with metadata.role: dynamic selected")
     sites = load_sites(catalog)
-    readers: dict[str, SourceReader] = {}  # created once the store's site order is settled
+    readers = {s.name: SourceReader(catalog, s, sites, shard_size) for s in selected}
     keep = pd.Index(sites.index)
     for spec in by_role["dynamic"]:
-        available = SourceReader(catalog, spec, sites, shard_size).site_ids()
+        available = readers[spec.name].site_ids()
         dropped = keep.difference(pd.Index(sorted(available)))
         if len(dropped):
             log.info("source %s has no data for %d of the %d sites; they are left out", spec.name, len(dropped), len(keep))
@@ -137,18 +139,15 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
         raise StefaLandError(f"catalog {catalog.url}: no site is in both the site table and every dynamic source")
     sites = sites.loc[keep]
     site_ids = np.asarray(sites.index, dtype=object)
-    readers.update({s.name: SourceReader(catalog, s, sites, shard_size) for s in selected})
+    for reader in readers.values():
+        reader.sites = sites  # gridded sources extract exactly the store's sites, in its order
     time = _resolve_time(catalog, start, end, [readers[s.name] for s in by_role["dynamic"]], str(site_ids[0]))
 
     fingerprint = _fingerprint(catalog, selected, shard_size, time)
     state = BuildState.load(out)
-    if state is None and not force and _store_is_complete(out):
-        from ..store.reader import _open_zarr
-
-        existing = _open_zarr(out).attrs.get("provenance", {})
-        if existing.get("fingerprint") == fingerprint:
-            log.info("%s is up to date (same catalog and options)", out)
-            return BuildSummary(out, len(sites), len(time), 0, 0, [], [], [], up_to_date=True)
+    if state is None and not force and _complete_store_fingerprint(out) == fingerprint:
+        log.info("%s is up to date (same catalog and options)", out)
+        return BuildSummary(out, len(sites), len(time), 0, 0, [], [], [], up_to_date=True)
     resuming = state is not None and state.fingerprint == fingerprint and not force
 
     layouts = {
