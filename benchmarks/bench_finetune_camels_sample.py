@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
+from stefaland.testing.camels_sample import link_camels_sample
 from stefaland_cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +40,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/stefaland-bench-camels-sample")
     args = parser.parse_args()
     work = Path(args.work)
-    root = work / "camels_root"
-    if not root.exists():
-        root.mkdir(parents=True)
-        (root / "basin_mean_forcing").symlink_to(SHARED / "camels_us_sample18" / "basin_mean_forcing")
-        (root / "usgs_streamflow").symlink_to(SHARED / "camels_us_sample18" / "usgs_streamflow")
-        (root / "camels_attributes_v2.0").symlink_to(SHARED / "camels_us" / "camels_attributes_v2.0")
+    root = link_camels_sample(SHARED, work / "camels_root")
     store, split = work / "camels.zarr", work / "pur.csv"
     invoke(["data", "build", "--catalog", str(REPO / "catalog" / "camels.yaml"), "--out", str(store), "--quiet",
             "--sources", "forcing_nldas,attributes,streamflow", "--shard-size", "4",

@@ -58,12 +58,9 @@ class Case:
 
 def real_case(work: Path) -> Case:
     """The 19 real CAMELS basins (NLDAS; Tmax == Tmin in these files) with the 671-basin attribute tables."""
-    root = work / "camels_real"
-    if not root.exists():
-        root.mkdir(parents=True)
-        (root / "basin_mean_forcing").symlink_to(SHARED / "camels_us_sample18" / "basin_mean_forcing")
-        (root / "usgs_streamflow").symlink_to(SHARED / "camels_us_sample18" / "usgs_streamflow")
-        (root / "camels_attributes_v2.0").symlink_to(SHARED / "camels_us" / "camels_attributes_v2.0")
+    from stefaland.testing.camels_sample import link_camels_sample
+
+    root = link_camels_sample(SHARED, work / "camels_real")
     basins = sorted(p.name[:8] for p in (root / "basin_mean_forcing" / "nldas").glob("*/*_forcing_leap.txt"))
     return Case("camels-real-19", root, str(REPO / "catalog" / "camels.yaml"),
                 ["forcing_nldas", "attributes", "streamflow"], {"CAMELS_ROOT": str(root)}, "nldas",

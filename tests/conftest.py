@@ -78,9 +78,6 @@ def virtual_store(virtual_world: Path, tmp_path_factory: pytest.TempPathFactory)
 def camels_sample_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 19 sample basins (NLDAS forcing, streamflow with -999 gaps) beside the 671-basin tables,
     in CAMELS' own layout — linked, not copied."""
-    root = tmp_path_factory.mktemp("camels")
-    sample = shared_data / "camels_us_sample18"
-    (root / "basin_mean_forcing").symlink_to(sample / "basin_mean_forcing")
-    (root / "usgs_streamflow").symlink_to(sample / "usgs_streamflow")
-    (root / "camels_attributes_v2.0").symlink_to(shared_data / "camels_us" / "camels_attributes_v2.0")
-    return root
+    from stefaland.testing.camels_sample import link_camels_sample
+
+    return link_camels_sample(shared_data, tmp_path_factory.mktemp("camels"))
