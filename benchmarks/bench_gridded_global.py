@@ -193,7 +193,7 @@ def build(grid: GlobalGrid, tile: int, sites: pd.DataFrame, out: Path, max_shard
     (only the first ``max_shards`` shards when given: a sample of a run too long to wait for)."""
     import zarr
 
-    from stefaland.gridded import extract_to_sites
+    from stefaland.gridded import compute_shard, extract_to_sites
 
     ds = lazy_grid(grid, tile)
     layer = ds[VARIABLE].data.name
@@ -207,7 +207,7 @@ def build(grid: GlobalGrid, tile: int, sites: pd.DataFrame, out: Path, max_shard
         shard = lazy.isel(site=slice(start, start + SHARD))
         needed = chunks_needed(shard.data, layer)
         computed, distinct = computed + len(needed), distinct | needed
-        values = shard.compute().values
+        values = compute_shard(shard).values
         store[start:start + values.shape[0]] = values.astype(np.float32)
         done = min(start + SHARD, len(sites))
         print(f"\r  shard {start // SHARD + 1}/{len(starts)} ({done} sites)", end="", flush=True)

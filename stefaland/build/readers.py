@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from ..catalog import CatalogSpec, SourceSpec
+from ..culling import compute_shard
 from ..errors import StefaLandError
 
 
@@ -109,7 +110,7 @@ class SourceReader:
             data = data[needed].reindex(site=list(sites))
             if time is not None and "time" in data.dims:
                 data = data.reindex(time=time)
-            return data.compute()
+            return compute_shard(data)
         missing = [c for c in needed if c not in data.data_vars]
         self._refuse_missing(missing, list(map(str, data.data_vars)))
         return data[needed]
