@@ -7,12 +7,13 @@ batch's size (no gather, no allocation), once cache-warm (the strictest bound) a
 source coming from DRAM (what random windows of a large training array cost at best). Measured in
 the same run:
 
-* ``WindowSampler`` (stefaland.finetune.data) as the trainer iterates it: random draws, the redraw
-  check for windows with no observation, and ``make_batch`` (fancy-index gather + torch.from_numpy);
-* ``make_batch`` alone (the gather, without the redraw check), to split the two costs;
-* the fix proposed in benchmarks/README.md, checked to give identical batches: the gather done as
-  one contiguous row per window (a zero-copy ``sliding_window_view`` of the flattened (day, variable)
-  axis), and the redraw check vectorised with a per-site cumulative count of observed days.
+* ``WindowSampler`` (stefaland.finetune.data) as the trainer iterates it: random draws, the
+  vectorised redraw check (a per-site cumulative count of observed days, built once per epoch and
+  included in the timing), and ``make_batch`` (one contiguous row per window of a zero-copy
+  ``sliding_window_view``, + torch.from_numpy);
+* ``make_batch`` alone on fresh random windows, to split the gather from the draws and the check;
+* the loader as it was before issue 7 (a (site, day) fancy index per cell and a Python loop for the
+  check), kept in this script as the baseline; it is asserted to give identical batches.
 
 ``--profile`` additionally runs a few real LSTM-SL training steps (hidden/seq/batch as given) under
 ``torch.profiler`` with the loader, forward, backward and optimiser labelled, so the share of
@@ -26,14 +27,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
-from stefaland.finetune.data import Batch, SiteData, WindowSampler, make_batch
+from stefaland.finetune.data import Batch, SiteData, WindowRows, WindowSampler, make_batch
 
 
 def synthetic_sites(n_sites: int, days: int, n_dyn: int, n_static: int, gap_fraction: float, seed: int) -> SiteData:
@@ -80,54 +78,26 @@ def copy_bound(batch: int, seq: int, n_dyn: int, n_static: int, repeats: int, fr
     return best_rate(step, 8 * batch, repeats), floats * 4
 
 
-@dataclass
-class WindowViews:
-    """Zero-copy views that make a window one contiguous row: what the proposed loader caches per SiteData.
+def before_batches(data: SiteData, batch_size: int, length: int, loss_days: int, iterations: int,
+                   rng: np.random.Generator):
+    """The loader as it was before issue 7 (kept here as the baseline): a (site, day) fancy index per
+    cell and a Python loop over the windows for the redraw check. Same random stream, same batches."""
+    n_sites, n_time = data.dynamic.shape[:2]
 
-    ``dynamic`` (n, T - L + 1, L * n_dyn) is a strided view of the (n, T * n_dyn) array, so
-    ``dynamic[sites, starts]`` copies B contiguous blocks (memcpy speed) instead of computing B * L
-    fancy indices; ``observed`` is the cumulative count of observed target days for the redraw check.
-    """
+    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.integers(0, n_sites, count), rng.integers(0, n_time - length + 1, count)
 
-    dynamic: np.ndarray
-    target: np.ndarray
-    observed: np.ndarray
-
-    @classmethod
-    def of(cls, data: SiteData, length: int) -> "WindowViews":
-        n, days, n_dyn = data.dynamic.shape
-        flat = np.ascontiguousarray(data.dynamic).reshape(n, days * n_dyn)
-        dynamic = sliding_window_view(flat, length * n_dyn, axis=1)[:, ::n_dyn]
-        target = sliding_window_view(data.target, length, axis=1)
-        counts = np.isfinite(data.target).cumsum(axis=1, dtype=np.int32)
-        observed = np.concatenate([np.zeros((n, 1), np.int32), counts], axis=1)
-        return cls(dynamic, target, observed)
-
-
-def view_batch(data: SiteData, views: WindowViews, sites: np.ndarray, starts: np.ndarray, length: int) -> Batch:
-    """The proposed ``make_batch``: same Batch, gathered as contiguous window rows."""
-    return Batch(torch.from_numpy(views.dynamic[sites, starts].reshape(len(sites), length, -1)),
-                 torch.from_numpy(data.static[sites]), torch.from_numpy(views.target[sites, starts]),
-                 data.sites[sites])
-
-
-class ProposedSampler(WindowSampler):
-    """WindowSampler with the vectorised redraw check and the contiguous-row gather (same draws)."""
-
-    def __init__(self, views: WindowViews, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.views = views
-
-    def __iter__(self):
-        for _ in range(self.iterations):
-            sites, starts = self._draw(self.batch_size)
-            for _retry in range(5):
-                end = starts + self.length
-                empty = self.views.observed[sites, end] - self.views.observed[sites, end - self.loss_days] == 0
-                if not empty.any():
-                    break
-                sites[empty], starts[empty] = self._draw(int(empty.sum()))
-            yield view_batch(self.data, self.views, sites, starts, self.length)
+    for _ in range(iterations):
+        sites, starts = draw(batch_size)
+        for _retry in range(5):
+            empty = ~np.array([np.isfinite(data.target[s, t + length - loss_days:t + length]).any()
+                               for s, t in zip(sites, starts)])
+            if not empty.any():
+                break
+            sites[empty], starts[empty] = draw(int(empty.sum()))
+        days = starts[:, None] + np.arange(length)[None, :]
+        yield Batch(torch.from_numpy(data.dynamic[sites[:, None], days]), torch.from_numpy(data.static[sites]),
+                    torch.from_numpy(data.target[sites[:, None], days]), data.sites[sites])
 
 
 def profile_training(data: SiteData, args: argparse.Namespace) -> None:
@@ -177,37 +147,35 @@ def main() -> None:
     n = args.batch * args.batches
     bound, nbytes = copy_bound(args.batch, args.seq, args.dynamic, args.static, args.repeats, from_dram=False)
     dram, _ = copy_bound(args.batch, args.seq, args.dynamic, args.static, args.repeats, from_dram=True)
-    rng = np.random.default_rng(1)
-    sites = rng.integers(0, args.sites, args.batch)
-    starts = rng.integers(0, args.days - args.seq + 1, args.batch)
-
-    views = WindowViews.of(data, args.seq)  # built once per training array, like the store statistics
+    rows = WindowRows.of(data, args.seq)  # what WindowSampler builds once per epoch
 
     def drain(make) -> None:
         for _ in make():
             pass
 
-    def repeat(function) -> None:
-        for _ in range(args.batches):
-            function(sites, starts)
-
     def ours() -> WindowSampler:
         return WindowSampler(data, args.batch, args.seq, args.seq, args.batches, np.random.default_rng(2))
 
-    def proposed() -> ProposedSampler:
-        return ProposedSampler(views, data, args.batch, args.seq, args.seq, args.batches, np.random.default_rng(2))
+    def before():
+        return before_batches(data, args.batch, args.seq, args.seq, args.batches, np.random.default_rng(2))
 
-    reference, candidate = next(iter(ours())), next(iter(proposed()))
-    assert torch.equal(reference.dynamic, candidate.dynamic) and (reference.sites == candidate.sites).all()
+    def fresh_windows(function) -> None:  # new random windows each batch, as in training (not cache-warm)
+        for sites, starts in draws:
+            function(sites, starts)
+
+    rng = np.random.default_rng(1)
+    draws = [(rng.integers(0, args.sites, args.batch), rng.integers(0, args.days - args.seq + 1, args.batch))
+             for _ in range(args.batches)]
+    for new, old in zip(ours(), before(), strict=True):
+        assert torch.equal(new.dynamic, old.dynamic) and torch.equal(new.static, old.static)
+        assert torch.equal(new.target.nan_to_num(-9.0), old.target.nan_to_num(-9.0)) and (new.sites == old.sites).all()
     rates = {
         "memory-copy bound (np.copyto, same bytes, cached)": bound,
         "memory-copy bound (np.copyto, source from DRAM)": dram,
         "ours: WindowSampler (trainer's loader)": best_rate(lambda: drain(ours), n, args.repeats),
-        "ours: make_batch alone (gather)": best_rate(lambda: repeat(lambda s, t: make_batch(data, s, t, args.seq)),
-                                                     n, args.repeats),
-        "proposed: contiguous-window gather alone": best_rate(
-            lambda: repeat(lambda s, t: view_batch(data, views, s, t, args.seq)), n, args.repeats),
-        "proposed: sampler, vectorised check + that gather": best_rate(lambda: drain(proposed), n, args.repeats),
+        "ours: make_batch alone (random windows)": best_rate(
+            lambda: fresh_windows(lambda s, t: make_batch(data, s, t, args.seq, rows)), n, args.repeats),
+        "before issue 7: fancy-index gather + Python check": best_rate(lambda: drain(before), n, args.repeats),
     }
     print(f"# loader: {args.sites} sites x {args.days} days, {args.dynamic} forcings + {args.static} statics, "
           f"batch {args.batch} x seq {args.seq} = {nbytes / 2**20:.1f} MiB/batch, best of {args.repeats} x "
@@ -217,6 +185,8 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"| {name:<50} | {rate:>10.0f} | {rate * nbytes / args.batch / 1e9:>6.2f} | {rate / bound:>8.3f} | "
               f"{rate / dram:>7.3f} |")
+    speedup = rates["ours: WindowSampler (trainer's loader)"] / rates["before issue 7: fancy-index gather + Python check"]
+    print(f"ours / before issue 7: {speedup:.1f}x")
     if args.profile:
         profile_training(data, args)
 
