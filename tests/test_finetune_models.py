@@ -184,3 +184,38 @@ def test_hargreaves_pet_when_the_store_has_none(store: str) -> None:
     variables = resolve_variables(open_store(store), _config("lstm").data)  # this store has no srad/dayl
     with pytest.raises(StefaLandError, match="HBV radiation variable 'srad'"):
         build_torch_model(_config("lstm_hbv", hbv={"nmul": 2, "warmup_days": 10, "pet": None}).model, variables)
+
+
+def test_drop_connect_lstm_masks_weights_not_outputs() -> None:
+    from stefaland.finetune.models.recurrent import DropConnectLSTM
+
+    torch.manual_seed(0)
+    lstm = DropConnectLSTM(5, 8, 0.5)
+    plain = torch.nn.LSTM(5, 8)
+    plain.load_state_dict(lstm.state_dict())  # same parameter names: checkpoints move between the two
+    x = torch.randn(12, 4, 5)
+    lstm.eval()
+    torch.testing.assert_close(lstm(x)[0], plain(x)[0])  # no dropout outside training
+    lstm.train()
+    out, _ = lstm(x)
+    out.sum().backward()
+    for name in ("weight_ih_l0", "weight_hh_l0"):  # one mask for every sample and day: dropped weights get no gradient
+        zero = (getattr(lstm, name).grad == 0).float().mean().item()
+        assert 0.35 < zero < 0.65, (name, zero)
+    assert (lstm.bias_hh_l0.grad != 0).all()  # biases are not dropped
+    assert not torch.allclose(out, plain(x)[0])
+    lstm.weight_dropout = 0.0
+    torch.testing.assert_close(lstm(x)[0], plain(x)[0])  # p = 0 is the plain LSTM, also in training
+
+
+def test_lstm_sl_time_major_network_matches_a_batch_first_reference() -> None:
+    from stefaland.finetune.models.base import lstm_inputs
+    from stefaland.finetune.models.lstm import LSTMNetwork
+
+    torch.manual_seed(1)
+    network = LSTMNetwork(3, 2, 6, 0.2, n_out=2).eval()
+    dynamic, static = torch.randn(4, 9, 3), torch.randn(4, 2)
+    reference = torch.nn.LSTM(6, 6, batch_first=True)
+    reference.load_state_dict(network.lstm.state_dict())
+    h, _ = reference(torch.relu(network.inp(lstm_inputs(dynamic, static))))
+    torch.testing.assert_close(network(dynamic, static), network.out(h))  # (B, T, n_out), same numbers

@@ -67,6 +67,7 @@ class HBVConfig(_Strict):
 class ModelSection(_Strict):
     name: str = "lstm"
     hidden: int = Field(256, ge=1)
+    # weight dropout of the decoder LSTM (hydroDL's CudnnLstm "drW": w_ih and w_hh masked per batch)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     adapter: Literal["none", "gated", "bottleneck", "residual"] = "none"
     # A pretraining run folder (``<run>/checkpoints/latest.json``) or a ``.pt`` file; the

@@ -19,6 +19,7 @@ from stefaland.model import StefaLandEncoder
 
 from .adapters import make_adapter
 from .base import FinetuneModel, lstm_inputs
+from .recurrent import DropConnectLSTM
 
 
 class EncoderFeatures(nn.Module):
@@ -73,9 +74,8 @@ class ResConnNetwork(nn.Module):
         d, n_in = features.encoder.config.d_model, n_dynamic + n_static
         self.features = features
         self.pre = nn.Linear(d + n_in, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.lstm = DropConnectLSTM(hidden, hidden, dropout, batch_first=True)
         self.post = nn.Linear(hidden + n_in, hidden)
-        self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, n_out)
 
     def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ class ResConnNetwork(nn.Module):
         adapted = self.features(dynamic, static)  # (B, T, d)
         h, _ = self.lstm(self.pre(torch.cat([adapted, inputs], dim=-1)))  # (B, T, h)
         post = self.post(torch.cat([h, inputs], dim=-1))  # (B, T, h)
-        return self.out(self.drop(post + h))  # (B, T, n_out)
+        return self.out(post + h)  # (B, T, n_out)
 
 
 class NoResConnNetwork(nn.Module):
@@ -95,14 +95,13 @@ class NoResConnNetwork(nn.Module):
         d = features.encoder.config.d_model
         self.features = features
         self.pre = nn.Linear(d + n_dynamic + n_static, hidden)
-        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
-        self.drop = nn.Dropout(dropout)
+        self.lstm = DropConnectLSTM(hidden, hidden, dropout, batch_first=True)
         self.out = nn.Linear(hidden, n_out)
 
     def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         adapted = self.features(dynamic, static)  # (B, T, d)
         h, _ = self.lstm(self.pre(torch.cat([adapted, lstm_inputs(dynamic, static)], dim=-1)))  # (B, T, h)
-        return self.out(self.drop(h))  # (B, T, n_out)
+        return self.out(h)  # (B, T, n_out)
 
 
 class TransformerNetwork(nn.Module):
