@@ -95,7 +95,13 @@ class TrainConfig(_Strict):
     eval_batches: int = Field(4, ge=0)  # fixed held-back batches scored at each epoch end
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
-    compile: Literal["auto", "on", "off"] = "auto"  # auto: torch.compile on CUDA
+    # torch.compile of the training forward (and so its backward): faster steps after a one-off
+    # compile. "auto" compiles on CUDA only: on CPU the compile costs tens of seconds per process
+    # (40-90 s of C++ codegen on 2 cores for the tiny config) for ~1.05x samples/s there (the
+    # nn.LSTM decoder stays eager), so CPU runs rarely pay it back (benchmarks/README.md, issue 7).
+    # Execution only: checkpoints are saved from the uncompiled module, so a run may be resumed
+    # with the other setting (the run folder's config check ignores this key).
+    compile: Literal["auto", "on", "off"] = "auto"
     num_threads: int | None = Field(None, ge=1)  # CPU threads per process (None = torch's default)
 
 

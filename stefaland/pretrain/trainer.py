@@ -93,10 +93,15 @@ def _tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
 
 
 def _check_run_folder(out: str, config: PretrainConfig) -> None:
-    """Refuse to resume a run folder whose saved config differs from this one."""
+    """Refuse to resume a run folder whose saved config differs from this one.
+
+    ``train.compile`` is left out of the comparison: it changes how steps execute, not what they
+    compute, and checkpoints hold the uncompiled module's weights either way.
+    """
     url = join(out, "config.yaml")
     if exists(url):
         saved = parse_config(read_bytes(url).decode(), source=url)
+        saved = saved.model_copy(update={"train": saved.train.model_copy(update={"compile": config.train.compile})})
         if saved != config:
             raise StefaLandError(f"{url}: this run folder holds a run with a different config; use a new --out or the same config")
 
@@ -192,10 +197,16 @@ def pretrain(
     use_cuda = device.type == "cuda"
     autocast = config.train.precision == "bf16" or (config.train.precision == "auto" and use_cuda)
     compiled = config.train.compile == "on" or (config.train.compile == "auto" and use_cuda)
+    # ``runner`` runs the training forward; ``objective`` (never wrapped) is what is saved, loaded
+    # and evaluated, so checkpoint keys carry no ``module.`` / ``_orig_mod.`` prefix and compiled,
+    # eager, 1- and N-process runs read each other's checkpoints. Compiling the DDP wrapper (not
+    # the inner module) lets dynamo split graphs at DDP's gradient buckets; checked with gloo on CPU.
     runner: torch.nn.Module = objective
     if context.enabled:
         runner = DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
     if compiled:
+        if context.is_main:
+            log.info("torch.compile on: the first step also compiles (tens of seconds on CPU)")
         runner = torch.compile(runner)
 
     def checkpoint(next_epoch: int, next_step: int) -> None:
