@@ -327,13 +327,14 @@ class WindowSampler:
         target = self.rows.target_windows(self.data, sites, starts)
         if target.ndim == 1:
             return sites, starts, target
-        check = np.arange(len(sites))
+        loss = slice(self.length - self.loss_days, None)
+        empty = np.flatnonzero(~np.isfinite(target[:, loss]).any(axis=1))
         for _retry in range(5):
-            check = check[~np.isfinite(target[check, self.length - self.loss_days:]).any(axis=1)]
-            if not len(check):
+            if not len(empty):
                 break
-            sites[check], starts[check] = self._draw(len(check))
-            target[check] = self.rows.target_windows(self.data, sites[check], starts[check])
+            sites[empty], starts[empty] = self._draw(len(empty))
+            target[empty] = self.rows.target_windows(self.data, sites[empty], starts[empty])
+            empty = empty[~np.isfinite(target[empty, loss]).any(axis=1)]
         return sites, starts, target
 
     def __len__(self) -> int:
