@@ -252,14 +252,13 @@ class WindowRows:
 
     ``dynamic`` (n, T - L + 1, L * n_dyn) is a strided view of the (n, T * n_dyn) array: the window
     of site ``s`` starting on day ``t`` is ``dynamic[s, t]``, so a batch is B contiguous block
-    copies at memory speed, not B * L fancy-index pairs of 24 bytes each (which left the loader at
-    3-4 % of the memory-copy bound; see benchmarks/README.md). ``target`` is the same for the
+    copies, not B * L fancy-index pairs of 24 bytes each (which left the loader at 3-4 % of the
+    memory-copy bound, now ~31 %; see benchmarks/README.md). ``target`` is the same for the
     target series (None for a static target).
     """
 
     dynamic: np.ndarray
     target: np.ndarray | None
-    length: int
 
     @classmethod
     def of(cls, data: SiteData, length: int) -> "WindowRows":
@@ -267,8 +266,7 @@ class WindowRows:
         flat = np.ascontiguousarray(data.dynamic).reshape(n, days * n_dyn)
         dynamic = sliding_window_view(flat, length * n_dyn, axis=1)[:, ::n_dyn]
         target = None if data.target.ndim == 1 else sliding_window_view(np.ascontiguousarray(data.target), length, axis=1)
-        return cls(dynamic, target, length)
-
+        return cls(dynamic, target)
 
     def target_windows(self, data: SiteData, site_rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """(B, L) target windows, or (B,) values of a static target."""
