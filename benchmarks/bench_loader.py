@@ -8,12 +8,12 @@ source coming from DRAM (what random windows of a large training array cost at b
 the same run:
 
 * ``WindowSampler`` (stefaland.finetune.data) as the trainer iterates it: random draws, the
-  vectorised redraw check (a per-site cumulative count of observed days, built once per epoch and
-  included in the timing), and ``make_batch`` (one contiguous row per window of a zero-copy
+  vectorised check for windows with no observation on their loss days (on the target windows the
+  batch gathers anyway), and ``make_batch`` (one contiguous row per window of a zero-copy
   ``sliding_window_view``, + torch.from_numpy);
 * ``make_batch`` alone on fresh random windows, to split the gather from the draws and the check;
-* the loader as it was before issue 7 (a (site, day) fancy index per cell and a Python loop for the
-  check), kept in this script as the baseline; it is asserted to give identical batches.
+* the loader as it was before issue 7 (``stefaland.testing.reference_loader``: a (site, day) fancy
+  index per cell and a Python loop for the check) as the baseline; asserted to give identical batches.
 
 ``--profile`` additionally runs a few real LSTM-SL training steps (hidden/seq/batch as given) under
 ``torch.profiler`` with the loader, forward, backward and optimiser labelled, so the share of
@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import time
+
 import numpy as np
 import pandas as pd
 import torch
 
-from stefaland.finetune.data import Batch, SiteData, WindowRows, WindowSampler, make_batch
+from stefaland.finetune.data import SiteData, WindowRows, WindowSampler, make_batch
+from stefaland.testing.reference_loader import reference_batches
 
 
 def synthetic_sites(n_sites: int, days: int, n_dyn: int, n_static: int, gap_fraction: float, seed: int) -> SiteData:
@@ -76,28 +78,6 @@ def copy_bound(batch: int, seq: int, n_dyn: int, n_static: int, repeats: int, fr
             np.copyto(target, pool[next(counter) % slices])
 
     return best_rate(step, 8 * batch, repeats), floats * 4
-
-
-def before_batches(data: SiteData, batch_size: int, length: int, loss_days: int, iterations: int,
-                   rng: np.random.Generator):
-    """The loader as it was before issue 7 (kept here as the baseline): a (site, day) fancy index per
-    cell and a Python loop over the windows for the redraw check. Same random stream, same batches."""
-    n_sites, n_time = data.dynamic.shape[:2]
-
-    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
-        return rng.integers(0, n_sites, count), rng.integers(0, n_time - length + 1, count)
-
-    for _ in range(iterations):
-        sites, starts = draw(batch_size)
-        for _retry in range(5):
-            empty = ~np.array([np.isfinite(data.target[s, t + length - loss_days:t + length]).any()
-                               for s, t in zip(sites, starts)])
-            if not empty.any():
-                break
-            sites[empty], starts[empty] = draw(int(empty.sum()))
-        days = starts[:, None] + np.arange(length)[None, :]
-        yield Batch(torch.from_numpy(data.dynamic[sites[:, None], days]), torch.from_numpy(data.static[sites]),
-                    torch.from_numpy(data.target[sites[:, None], days]), data.sites[sites])
 
 
 def profile_training(data: SiteData, args: argparse.Namespace) -> None:
@@ -157,7 +137,7 @@ def main() -> None:
         return WindowSampler(data, args.batch, args.seq, args.seq, args.batches, np.random.default_rng(2))
 
     def before():
-        return before_batches(data, args.batch, args.seq, args.seq, args.batches, np.random.default_rng(2))
+        return reference_batches(data, args.batch, args.seq, args.seq, args.batches, np.random.default_rng(2))
 
     def fresh_windows(function) -> None:  # new random windows each batch, as in training (not cache-warm)
         for sites, starts in draws:

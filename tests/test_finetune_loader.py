@@ -1,6 +1,6 @@
 """The window sampler's fast paths (contiguous-row gather, cumulative redraw check) against a plain reference.
 
-The reference below is written the slow, obvious way — one (site, day) fancy index per cell and a
+The reference (``stefaland.testing.reference_loader``) is written the slow, obvious way — one (site, day) fancy index per cell and a
 per-window Python check for observations — so the vectorised loader must reproduce it batch for
 batch from the same random stream.
 """
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from stefaland.finetune.data import SiteData, WindowSampler, make_batch
+from stefaland.testing.reference_loader import reference_batches
 
 
 def site_data(n_sites: int = 7, days: int = 120, n_dyn: int = 3, n_static: int = 4, static_target: bool = False,
@@ -29,27 +30,6 @@ def site_data(n_sites: int = 7, days: int = 120, n_dyn: int = 3, n_static: int =
                     np.zeros(n_sites), np.zeros(n_sites))
 
 
-def reference_batches(data: SiteData, batch_size: int, length: int, loss_days: int, iterations: int,
-                      rng: np.random.Generator):
-    """The loader written cell by cell: what the fast one must equal."""
-    n_sites, n_time = data.dynamic.shape[:2]
-
-    def draw(count):
-        return rng.integers(0, n_sites, count), rng.integers(0, n_time - length + 1, count)
-
-    for _ in range(iterations):
-        sites, starts = draw(batch_size)
-        for _retry in range(0 if data.target.ndim == 1 else 5):
-            empty = np.array([not np.isfinite(data.target[s, t + length - loss_days:t + length]).any()
-                              for s, t in zip(sites, starts)])
-            if not empty.any():
-                break
-            sites[empty], starts[empty] = draw(int(empty.sum()))
-        days = starts[:, None] + np.arange(length)[None, :]
-        target = data.target[sites] if data.target.ndim == 1 else data.target[sites[:, None], days]
-        yield data.dynamic[sites[:, None], days], data.static[sites], target, data.sites[sites]
-
-
 @pytest.mark.parametrize("static_target", [False, True])
 @pytest.mark.parametrize("length,loss_days", [(30, 30), (40, 10), (120, 60)])
 def test_sampler_equals_the_cell_by_cell_reference(static_target: bool, length: int, loss_days: int) -> None:
@@ -57,12 +37,12 @@ def test_sampler_equals_the_cell_by_cell_reference(static_target: bool, length: 
     fast = WindowSampler(data, 32, length, loss_days, 12, np.random.default_rng(3))
     slow = reference_batches(data, 32, length, loss_days, 12, np.random.default_rng(3))
     count = 0
-    for batch, (dynamic, static, target, sites) in zip(fast, slow, strict=True):
+    for batch, reference in zip(fast, slow, strict=True):
         assert batch.dynamic.shape == (32, length, 3) and batch.dynamic.dtype == torch.float32
-        np.testing.assert_array_equal(batch.dynamic.numpy(), dynamic)
-        np.testing.assert_array_equal(batch.static.numpy(), static)
-        np.testing.assert_array_equal(batch.target.numpy(), target)
-        np.testing.assert_array_equal(batch.sites, sites)
+        np.testing.assert_array_equal(batch.dynamic.numpy(), reference.dynamic.numpy())
+        np.testing.assert_array_equal(batch.static.numpy(), reference.static.numpy())
+        np.testing.assert_array_equal(batch.target.numpy(), reference.target.numpy())
+        np.testing.assert_array_equal(batch.sites, reference.sites)
         count += 1
     assert count == 12
 

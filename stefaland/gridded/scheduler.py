@@ -24,6 +24,7 @@ CONNECT_TIMEOUT_S = 30
 # leave room for this process (the build itself, its output shard) beside the workers
 MEMORY_SHARE = 0.8
 
+
 @dataclass(frozen=True)
 class LocalSize:
     n_workers: int
