@@ -86,6 +86,7 @@ def test_default_config_file_holds_the_defaults() -> None:
     ("model: {d_model: 30, n_heads: 4}", "divisible"),
     ("data: {batch_size: 15, lanes: 2}", "multiple of lanes"),
     ("- just a list", "expected a mapping"),
+    ("train: {epochs: [1, 2}", "line 1 column 22: YAML error"),
 ])
 def test_bad_configs_fail_with_one_line_naming_the_key(text: str, expected: str, tmp_path: Path, store: str) -> None:
     path = tmp_path / "bad.yaml"

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import intake
-import yaml
 
 from ..errors import StefaLandError
 from ..storage import read_bytes, storage_options_for
 from ..units import lookup
+from ..yaml_mapping import load_mapping
 
 # intake warns on every parameter expansion that it did not run a shell command; we never ask it to.
 warnings.filterwarnings("ignore", message="Shell command not executed", category=UserWarning)
@@ -90,16 +90,10 @@ class CatalogSpec:
 
 
 def _parse_yaml(url: str, raw: bytes) -> dict:
-    try:
-        document = yaml.safe_load(raw.decode("utf-8"))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise StefaLandError(f"catalog {url}{where}: YAML error: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise StefaLandError(f"catalog {url}: YAML error: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("sources"), dict):
-        raise StefaLandError(f"catalog {url}: no 'sources:' mapping at the top level")
+    missing = "no 'sources:' mapping at the top level"
+    document = load_mapping(raw, f"catalog {url}", missing)
+    if not isinstance(document.get("sources"), dict):
+        raise StefaLandError(f"catalog {url}: {missing}")
     return document
 
 

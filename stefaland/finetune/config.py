@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from stefaland import storage
 from stefaland.errors import StefaLandError
 from stefaland.model import ModelConfig
+from stefaland.yaml_mapping import load_mapping
 
 ADAPTERS = ("none", "gated", "bottleneck", "residual")
 
@@ -141,13 +142,8 @@ def config_from_dict(values: dict, source: str = "config") -> FinetuneConfig:
 def load_config(path_or_url: str | Path) -> FinetuneConfig:
     """Read and validate a YAML config; every problem is one line naming the file and key."""
     url = str(path_or_url)
-    try:
-        values = yaml.safe_load(storage.read_bytes(url))
-    except yaml.YAMLError as exc:
-        raise StefaLandError(f"{url}: not valid YAML ({exc.__class__.__name__})") from exc
-    if values is not None and not isinstance(values, dict):
-        raise StefaLandError(f"{url}: a finetune config must be a mapping of sections (data, model, train)")
-    return config_from_dict(values or {}, url)
+    values = load_mapping(storage.read_bytes(url), url, "a finetune config must be a mapping of sections (data, model, train)")
+    return config_from_dict(values, url)
 
 
 def config_yaml(config: FinetuneConfig) -> str:

@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
+from stefaland.yaml_mapping import load_mapping
 
 from .manifests import PodOptions, finetune_objects, pretrain_objects
 from .runs import new_run_id, run_kind
@@ -46,13 +47,7 @@ def read_run_config(config: str) -> tuple[bytes, dict[str, Any]]:
     if not storage.exists(config):
         raise StefaLandError(f"{config}: config file not found")
     data = storage.read_bytes(config)
-    try:
-        parsed = yaml.safe_load(data) or {}
-    except yaml.YAMLError as exc:
-        raise StefaLandError(f"{config}: not valid YAML ({exc.__class__.__name__})") from exc
-    if not isinstance(parsed, dict):
-        raise StefaLandError(f"{config}: expected a YAML mapping at the top level")
-    return data, parsed
+    return data, load_mapping(data, config, "expected a YAML mapping at the top level")
 
 
 def parse_node_selector(items: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import StefaLandError
 from ..model.config import ModelConfig
 from ..storage import read_bytes
+from ..yaml_mapping import load_mapping
 
 
 class _Strict(BaseModel):
@@ -126,12 +127,7 @@ def _describe(error: ValidationError) -> str:
 
 
 def parse_config(text: str, source: str = "config") -> PretrainConfig:
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise StefaLandError(f"{source}: not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise StefaLandError(f"{source}: expected a mapping of sections (model, data, masking, loss, optim, train)")
+    raw = load_mapping(text, source, "expected a mapping of sections (model, data, masking, loss, optim, train)")
     try:
         return PretrainConfig.model_validate(raw)
     except ValidationError as exc:
