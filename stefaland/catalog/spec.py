@@ -12,12 +12,14 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import intake
+import yaml
+from intake.catalog.local import YAMLFileCatalog, get_dir
 
 from ..errors import StefaLandError
-from ..storage import read_bytes, storage_options_for
+from ..storage import read_bytes
 from ..units import lookup
 from ..yaml_mapping import load_mapping
+from .template import render_catalog
 
 # intake warns on every parameter expansion that it did not run a shell command; we never ask it to.
 warnings.filterwarnings("ignore", message="Shell command not executed", category=UserWarning)
@@ -62,11 +64,17 @@ class CatalogSpec:
     sources: dict[str, SourceSpec]
     catalog: Any  # the intake catalog, to open sources with
     default_sources: list[str] = field(default_factory=list)  # used when the user picks none
+    unset: dict[str, str] = field(default_factory=dict)  # source → environment variable its args need but is unset
 
     def by_role(self, role: str) -> list[SourceSpec]:
         return [s for s in self.sources.values() if s.role == role]
 
     def open(self, name: str) -> Any:
+        if name in self.unset:
+            raise StefaLandError(
+                f"catalog {self.url} source {name}: environment variable {self.unset[name]} is not set "
+                f"(its paths depend on it); set it, e.g. export {self.unset[name]}=/path/or/s3://prefix"
+            )
         return self.catalog[name]
 
     def select(self, names: list[str] | None) -> list[SourceSpec]:
@@ -152,11 +160,28 @@ def _source(name: str, entry: dict) -> SourceSpec:
     )
 
 
+class _ResolvedCatalog(YAMLFileCatalog):
+    """An intake catalog built from our already-resolved document: intake never reads the raw file,
+    so its Jinja rendering only ever sees plain strings (see :mod:`.template`)."""
+
+    def __init__(self, url: str, text: str) -> None:
+        self._resolved_text = text
+        super().__init__(url, autoreload=False)
+
+    def _load(self, reload: bool = False) -> None:
+        if getattr(self, "_resolved_text", None) is None:
+            return
+        self._dir = get_dir(self.path)
+        text, self._resolved_text = self._resolved_text, None
+        self.parse(text)
+
+
 def load_catalog(url: str) -> CatalogSpec:
     """Read and check a catalog (local path or URL); the intake catalog rides along to open sources."""
     url = str(url)
     raw = read_bytes(url)
-    document = _parse_yaml(url, raw)
+    rendered = render_catalog(url, _parse_yaml(url, raw))
+    document = rendered.document
     top = (document.get("metadata") or {}).get("stefaland") or {}
     sources = {name: _source(name, entry or {}) for name, entry in document["sources"].items()}
     sites = top.get("sites") or next((s.name for s in sources.values() if s.role == "sites"), None)
@@ -167,7 +192,7 @@ def load_catalog(url: str) -> CatalogSpec:
     if unknown:
         raise StefaLandError(f"catalog {url}: default_sources names {unknown[0]}, which is not a source")
     try:
-        catalog = intake.open_catalog(url, storage_options=storage_options_for(url) or None)
+        catalog = _ResolvedCatalog(url, yaml.safe_dump(document, sort_keys=False))
     except Exception as exc:  # intake wraps many parse problems; keep the user's view one line
         raise StefaLandError(f"catalog {url}: intake cannot open it: {exc}") from exc
     return CatalogSpec(
@@ -180,4 +205,5 @@ def load_catalog(url: str) -> CatalogSpec:
         sources=sources,
         catalog=catalog,
         default_sources=defaults,
+        unset=rendered.unset,
     )
