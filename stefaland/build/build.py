@@ -25,6 +25,7 @@ from .harmonise import harmonise, refuse_empty_sites, store_unit
 from .readers import SourceReader
 from .sites import load_sites
 from .state import BuildState, RunningMoments
+from .timeaxis import record_missing, report_missing, resolve_time
 from .writer import BlockLayout, create_skeleton, finalise, open_group, write_shard
 
 log = logging.getLogger("stefaland.build")
@@ -56,25 +57,6 @@ def _layout(name: str, dim: str, specs: list[SourceSpec]) -> BlockLayout:
         descriptions=[v.description for _, v in variables],
         never_mask=[v.never_mask for _, v in variables],
     )
-
-
-def _resolve_time(catalog: CatalogSpec, start: str | None, end: str | None,
-                  readers: list[SourceReader], first_site: str) -> pd.DatetimeIndex:
-    start, end = start or catalog.start, end or catalog.end
-    if not (start and end):
-        if not readers:
-            raise StefaLandError(f"catalog {catalog.url}: no dynamic source; give --start and --end")
-        sample = readers[0].read([first_site], None)
-        index = sample.indexes["time"]
-        start, end = start or str(index.min().date()), end or str(index.max().date())
-        log.info("time axis from source %s: %s .. %s", readers[0].spec.name, start, end)
-    try:
-        time = pd.date_range(start, end, freq="D")
-    except (ValueError, TypeError) as exc:
-        raise StefaLandError(f"catalog {catalog.url}: unparseable start/end {start!r}..{end!r}") from exc
-    if len(time) == 0:
-        raise StefaLandError(f"catalog {catalog.url}: empty time window {start}..{end}")
-    return time
 
 
 def _fingerprint(catalog: CatalogSpec, sources: list[SourceSpec], shard_size: int, time: pd.DatetimeIndex) -> str:
@@ -141,7 +123,8 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
     site_ids = np.asarray(sites.index, dtype=object)
     for reader in readers.values():
         reader.sites = sites  # gridded sources extract exactly the store's sites, in its order
-    time = _resolve_time(catalog, start, end, [readers[s.name] for s in by_role["dynamic"]], str(site_ids[0]))
+    time = resolve_time(catalog.url, start, end, (catalog.start, catalog.end),
+                        [readers[s.name] for s in by_role["dynamic"]], [str(s) for s in site_ids])
 
     fingerprint = _fingerprint(catalog, selected, shard_size, time)
     state = BuildState.load(out)
@@ -203,6 +186,8 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
                     board.advance(f"read {spec.name}")
                 stacked = np.stack([parts[v] for v in layout.variables], axis=-1)
                 write_shard(group, block_name, rows, stacked)
+                if block_name == "dynamic":
+                    record_missing(group, [str(s) for s in shard_sites], stacked)
                 moments[block_name] = RunningMoments.of(stacked)
             state.done[index] = moments
             state.save(out)
@@ -210,6 +195,7 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
             board.advance("write shards")
 
     statistics = _statistics(state, layouts, static_values)
+    report_missing(group, len(time))
     finalise(group, statistics)
     BuildState.clear(out)
     log.info("store %s complete: %d sites, %d days", out, len(sites), len(time))

@@ -14,6 +14,7 @@ import xarray as xr
 from ..catalog import SourceSpec, VariableSpec
 from ..errors import StefaLandError
 from ..units import CANONICAL, UNITS, check_plausible, discharge_to_depth, lookup, to_canonical
+from .physical import check_area, clean
 
 log = logging.getLogger("stefaland.build")
 
@@ -47,6 +48,7 @@ def harmonise(spec: SourceSpec, raw: xr.Dataset, areas_km2: dict[str, np.ndarray
         array = raw[variable.source_var]
         _check_declared_against_data(variable, str(array.attrs.get("units", "")).strip(), spec.name)
         values = np.asarray(array.values, dtype=np.float64)
+        values = clean(variable, values, array, where)
         values = to_canonical(values, variable.units, where)
         if variable.per_area:
             if not areas_km2 or variable.per_area not in areas_km2:
@@ -54,6 +56,7 @@ def harmonise(spec: SourceSpec, raw: xr.Dataset, areas_km2: dict[str, np.ndarray
                     f"{where}: per_area names {variable.per_area!r}, which is not a static variable of the store"
                 )
             area = areas_km2[variable.per_area]
+            check_area(area, values, array, variable.per_area, where)
             area = area.reshape(area.shape + (1,) * (values.ndim - 1))
             values = discharge_to_depth(values, area)
         check_plausible(values, "mm/day" if variable.per_area else variable.units, where)

@@ -89,6 +89,32 @@ class SourceReader:
         data = self._data()
         return set(map(str, data.index if isinstance(data, pd.DataFrame) else data["site"].values))
 
+    def time_bounds(self, sites: Sequence[str], chunk: int = 64) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """Earliest and latest date this source holds for any of ``sites`` (None: it has no time axis).
+
+        Per-site files are asked file by file (every site counts, not the first); xarray sources
+        share one time coordinate, which is read without loading data.
+        """
+        if hasattr(self.source, "time_bounds"):
+            return self.source.time_bounds(list(sites))
+        if hasattr(self.source, "read_sites"):
+            present = set(self.site_ids())
+            wanted = [s for s in sites if s in present]
+            first: pd.Timestamp | None = None
+            last: pd.Timestamp | None = None
+            for at in range(0, len(wanted), chunk):
+                data = self.source.read_sites(wanted[at : at + chunk], None)
+                if "time" in data.indexes and len(data.indexes["time"]):
+                    index = data.indexes["time"]
+                    first = index.min() if first is None else min(first, index.min())
+                    last = index.max() if last is None else max(last, index.max())
+            return None if first is None or last is None else (first, last)
+        data = self._data()
+        if isinstance(data, xr.Dataset) and "time" in data.indexes and len(data.indexes["time"]):
+            index = data.indexes["time"]
+            return pd.Timestamp(index.min()), pd.Timestamp(index.max())
+        return None
+
     def read(self, sites: Sequence[str], time: pd.DatetimeIndex | None) -> xr.Dataset:
         """The source's variables for ``sites`` (absent sites → NaN), on ``time`` when dynamic."""
         needed = [v.source_var for v in self.spec.variables]

@@ -11,6 +11,9 @@ from ..errors import StefaLandError
 from .readers import site_id_name
 
 
+_RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 360.0)}  # degrees; 0..360 longitudes are accepted
+
+
 def _as_frame(data, spec: SourceSpec) -> pd.DataFrame:
     if isinstance(data, xr.Dataset):
         data = data.to_dataframe().reset_index()
@@ -45,6 +48,14 @@ def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
         if np.isnan(values).any():
             raise StefaLandError(
                 f"source {spec.name}: site {ids.iloc[int(np.flatnonzero(np.isnan(values))[0])]} has no valid {store_name}"
+            )
+        low, high = _RANGES[store_name]
+        outside = (values < low) | (values > high)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise StefaLandError(
+                f"source {spec.name}: site {ids.iloc[row]} has {store_name} {values[row]:g} (column {source_name!r}), "
+                f"outside {low:g}..{high:g}; {int(outside.sum())} such sites"
             )
         table[store_name] = values
     region_column = columns.get("region")

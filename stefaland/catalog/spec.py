@@ -37,6 +37,8 @@ class VariableSpec:
     description: str = ""
     never_mask: bool = False
     per_area: str | None = None  # discharge → depth: the site/static column holding the area (km²)
+    missing_value: float | None = None  # a sentinel the source uses for "no value" (becomes NaN)
+    on_invalid: str = "error"  # physically impossible values (negative rain, area <= 0): error | nan
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,12 @@ def _variable(source: str, name: str, spec: Any) -> VariableSpec:
     group = str(spec.get("group", "") or "")
     if group not in GROUPS:
         raise StefaLandError(f"{where}: unknown group {group!r} (use one of {', '.join(g for g in GROUPS if g)})")
+    on_invalid = str(spec.get("on_invalid", "error"))
+    if on_invalid not in ("error", "nan"):
+        raise StefaLandError(f"{where}: on_invalid must be 'error' or 'nan' (got {on_invalid!r})")
+    missing_value = spec.get("missing_value")
+    if missing_value is not None and (isinstance(missing_value, bool) or not isinstance(missing_value, (int, float))):
+        raise StefaLandError(f"{where}: missing_value must be a number (got {missing_value!r})")
     return VariableSpec(
         name=name,
         source_var=str(spec.get("from", name)),
@@ -121,6 +129,8 @@ def _variable(source: str, name: str, spec: Any) -> VariableSpec:
         description=str(spec.get("description", "")),
         never_mask=bool(spec.get("never_mask", False)),
         per_area=spec.get("per_area"),
+        missing_value=None if missing_value is None else float(missing_value),
+        on_invalid=on_invalid,
     )
 
 

@@ -21,6 +21,7 @@ from stefaland import storage
 from stefaland.errors import StefaLandError
 from stefaland.yaml_mapping import load_mapping
 
+from .checks import check_pod
 from .manifests import PodOptions, finetune_objects, pretrain_objects
 from .runs import new_run_id, run_kind
 
@@ -161,6 +162,15 @@ def folds_in_store(store: str, split: str, split_file: str | None = None) -> lis
     return folds
 
 
+def check_split_header(split_file: str, split: str) -> None:
+    """A split file the client can read must record the scheme named by ``--split`` (a file only on
+    the PVC cannot be read from here; ``apply_split(..., scheme=)`` checks it where it is read)."""
+    from stefaland.splits import read_split
+
+    if storage.is_remote(split_file) or os.path.isfile(split_file):
+        read_split(split_file, scheme=split)
+
+
 def trainer_config(kind: str, data: bytes, parsed: dict[str, Any], config: str) -> bytes:
     """The bytes the pods get: validated by the trainer's own schema now, not after GPU scheduling.
 
@@ -197,6 +207,7 @@ def plan_pretrain(
     """Everything ``submit pretrain`` will create; nothing is written yet."""
     if nodes < 1 or pod.gpus < 0:
         raise StefaLandError("--nodes must be >= 1 and --gpus >= 0")
+    check_pod(pod, namespace)
     check_visible_to_pods(store, "--store", pod)
     check_out_url(out)
     data, parsed = read_run_config(config)
@@ -216,9 +227,11 @@ def plan_finetune(
     """Everything ``submit finetune`` will create; reads the store only for ``--folds all``."""
     if mode not in FINETUNE_MODES:
         raise StefaLandError(f"--mode {mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
+    check_pod(pod, namespace)
     check_visible_to_pods(store, "--store", pod)
     if split_file is not None:
         check_visible_to_pods(split_file, "--split-file", pod)
+        check_split_header(split_file, split)
     check_out_url(out)
     data, parsed = read_run_config(config)
     pod = _with_scheduling(pod, parsed, config)

@@ -21,6 +21,7 @@ from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
 from ..storage import filesystem
+from .textcheck import check_field_counts
 
 MISSING_CODE = -999.0
 _SITE_IN_NAME = re.compile(r"^(\d{8})_")
@@ -110,6 +111,7 @@ def read_forcing_file(url: str, source: str = "forcing", storage_options: dict |
         raise StefaLandError(
             f"source {source}: file {url} line 4: expected a 'Year Mnth Day Hr ...' header, got {lines[3][:60]!r}"
         )
+    check_field_counts(text.splitlines()[4:], 5, len(header), url, source)
     frame = pd.read_csv(io.StringIO(text), sep=r"\s+", skiprows=4, header=None, names=header)
     time = _dates(frame, header[:3], url, source, 5)
     value_columns = header[4:]
@@ -128,6 +130,7 @@ def read_streamflow_file(url: str, source: str = "streamflow", storage_options: 
     """One ``*_streamflow_qc.txt`` file → Dataset(time) with ``QObs`` in ft³/s, ``-999`` → NaN."""
     text = _read_text(url, storage_options)
     names = ["gauge", "year", "month", "day", "QObs", "flag"]
+    check_field_counts(text.splitlines(), 1, len(names), url, source, what="the CAMELS streamflow format (gauge year month day Q flag)")
     frame = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=names, dtype={"gauge": str, "flag": str})
     if frame.empty:
         raise StefaLandError(f"source {source}: file {url} holds no data")
@@ -151,8 +154,13 @@ def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: st
                           sep: str = ";", storage_options: dict | None = None) -> pd.DataFrame:
     """Join CAMELS attribute tables on the site id, keeping ids as zero-padded strings."""
     tables: list[pd.DataFrame] = []
+    labels: list[str] = []
     for url in expand_files(urlpath, source, storage_options):
-        table = pd.read_csv(io.StringIO(_read_text(url, storage_options)), sep=sep, dtype=str)  # "01" stays "01"
+        text = _read_text(url, storage_options)
+        lines = text.splitlines()
+        if lines:
+            check_field_counts(lines[1:], 2, len(lines[0].split(sep)), url, source, sep=sep)
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str)  # "01" stays "01"
         table.columns = [c.strip() for c in table.columns]
         if site_id not in table.columns:
             raise StefaLandError(
@@ -163,14 +171,43 @@ def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: st
         if not duplicated.empty:
             raise StefaLandError(f"source {source}: file {url}: duplicated site id {duplicated.iloc[0]}")
         tables.append(table.set_index(site_id))
-    return join_on_site(tables, site_id)
+        labels.append(url)
+    return join_on_site(tables, site_id, source, labels)
 
 
-def join_on_site(tables: list[pd.DataFrame], site_id: str) -> pd.DataFrame:
-    """Outer-join tables indexed by site id; a column already present is kept from the first table."""
-    merged = tables[0]
-    for table in tables[1:]:
-        merged = merged.join(table[[c for c in table.columns if c not in merged.columns]], how="outer")
+def _same(a: pd.Series, b: pd.Series) -> pd.Series:
+    """Cell by cell: equal as numbers (to float precision) when both parse, else as stripped text."""
+    x, y = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+    numeric = x.notna() & y.notna()
+    close = pd.Series(np.isclose(x.to_numpy(dtype=float, na_value=np.nan), y.to_numpy(dtype=float, na_value=np.nan),
+                                 rtol=1e-6, atol=0.0), index=a.index)
+    text = a.astype(str).str.strip() == b.astype(str).str.strip()
+    return close.where(numeric, text)
+
+
+def join_on_site(tables: list[pd.DataFrame], site_id: str, source: str = "", labels: list[str] | None = None) -> pd.DataFrame:
+    """Outer-join tables indexed by site id. A column in two tables must agree wherever both hold a
+    value (a blank is filled from the other table): silently keeping the first table's value hid
+    contradictory inputs."""
+    labels = labels or [f"table {i + 1}" for i in range(len(tables))]
+    merged, origin = tables[0], {c: labels[0] for c in tables[0].columns}
+    for table, label in zip(tables[1:], labels[1:]):
+        shared = [c for c in table.columns if c in merged.columns]
+        for column in shared:
+            both = merged.index.intersection(table.index)
+            a, b = merged.loc[both, column], table.loc[both, column]
+            present = a.notna() & b.notna()
+            differ = present & ~_same(a, b)
+            if differ.any():
+                site = differ[differ].index[0]
+                raise StefaLandError(
+                    f"source {source}: column {column} of site {site} is {a[site]!r} in {origin[column]} but "
+                    f"{b[site]!r} in {label} ({int(differ.sum())} such sites); the tables disagree"
+                )
+        merged = merged.join(table[[c for c in table.columns if c not in shared]], how="outer")
+        for column in shared:  # a blank in the first table takes the other table's value
+            merged[column] = merged[column].combine_first(table[column].reindex(merged.index))
+        origin.update({c: label for c in table.columns if c not in origin})
     merged.index.name = site_id
     return merged.reset_index()
 
@@ -240,6 +277,20 @@ class SiteFilesSource(DataSource):
         for name in template.data_vars:
             combined[name].attrs = template[name].attrs
         return combined.assign_coords(site=np.asarray(list(sites), dtype=object))
+
+    def time_bounds(self, sites: Sequence[str]) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """Earliest and latest date in the files of ``sites`` (each file read once, then dropped)."""
+        files = self.files()
+        first: pd.Timestamp | None = None
+        last: pd.Timestamp | None = None
+        for site in sites:
+            if site not in files:
+                continue
+            index = self._read_file(files[site]).indexes["time"]
+            if len(index):
+                first = index.min() if first is None else min(first, index.min())
+                last = index.max() if last is None else max(last, index.max())
+        return None if first is None or last is None else (first, last)
 
     def read(self) -> xr.Dataset:
         return self.read_sites(self.site_ids())

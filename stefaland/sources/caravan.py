@@ -25,6 +25,7 @@ import xarray as xr
 from ..errors import StefaLandError
 from ..storage import filesystem
 from .camels import SiteFilesSource, SiteTableSource, expand_files, join_on_site
+from .textcheck import check_field_counts
 
 DATE_COLUMN = "date"
 _KIND = re.compile(r"^(?P<kind>attributes_[a-z]+)_(?P<source>[A-Za-z0-9]+)\.csv$")
@@ -43,7 +44,11 @@ def site_id_from_filename(url: str) -> str:
 
 def read_timeseries_csv(url: str, source: str = "caravan", storage_options: dict | None = None) -> xr.Dataset:
     """One Caravan daily CSV → Dataset(time); blanks are NaN, a non-numeric cell is an error."""
-    frame = pd.read_csv(io.StringIO(_read_text(url, storage_options)), dtype={DATE_COLUMN: str},
+    text = _read_text(url, storage_options)
+    lines = text.splitlines()
+    if lines:
+        check_field_counts(lines[1:], 2, len(lines[0].split(",")), url, source, sep=",")
+    frame = pd.read_csv(io.StringIO(text), dtype={DATE_COLUMN: str},
                         keep_default_na=False, na_values=["", "nan", "NaN"])  # not "n/a", "NA"…: those are errors
     if DATE_COLUMN not in frame.columns:
         raise StefaLandError(f"source {source}: file {url} has no {DATE_COLUMN!r} column")
@@ -113,7 +118,7 @@ def read_attribute_files(urlpath: str | Sequence[str], source: str, site_id: str
         if not duplicated.empty:
             raise StefaLandError(f"source {source}: duplicated site id {duplicated.iloc[0]} in the {kind} tables")
         indexed.append(stacked.set_index(site_id))
-    return join_on_site(indexed, site_id)
+    return join_on_site(indexed, site_id, source, [f"the {kind} tables" for kind in kinds])
 
 
 class CaravanAttributesSource(SiteTableSource):

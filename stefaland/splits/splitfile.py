@@ -64,8 +64,17 @@ def write_split(split: Split, url: str) -> None:
     storage.write_bytes_atomic(url, split.to_csv_bytes())
 
 
-def read_split(url: str) -> Split:
-    """Read and check a split file: header present, one integer fold per site, no duplicates."""
+def check_header(split: Split, url: str, scheme: str | None = None, task: str | None = None) -> None:
+    """The header must name the scheme (and task) the run was asked for: a PUB file passed with
+    ``--split pur`` would otherwise train and score under the wrong name without a word."""
+    for what, asked, recorded in (("scheme", scheme, split.scheme), ("task", task, split.task)):
+        if asked is not None and recorded and recorded != asked:
+            raise StefaLandError(f"{url}: split file {what} is {recorded!r} but {asked!r} was asked for (--split/--task)")
+
+
+def read_split(url: str, scheme: str | None = None, task: str | None = None) -> Split:
+    """Read and check a split file: header present, one integer fold per site, no duplicates; with
+    ``scheme``/``task``, the header must record the same."""
     text = storage.read_bytes(url).decode()
     first, _, rest = text.partition("\n")
     if not first.startswith(MAGIC):
@@ -92,9 +101,11 @@ def read_split(url: str) -> Split:
     unknown = set(folds.unique()) - set(names) - {NOT_HELD_OUT}
     if unknown:
         raise StefaLandError(f"{url}: fold {min(unknown)} is not named in the header")
-    return Split(folds=folds, task=meta.get("task", ""), scheme=meta.get("scheme", ""),
-                 seed=meta.get("seed"), fold_names=names, note=meta.get("note", ""),
-                 created_by=meta.get("created_by", ""), sites_source=meta.get("sites_source", ""))
+    split = Split(folds=folds, task=str(meta.get("task", "")), scheme=str(meta.get("scheme", "")),
+                  seed=meta.get("seed"), fold_names=names, note=meta.get("note", ""),
+                  created_by=meta.get("created_by", ""), sites_source=meta.get("sites_source", ""))
+    check_header(split, url, scheme, task)
+    return split
 
 
 def validate_split(folds: pd.Series, sites: Iterable[str], source: str = "split",
@@ -116,14 +127,15 @@ def validate_split(folds: pd.Series, sites: Iterable[str], source: str = "split"
                                  + (f" ({len(missing)} such sites)" if len(missing) > 1 else ""))
 
 
-def apply_split(store_sites: Iterable[str], split_file: str, subset: bool = False) -> dict[int, list[str]]:
+def apply_split(store_sites: Iterable[str], split_file: str, subset: bool = False,
+                scheme: str | None = None) -> dict[int, list[str]]:
     """Sites by fold id (in store order) for the store's sites; fold -1 = never held out.
 
     ``subset=True`` allows store sites the split does not mention (e.g. a 671-basin store with a
     531-basin split); they are left out of every fold.
     """
     store_sites = [str(s) for s in store_sites]
-    split = read_split(split_file)
+    split = read_split(split_file, scheme)
     validate_split(split.folds, store_sites, source=split_file, subset=subset)
     groups: dict[int, list[str]] = {}
     for site in store_sites:
