@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import StefaLandError
 from ..model.config import ModelConfig
@@ -19,7 +19,12 @@ from ..yaml_mapping import load_mapping
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN or inf in any number of a run config is a typo or a template gone wrong, never a setting
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+#: Above this a learning rate is a typo (1e4 for 1e-4), not a choice: AdamW diverges in a step.
+MAX_LR = 10.0
 
 
 class ExcludeFold(_Strict):
@@ -79,12 +84,20 @@ class LossConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    lr: float = Field(1e-4, gt=0)
+    lr: float = 1e-4
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
+
+    @field_validator("lr")
+    @classmethod
+    def _sane_lr(cls, value: float) -> float:
+        if not (0 < value <= MAX_LR):
+            raise ValueError(f"{value} is not a usable learning rate: it must be above 0 and at most {MAX_LR:g} "
+                             "(typical values are 1e-5 to 1e-2)")
+        return value
 
 
 class TrainConfig(_Strict):
@@ -114,6 +127,15 @@ class PretrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @model_validator(mode="after")
+    def _window_fits_positions(self) -> "PretrainConfig":
+        # the encoder has learned positions for max_len days only; a longer window fails in the
+        # first forward pass with a traceback, so it is refused here, before any data is read
+        if self.data.seq_len > self.model.max_len:
+            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_len ({self.model.max_len}), the "
+                             "longest window the encoder has positions for; shorten data.seq_len or raise model.max_len")
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
@@ -123,7 +145,8 @@ def _describe(error: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
-    return f"{where}: {first['msg']}"
+    message = str(first["ctx"]["error"]) if first["type"] == "value_error" and "error" in first.get("ctx", {}) else first["msg"]
+    return message if not first["loc"] else f"{where}: {message}"
 
 
 def parse_config(text: str, source: str = "config") -> PretrainConfig:

@@ -22,6 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
+from ..divergence import check_finite_step
 from ..errors import StefaLandError
 from ..model import MaskedReconstructionModel
 from ..storage import exists, join, read_bytes, remove, write_bytes_atomic
@@ -235,9 +236,13 @@ def pretrain(
                     output = runner(*tensors, n_local_lanes)
                 optimizer.zero_grad(set_to_none=True)
                 output.total.backward()
-                torch.nn.utils.clip_grad_norm_(objective.parameters(), config.optim.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), config.optim.grad_clip)
+                # before the step: a NaN gradient must not reach the weights (DDP has averaged the
+                # gradients, so every rank sees the same norm and stops at the same step)
+                check_finite_step(output.total, grad_norm, None, epoch + 1, global_step + 1, "pretraining")
                 optimizer.step()
                 scheduler.step()
+                check_finite_step(None, None, objective, epoch + 1, global_step + 1, "pretraining")
                 global_step += 1
                 accumulator.add(output.sums, output.total)
                 last_step = step == data.steps_per_epoch - 1
