@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
 from stefaland import __version__
 from stefaland.errors import StefaLandError
 from stefaland.progress import configure_logging
+from stefaland_cli.failures import describe
 
 # (module, attribute) of each command or group; each module defines one click object.
 COMMANDS: list[tuple[str, str]] = [
@@ -24,6 +26,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("stefaland_cli.pretrain", "pretrain"),
     ("stefaland_cli.embed", "embed"),
     ("stefaland_cli.predict", "predict"),
+    ("stefaland_cli.store", "store"),
     # -- registered commands: add one line per module above this comment --
 ]
 
@@ -31,7 +34,9 @@ COMMANDS: list[tuple[str, str]] = [
 class StefaLandGroup(click.Group):
     """Loads a sub-command's module only when that command runs (torch, dask and the kubernetes
     client are slow to import, and every torchrun worker starts this CLI), and turns
-    :class:`StefaLandError` into one ``error:`` line and exit status 1."""
+    :class:`StefaLandError` and the known failures of the environment (:mod:`.failures`: S3
+    refusals, unreachable endpoints, unwritable or wrong-kind paths, a bad kubeconfig, memory)
+    into one ``error:`` line and exit status 1. ``-v`` keeps the traceback of the latter."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *(name for _, name in COMMANDS)})
@@ -43,10 +48,21 @@ class StefaLandGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        with warnings.catch_warnings():  # click 9 folds protected_args into args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            argv = [*getattr(ctx, "protected_args", []), *ctx.args]  # emptied while dispatching
         try:
             return super().invoke(ctx)
         except StefaLandError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # usage errors and --help: click prints them itself
+        except Exception as exc:
+            message = describe(exc, argv)
+            if message is None or ctx.params.get("verbose"):
+                raise  # a bug, or -v: the traceback is the point
+            click.echo(f"error: {' '.join(message.split())}", err=True)
             sys.exit(1)
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -78,6 +79,11 @@ def connect(context: str | None = None, namespace: str | None = None) -> Cluster
         api = k8s_config.new_client_from_config(config_file=paths, context=chosen["name"], persist_config=False)
     except (ConfigException, OSError) as exc:
         raise StefaLandError(f"{paths}: cannot load kubeconfig ({exc})") from exc
+    except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, AttributeError, ValueError) as exc:
+        # the client library indexes the parsed YAML without checking its shape: a list where a
+        # mapping belongs, or a number where a list does, surfaces as any of these
+        raise StefaLandError(f"{paths}: malformed kubeconfig ({type(exc).__name__}: {exc}); it must be a YAML "
+                             "mapping with lists 'clusters', 'contexts' and 'users' (see `kubectl config view`)") from exc
     default_ns = (chosen.get("context") or {}).get("namespace") or "default"
     return Cluster(api, namespace or default_ns, chosen["name"])
 
