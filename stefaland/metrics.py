@@ -11,7 +11,9 @@ array take seconds. Sites are processed in blocks so memory stays bounded.
 A site gets NaN for a metric -- and is counted as *skipped*, never dropped -- when it has fewer than
 ``min_valid`` paired steps, or when the metric is undefined there (constant observations for NSE,
 Corr, KGE -- a spread below 1e-10 of the mean counts as constant; zero observed volume for the percent
-biases; a constant simulation for Corr and KGE).
+biases; a constant simulation for Corr and KGE; low flows at or below 1e-6 for FLV, and a flat low
+end of the flow-duration curve for FLV_log). A metric never comes out as ±inf: only finite values
+or NaN.
 
 References
 ----------
@@ -55,6 +57,11 @@ DEFAULT_MIN_VALID = 30
 #: Fraction of the lowest flows in FLV and the highest flows in FHV (MHPI: 30 % and 2 %).
 LOW_FRACTION = 0.3
 HIGH_FRACTION = 0.02
+
+#: Flows at or below this (in the data's units) count as zero in FLV and FLV_log: FLV_log clamps
+#: them to it before taking logs (as neuralhydrology does), and FLV is undefined when the mean low
+#: flow is no larger, as is FLV_log when the low end's mean log-spread is no larger.
+NEAR_ZERO = 1e-6
 
 #: Sites per block. 8 × 40 years of float64 days is ~1 MB per temporary: small enough to stay in
 #: cache and in malloc's heap. At 32 sites (~4 MB) every temporary was mmap'd and page-faulted anew
@@ -203,7 +210,8 @@ def _block_metrics(obs_raw: np.ndarray, sim_raw: np.ndarray, names: list[str], m
         sorted_names = [name for name in names if name in ("FLV", "FHV", "FLV_log", "RMSE_FDC")]
         if sorted_names:
             results.update(_duration_metrics(obs_raw, sim_raw, valid, n, sorted_names))
-    return {name: np.where(scored, results[name], np.nan) for name in names}
+    # ±inf (an overflow, a division the guards above did not foresee) is "cannot be scored", not a score
+    return {name: np.where(scored & np.isfinite(results[name]), results[name], np.nan) for name in names}
 
 
 def _constant(variance: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -264,16 +272,23 @@ def _duration_metrics(obs: np.ndarray, sim: np.ndarray, valid: np.ndarray, n: np
         width = max(int(k_low.max()), 1)  # only the low end of each curve is read
         low = np.arange(width)[None, :] < k_low[:, None]
         low_o, low_s = sorted_o[:, :width].astype(np.float64), sorted_s[:, :width].astype(np.float64)
+        k_safe = np.maximum(k_low, 1).astype(np.float64)
         if "FLV" in names:
             obs_low = np.where(low, low_o, 0.0).sum(axis=1)
             sim_low = np.where(low, low_s, 0.0).sum(axis=1)
-            out["FLV"] = np.where((obs_low == 0) | (k_low == 0), np.nan, (sim_low - obs_low) / obs_low * 100.0)
+            # low flows that are all (near) zero leave nothing to take a percentage of: a ratio over
+            # 1e-9 gave ±1e11 % and dragged the mean; such a site is undefined (NaN, skipped)
+            near_zero = np.abs(obs_low) / k_safe <= NEAR_ZERO
+            out["FLV"] = np.where(near_zero | (k_low == 0), np.nan, (sim_low - obs_low) / obs_low * 100.0)
         if "FLV_log" in names:
-            log_o = np.log(np.maximum(np.where(low, low_o, 1.0), 1e-6))
-            log_s = np.log(np.maximum(np.where(low, low_s, 1.0), 1e-6))
+            log_o = np.log(np.maximum(np.where(low, low_o, 1.0), NEAR_ZERO))
+            log_s = np.log(np.maximum(np.where(low, low_s, 1.0), NEAR_ZERO))
             qol = np.where(low, log_o - log_o[:, :1], 0.0).sum(axis=1)
             qsl = np.where(low, log_s - log_s[:, :1], 0.0).sum(axis=1)
-            out["FLV_log"] = np.where(k_low == 0, np.nan, -(qsl - qol) / (qol + 1e-6) * 100.0)
+            # a flat low end (constant or all-zero low flows) has no log-space shape to compare:
+            # the 1e-6 guard of the denominator then turned any difference into ±1e11 %
+            flat = qol / k_safe <= NEAR_ZERO
+            out["FLV_log"] = np.where(flat | (k_low == 0), np.nan, -(qsl - qol) / (qol + 1e-6) * 100.0)
     if "FHV" in names:
         first = int(k_high.min()) if n.size else 0  # only the high end is read
         position = np.arange(first, obs.shape[1])[None, :]

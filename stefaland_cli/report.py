@@ -17,7 +17,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.argument("task", type=click.Choice(sorted(TASKS)))
 @click.option("--split", default="all", show_default=True,
               help="Holdout scheme: camels pub|pur, global random|continents, ismn random|europe, wosis random; "
-                   "or all.")
+                   "predict (files written by 'stefaland predict'); or all.")
 @click.option("--runs", default="runs", show_default=True,
               help="Folder (searched recursively), glob, or file of predictions (.nc/.zarr); local or s3://.")
 @click.option("--models", default=None, help="Comma-separated models, in table order (default: all found).")

@@ -8,7 +8,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+import xarray as xr
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
@@ -22,6 +24,11 @@ from stefaland.report.tables import markdown_table, score_run
 log = logging.getLogger("stefaland.report")
 
 FORMATS = ("md", "csv", "json", "png")
+
+#: ``stefaland predict`` writes ``fold = "predict"`` (every fold model applied, their mean as
+#: ``sim``); the report scores such files under their own column group ``predict``.
+PREDICT_FOLD = "predict"
+PREDICT_SPLIT = "predict"
 
 
 @dataclass
@@ -46,14 +53,23 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise StefaLandError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    schemes = schemes_for(task, split)
+    schemes = [] if split == PREDICT_SPLIT else schemes_for(task, split)
     files = list_prediction_files(runs)
     if not files:
         raise StefaLandError(f"{runs}: no predictions files (*.nc, *.zarr) found")
     splits = {s.split for s in schemes}
-    datasets = [d for d in (open_predictions(f) for f in progress(files, "reading predictions", quiet=quiet))
-                if d.attrs["task"] == task and d.attrs["split"] in splits
-                and (models is None or d.attrs["model"] in models)]
+    datasets = []
+    for dataset in (open_predictions(f) for f in progress(files, "reading predictions", quiet=quiet)):
+        if dataset.attrs["task"] != task or (models is not None and dataset.attrs["model"] not in models):
+            continue
+        if dataset.attrs["fold"] == PREDICT_FOLD:
+            if split in ("all", PREDICT_SPLIT) or dataset.attrs["split"] in splits:
+                datasets.append(_as_predict_scheme(dataset))
+        elif dataset.attrs["split"] in splits:
+            datasets.append(dataset)
+    splits_found = {d.attrs["split"] for d in datasets}
+    if PREDICT_SPLIT in splits_found or split == PREDICT_SPLIT:
+        schemes.append(predict_scheme(task))
     if models is not None:
         absent = [m for m in models if m not in {d.attrs["model"] for d in datasets}]
         if absent:
@@ -63,7 +79,7 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     for scheme in schemes:
         groups = group_by_run(datasets, scheme, spec)
         if not groups:
-            if split != "all":
+            if split != "all" and not (scheme.split == split and PREDICT_SPLIT in splits_found):
                 raise StefaLandError(f"{runs}: no predictions files for {task}/{scheme.split}")
             log.info("%s/%s: no predictions files; scheme left out", task, scheme.split)
             continue
@@ -73,6 +89,9 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     for runs_of_scheme in joined.values():
         for run in runs_of_scheme:
             run.dataset.load()
+            if not np.isfinite(run.dataset["obs"].values).any():
+                log.warning("%s: obs holds no values (predict without --with-obs?); its %d sites are listed but none "
+                            "can be scored", ", ".join(run.sources), run.dataset.sizes["site"])
     _check_units(joined)
     _check_same_sites(joined)
 
@@ -91,6 +110,19 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     report = Report(task, table, summary, sites)
     _write_outputs(report, spec, used, joined, out, formats, min_valid)
     return report
+
+
+def predict_scheme(task: str) -> Scheme:
+    """The column group of ``stefaland predict`` files: one file per model, on the sites it was
+    asked for. Not a holdout scheme (its sites need not tile anything), so it is reported beside
+    the schemes, never merged into one."""
+    return Scheme(task, PREDICT_SPLIT, (PREDICT_FOLD,), "sites predicted by `stefaland predict` (fold-ensemble mean)")
+
+
+def _as_predict_scheme(dataset: xr.Dataset) -> xr.Dataset:
+    dataset.attrs["holdout_split"] = dataset.attrs["split"]  # the scheme its fold models were trained on
+    dataset.attrs["split"] = PREDICT_SPLIT
+    return dataset
 
 
 def _check_units(joined: dict[str, list[JoinedRun]]) -> None:

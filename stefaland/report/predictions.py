@@ -210,6 +210,8 @@ def validate_predictions(dataset: xr.Dataset, url: str) -> xr.Dataset:
             raise StefaLandError(f"{url}: variable {name!r} has dims {dims}; expected ('site', 'time') or ('site',)")
     if dataset["obs"].dims != dataset["sim"].dims:
         raise StefaLandError(f"{url}: 'obs' dims {dataset['obs'].dims} differ from 'sim' dims {dataset['sim'].dims}")
+    if "time" in dataset.dims:
+        dataset = _checked_time(dataset, url)
     sites = pd.Index([str(s) for s in dataset["site"].values])
     if sites.has_duplicates:
         raise StefaLandError(f"{url}: site {sites[sites.duplicated()][0]} appears more than once")
@@ -219,4 +221,23 @@ def validate_predictions(dataset: xr.Dataset, url: str) -> xr.Dataset:
         dataset.attrs[name] = str(dataset.attrs[name]).strip().lower()
     dataset.attrs.setdefault("variable", "")
     dataset.attrs["source"] = url
+    return dataset
+
+
+def _checked_time(dataset: xr.Dataset, url: str) -> xr.Dataset:
+    """A time axis of unique datetimes, in order: scores pair steps by position across files, and
+    integers or strings (or a repeated day) otherwise fail deep inside the join with a traceback."""
+    if "time" not in dataset.coords:
+        raise StefaLandError(f"{url}: dimension 'time' has no coordinate; give it datetime64 values")
+    values = dataset["time"].values
+    if not np.issubdtype(values.dtype, np.datetime64):
+        example = values[0] if values.size else "none"
+        raise StefaLandError(f"{url}: the time axis is not datetimes (dtype {values.dtype}, first value {example!r}); "
+                             "write datetime64 values (CF units such as 'days since 1980-01-01')")
+    index = pd.DatetimeIndex(values)
+    if index.has_duplicates:
+        repeated = index[index.duplicated()][0]
+        raise StefaLandError(f"{url}: time {repeated.date()} appears more than once; write one step per time")
+    if not index.is_monotonic_increasing:
+        dataset = dataset.sortby("time")
     return dataset

@@ -38,13 +38,15 @@ def score_run(run: JoinedRun, task: Task, min_valid: int) -> tuple[pd.DataFrame,
         sites["obs"], sites["sim"], sites["error"] = obs, sim, sim - obs
         pooled = pooled_metrics(obs, sim, metrics=STATIC_METRICS)
         n = pooled.pop("n")
+        pooled = {m: (v if math.isfinite(v) else math.nan) for m, v in pooled.items()}
         records = [{**base, "metric": m, "value": v, "aggregate": "pooled", "median": math.nan, "mean": math.nan,
                     "std": math.nan, "n_scored": n, "n_skipped": int(obs.size - n)} for m, v in pooled.items()]
         return sites, records
     sites["n_valid"] = (np.isfinite(obs) & np.isfinite(sim)).sum(axis=1)
     per_site = site_metrics(obs, sim, metrics=TIME_SERIES_METRICS, min_valid=min_valid)
+    per_site = {name: np.where(np.isfinite(values), values, np.nan) for name, values in per_site.items()}
     for name, values in per_site.items():
-        sites[name] = values
+        sites[name] = values  # NaN = skipped: an empty CSV cell, a JSON null, counted in n_skipped
     records = [{**base, "metric": m, "value": s["median"], "aggregate": "median", **s}
                for m, s in summarise(per_site).items()]
     return sites, records
@@ -64,7 +66,7 @@ def markdown_table(summary: pd.DataFrame, task: Task, schemes: list[Scheme], mod
     values = summary.set_index(["model", "variable", "split", "metric"])["value"] if len(summary) else None
     for model in models:
         for variable in variables:
-            row = [model] + ([variable] if show_variable else [])
+            row = [escape_markdown(model)] + ([escape_markdown(variable)] if show_variable else [])
             present = False
             for scheme in schemes:
                 for metric in metrics:
@@ -81,14 +83,42 @@ def markdown_table(summary: pd.DataFrame, task: Task, schemes: list[Scheme], mod
 
 
 def _footnote(summary: pd.DataFrame, task: Task, schemes: list[Scheme]) -> str:
+    """Sites scored / skipped per (scheme, model), taken from the same summary rows as the CSV.
+
+    Metrics differ in where they are defined (NSE needs varying observations, FLV non-zero low
+    flows), so a metric whose counts differ from the first column's is listed with its own.
+    """
     what = "pooled over held-out sites" if task.static else "medians over held-out sites"
     parts = []
+    shown = summary[summary["metric"].isin(task.table_metrics)] if len(summary) else summary
     for scheme in schemes:
-        rows = summary[(summary["split"] == scheme.split) & (summary["metric"] == task.table_metrics[0])]
-        for _, r in rows.iterrows():
-            parts.append(f"{scheme.split}/{r['model']}: {r['n_scored']} scored, {r['n_skipped']} skipped")
-    units = ", ".join(sorted(set(summary["units"]))) if len(summary) else "?"
+        rows = shown[shown["split"] == scheme.split]
+        for (model, variable), group in rows.groupby(["model", "variable"], sort=False):
+            counts = {r["metric"]: (int(r["n_scored"]), int(r["n_skipped"])) for _, r in group.iterrows()}
+            first = counts.get(task.table_metrics[0], next(iter(counts.values())))
+            label = f"{scheme.split}/{escape_markdown(str(model))}"
+            if len(set(shown["variable"])) > 1:
+                label += f" ({escape_markdown(str(variable))})"
+            text = f"{label}: {first[0]} scored, {first[1]} skipped"
+            others: dict[tuple[int, int], list[str]] = {}
+            for metric in task.table_metrics:
+                if metric in counts and counts[metric] != first:
+                    others.setdefault(counts[metric], []).append(LABELS.get(metric, metric))
+            if others:
+                text += " (" + "; ".join(f"{', '.join(m)}: {s} scored, {k} skipped" for (s, k), m in others.items()) + ")"
+            parts.append(text)
+    units = ", ".join(escape_markdown(u) for u in sorted(set(summary["units"]))) if len(summary) else "?"
     return f"Values are {what} (units: {units}; FLV/FHV in %). " + "; ".join(parts) + "."
+
+
+_MARKDOWN_SPECIAL = "\\`*_[]<>|#"
+
+
+def escape_markdown(text: str) -> str:
+    """A string safe inside a Markdown table cell: one line, no column breaks (``|``), no emphasis,
+    links, code or HTML. Model names and units come from predictions files anyone can write."""
+    flat = " ".join(str(text).split())
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in flat)
 
 
 def _arrow(metric: str) -> str:
@@ -98,5 +128,5 @@ def _arrow(metric: str) -> str:
 
 def _format(metric: str, value: float) -> str:
     if not math.isfinite(value):
-        return "NaN"
+        return "—"  # no site could be scored: never a number (the footnote says how many were skipped)
     return f"{value:.1f}" if metric in PERCENT_METRICS else f"{value:.3f}"
