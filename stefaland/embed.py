@@ -30,6 +30,7 @@ import xarray as xr
 
 from . import storage
 from .errors import StefaLandError
+from .outputs import claim_output, remove_owned, write_marker
 from .finetune.pretrained import PretrainedCheckpoint, load_by_name_and_shape, read_checkpoint
 from .model import StefaLandEncoder
 from .progress import progress
@@ -142,7 +143,8 @@ def _write_zarr(target: str, template: xr.Dataset, pieces, chunk_sites: int, qui
     options = storage.storage_options_for(target) if storage.is_remote(target) else None
     encoding = {"static_embedding": {"chunks": (chunk_sites, template.sizes["feature"])},
                 "time_embedding": {"chunks": (chunk_sites, template.sizes["time"], template.sizes["feature"])}}
-    template.to_zarr(target, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3,
+    # mode "a": ``target`` holds only the output marker, which mode "w" would delete
+    template.to_zarr(target, mode="a", compute=False, encoding=encoding, consolidated=False, zarr_format=3,
                      storage_options=options)
     group = _open_group(target)
     for rows, static_emb, time_emb in progress(pieces, "embedding shards", total=total, quiet=quiet):
@@ -153,12 +155,21 @@ def _write_zarr(target: str, template: xr.Dataset, pieces, chunk_sites: int, qui
 
 def embed(checkpoint: str, store: str, out: str, window: int | None = None, batch_size: int = 16,
           start: str | None = None, end: str | None = None, hide: list[str] | None = None,
-          quiet: bool = False) -> EmbedSummary:
+          quiet: bool = False, force: bool = False) -> EmbedSummary:
     """Write the embeddings of every site of ``store`` to the zarr ``out`` (local: temp dir + rename).
 
     ``hide``: input variables shown to the encoder as missing (its mask vector), so an embedding
-    used to predict, say, clay carries no copy of the clay attribute itself.
+    used to predict, say, clay carries no copy of the clay attribute itself. ``out`` is claimed
+    first (:func:`stefaland.outputs.claim_output`): anything there that is not a StefaLand
+    embedding is refused, a previous embedding is replaced only with ``force``.
     """
+    out = str(out).rstrip("/") or str(out)
+    with claim_output(out, "embed", force=force) as claim:
+        return _embed(checkpoint, store, out, window, batch_size, start, end, hide, quiet, claim.existed)
+
+
+def _embed(checkpoint: str, store: str, out: str, window: int | None, batch_size: int, start: str | None,
+           end: str | None, hide: list[str] | None, quiet: bool, replace: bool) -> EmbedSummary:
     encoder, ckpt = load_frozen_encoder(checkpoint)
     dataset = open_store(store)
     if start or end:
@@ -204,15 +215,19 @@ def embed(checkpoint: str, store: str, out: str, window: int | None = None, batc
         attrs={**attrs, COMPLETE_ATTR: False},
     )
     if storage.is_remote(out):
+        if replace:
+            remove_owned(out)  # a StefaLand embedding (the claim checked its marker)
+        write_marker(out, "embed")
         _write_zarr(out, template, pieces(), chunk, quiet, len(slices))
     else:
         parent = os.path.dirname(os.path.abspath(out))
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-", suffix=".zarr")
         try:
+            write_marker(tmp, "embed")
             _write_zarr(tmp, template, pieces(), chunk, quiet, len(slices))
-            if os.path.exists(out):
-                shutil.rmtree(out)
+            if os.path.lexists(out):
+                remove_owned(out)  # ours (the claim checked its marker), or an empty folder
             os.replace(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,13 +14,14 @@ import click
 @click.option("--out", default=None, help="Predictions file .nc/.zarr, local or s3:// (default: RUN/predict/predictions.nc).")
 @click.option("--training-store", default=None, help="Only for runs without run.json: the store they were trained on.")
 @click.option("--with-obs", is_flag=True, help="Copy the catalog's observations into 'obs' (default: NaN).")
+@click.option("--force", is_flag=True, help="Replace predictions already at --out (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict(run: str, catalog: str, sites: str, start: str | None, end: str | None, out: str | None,
-            training_store: str | None, with_obs: bool, quiet: bool) -> None:
+            training_store: str | None, with_obs: bool, force: bool, quiet: bool) -> None:
     """Predict with every fold model of RUN (ensemble mean as 'sim', 'spread' = their std)."""
     from stefaland.predict import predict_run
 
-    summary = predict_run(run, catalog, out, sites, start, end, training_store, with_obs, quiet=quiet)
+    summary = predict_run(run, catalog, out, sites, start, end, training_store, with_obs, quiet=quiet, force=force)
     click.echo(f"predicted {summary.n_sites} sites x {summary.n_time} days with {len(summary.members)} model(s) "
                f"-> {summary.out}")
     if summary.hbv_out:

@@ -1,8 +1,21 @@
 """``stefaland data build``: every source of a catalog → one harmonised, sharded zarr store.
 
-The order matters for trust and for resumption: check the catalog and the site table, settle the
-sites and the time axis, write the skeleton with the static block, then write shard after shard
-(each one recorded in the build state), and flip the completeness flag only at the very end.
+The order matters for trust and for resumption: claim ``--out`` (lock it; refuse what StefaLand did
+not write), check the catalog and the site table, settle the sites and the time axis, write the
+output marker and the skeleton with the static block, then write shard after shard (each one
+recorded in the build state), write the integrity record and flip the completeness flag only at
+the very end.
+
+What an existing ``--out`` gets (the careful answer in every case, ``--force`` to override):
+
+* not a StefaLand store (a file, a folder of other things, another kind of output): refused,
+  even with ``--force``;
+* an interrupted build with the same catalog, options and input files: resumed;
+* an interrupted build whose catalog/options or any input file changed: refused, naming what
+  changed (resuming would mix old and new shards); ``--force`` starts over;
+* a complete store with the same catalog, options and inputs: "up to date", nothing written;
+* a complete store whose catalog/options or inputs changed, or which is damaged: refused, naming
+  the change — it may be what finished runs were trained on, so it is replaced only with ``--force``.
 """
 
 from __future__ import annotations
@@ -10,18 +23,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time as clock
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 
-from .. import __version__
+from .. import __version__, storage
 from ..catalog import CatalogSpec, SourceSpec, load_catalog
 from ..errors import StefaLandError
+from ..outputs import Claim, claim_output, read_marker
 from ..progress import ProgressBoard
+from ..store.integrity import RECORD_KEY, check_on_open
 from ..store.layout import COMPLETE_ATTR
 from .harmonise import harmonise, refuse_empty_sites, store_unit
+from .inputs import fingerprint_inputs, first_change
 from .readers import SourceReader
 from .sites import load_sites
 from .state import BuildState, RunningMoments
@@ -64,15 +81,49 @@ def _fingerprint(catalog: CatalogSpec, sources: list[SourceSpec], shard_size: in
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _complete_store_fingerprint(out: str) -> str | None:
-    """The build fingerprint of a complete store at ``out``; None when there is none (or it is unreadable)."""
-    from ..store.reader import _open_zarr
-
+def _complete_store(out: str) -> dict | None:
+    """The marker of a complete store at ``out`` (fingerprint, inputs, record); None if incomplete."""
     try:
-        attrs = _open_zarr(out).attrs
-    except Exception:  # noqa: BLE001 - anything unreadable is simply "not a complete store"
+        root = json.loads(storage.read_bytes(storage.join(out, "zarr.json")))
+    except (StefaLandError, ValueError, OSError):
         return None
-    return attrs.get("provenance", {}).get("fingerprint") if attrs.get(COMPLETE_ATTR) is True else None
+    if (root.get("attributes") or {}).get(COMPLETE_ATTR) is not True:
+        return None
+    return read_marker(out)
+
+
+def _decide(out: str, claim: Claim, force: bool, fingerprint: str, inputs: dict[str, str]) -> tuple[str, BuildState | None]:
+    """``("create" | "resume" | "up to date", state)`` for ``out`` by the rules of the module docstring."""
+    state = BuildState.load(out) if claim.existed else None
+    if not claim.existed or force:
+        return "create", None
+    if state is not None:
+        if state.fingerprint != fingerprint:
+            raise StefaLandError(f"{out}: holds an interrupted build with another catalog or other options; "
+                                 "pass --force to start over")
+        change = first_change(state.inputs, inputs)
+        if change:
+            raise StefaLandError(f"{out}: {change} since the interrupted build began; resuming would mix old and new "
+                                 "shards — pass --force to start over")
+        return "resume", state
+    marker = _complete_store(out)
+    if marker is None:
+        return "create", None  # an interrupted skeleton: nothing to resume
+    if marker.get("fingerprint") != fingerprint:
+        raise StefaLandError(f"{out}: the complete store there was built from another catalog or other options; "
+                             "pass --force to rebuild it (or choose another --out)")
+    change = first_change(marker.get("inputs") or {}, inputs)
+    if change:
+        raise StefaLandError(f"{out}: {change} since the store was built, so it is not up to date; "
+                             "pass --force to rebuild it")
+    record = marker.get(RECORD_KEY)
+    if not isinstance(record, dict):
+        raise StefaLandError(f"{out}: the store's integrity record is missing; pass --force to rebuild it")
+    try:
+        check_on_open(out, record)
+    except StefaLandError as exc:
+        raise StefaLandError(f"{exc} — pass --force to rebuild it") from exc
+    return "up to date", None
 
 
 def build_store(
@@ -104,6 +155,13 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
            end: str | None, quiet: bool, force: bool) -> BuildSummary:
     if shard_size < 1:
         raise StefaLandError(f"shard size must be at least 1 (got {shard_size})")
+    out = str(out).rstrip("/") or str(out)
+    with claim_output(out, "store", force=force, resumable=True) as claim:
+        return _build_claimed(claim, catalog, out, shard_size, sources, start, end, quiet, force)
+
+
+def _build_claimed(claim: Claim, catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] | None,
+                   start: str | None, end: str | None, quiet: bool, force: bool) -> BuildSummary:
     selected = catalog.select(sources)
     by_role = {role: [s for s in selected if s.role == role] for role in ("dynamic", "target", "static")}
     if not by_role["dynamic"]:
@@ -127,11 +185,12 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
                         [readers[s.name] for s in by_role["dynamic"]], [str(s) for s in site_ids])
 
     fingerprint = _fingerprint(catalog, selected, shard_size, time)
-    state = BuildState.load(out)
-    if state is None and not force and _complete_store_fingerprint(out) == fingerprint:
-        log.info("%s is up to date (same catalog and options)", out)
+    inputs = fingerprint_inputs(catalog, selected)
+    action, state = _decide(out, claim, force, fingerprint, inputs)
+    if action == "up to date":
+        log.info("%s is up to date (same catalog, options and input files)", out)
         return BuildSummary(out, len(sites), len(time), 0, 0, [], [], [], up_to_date=True)
-    resuming = state is not None and state.fingerprint == fingerprint and not force
+    resuming = action == "resume"
 
     layouts = {
         "dynamic": _layout("dynamic", "dvar", by_role["dynamic"]),
@@ -156,13 +215,18 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
                 "fingerprint": fingerprint,
             }
             log.info("creating %s: %d sites × %d days, %d shards", out, len(sites), len(time), len(slices))
-            create_skeleton(out, sites, time, blocks, static_values, shard_size, provenance)
-            state = BuildState(fingerprint)
+            BuildState.clear(out)
+            if claim.existed:
+                claim.clear()
+            claim.mark()  # first: even a half-written skeleton is recognisably ours
+            state = BuildState(fingerprint, inputs=inputs)
+            create_skeleton(out, sites, time, blocks, static_values, shard_size, provenance, state.chunks)
             state.save(out)
         else:
             log.info("resuming %s: %d of %d shards already written", out, len(state.done), len(slices))
         assert state is not None
-        group = open_group(out)
+        group = open_group(out, state.chunks)
+        beat = clock.monotonic()
         time_specs = by_role["dynamic"] + by_role["target"]
         for spec in time_specs:
             board.add(f"read {spec.name}", len(slices), completed=len(state.done))
@@ -193,10 +257,18 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
             state.save(out)
             written += 1
             board.advance("write shards")
+            if clock.monotonic() - beat > 60:
+                claim.heartbeat()
+                beat = clock.monotonic()
 
+    change = first_change(state.inputs, fingerprint_inputs(catalog, selected))
+    if change:
+        raise StefaLandError(f"{out}: {change} while the store was being built; it is left incomplete — "
+                             "pass --force to rebuild it")
     statistics = _statistics(state, layouts, static_values)
     report_missing(group, len(time))
-    finalise(group, statistics)
+    finalise(group, statistics, state.chunks,
+             lambda record: claim.mark(**{RECORD_KEY: record, "fingerprint": fingerprint, "inputs": state.inputs}))
     BuildState.clear(out)
     log.info("store %s complete: %d sites, %d days", out, len(sites), len(time))
     return BuildSummary(out, len(sites), len(time), len(slices), written,

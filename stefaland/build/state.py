@@ -1,7 +1,10 @@
 """Resumable build state: which shards are written, and their partial statistics.
 
 Kept as one small JSON object beside the arrays, replaced atomically after each shard, so a build
-killed at any moment resumes from the last finished shard and still gets exact statistics.
+killed at any moment resumes from the last finished shard and still gets exact statistics. It also
+holds the fingerprints of the input files (a resume refuses when one changed: the store would mix
+old and new shards) and the size and checksum of every chunk written so far (the store's integrity
+record, see :mod:`stefaland.store.integrity`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class RunningMoments:
 class BuildState:
     fingerprint: str
     done: dict[int, dict[str, RunningMoments]] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    chunks: dict[str, list[int]] = field(default_factory=dict)
 
     @staticmethod
     def url(store: str) -> str:
@@ -74,12 +79,14 @@ class BuildState:
         except (ValueError, OSError):
             return None  # unreadable state: the caller rebuilds from scratch
         done = {int(k): {b: RunningMoments.from_json(m) for b, m in v.items()} for k, v in data["done"].items()}
-        return cls(data["fingerprint"], done)
+        return cls(data["fingerprint"], done, dict(data.get("inputs") or {}), dict(data.get("chunks") or {}))
 
     def save(self, store: str) -> None:
         payload = {
             "fingerprint": self.fingerprint,
             "done": {str(k): {b: m.to_json() for b, m in v.items()} for k, v in self.done.items()},
+            "inputs": self.inputs,
+            "chunks": self.chunks,
         }
         write_bytes_atomic(self.url(store), json.dumps(payload).encode())
 

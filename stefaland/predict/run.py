@@ -32,7 +32,7 @@ from stefaland.report.predictions import predictions_dataset
 
 from .inputs import check_inputs, read_site_list, select_rows, site_data
 from .record import read_run_record, record_from_store
-from .write import write_dataset
+from .write import check_output, write_dataset
 
 log = logging.getLogger("stefaland.predict")
 
@@ -190,7 +190,8 @@ def _quiet_build(quiet: bool):
 
 def predict_run(run: str, catalog: str, out: str | None = None, sites: str | None = None,
                 start: str | None = None, end: str | None = None, training_store: str | None = None,
-                with_obs: bool = False, shard_size: int = 64, quiet: bool = False) -> PredictSummary:
+                with_obs: bool = False, shard_size: int = 64, quiet: bool = False,
+                force: bool = False) -> PredictSummary:
     """Predict the sites of ``catalog`` (all, or the ids listed in the file ``sites``) with every fold of ``run``."""
     from stefaland.build import build_store
     from stefaland.store import open_store
@@ -199,6 +200,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
     _same_inputs(folds)
     wanted = None if sites in (None, "all") else read_site_list(sites)
     out = out or storage.join(str(run).rstrip("/"), "predict", "predictions.nc")
+    check_output(out, force)  # refuse a foreign or existing --out before any work (stefaland.outputs)
     workdir = tempfile.mkdtemp(prefix="stefaland-predict-")
     try:
         store = f"{workdir}/inputs.zarr"
@@ -228,11 +230,11 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
                                  {"units": v.get("target_units", ""), "long_name": "standard deviation of the fold models"})
     dataset_out.attrs.update({"run": str(run), "catalog": str(catalog), "members": ",".join(members),
                               "obs": "catalog observations" if with_obs else "none (NaN): prediction only"})
-    write_dataset(dataset_out, out)
+    write_dataset(dataset_out, out, force)
     hbv_out = None
     if hbv:
         from .hbv import hbv_dataset
 
         hbv_out = re.sub(r"(\.nc4?|\.zarr)$", "", out) + "_hbv" + (".zarr" if out.endswith(".zarr") else ".nc")
-        write_dataset(hbv_dataset(hbv, data, record), hbv_out)
+        write_dataset(hbv_dataset(hbv, data, record), hbv_out, force)
     return PredictSummary(out, len(data.sites), len(data.times), list(members), hbv_out, list(data.sites))
