@@ -8,9 +8,16 @@ seasonal cycle by latitude plus a hash-like anomaly per cell times a hash-like a
 so any chunk is reproducible and none is ever stored. The benchmark then runs the code path of
 ``stefaland data build`` for a gridded source with ``gridded: {method: nearest}``: one lazy
 ``extract_to_sites(..., site_chunk=128)`` for every site of
-:func:`stefaland.synth.sites.draw_sites` (in draw order, so every shard mixes all 18 regions, the
-worst case for chunk reuse), computed shard by shard (128 sites) on ``dask_client("local")`` as
-``data build`` does, each shard written into a zarr store in a temporary folder (deleted at the end).
+:func:`stefaland.synth.sites.draw_sites` — sorted spatially first (``--order spatial``, the
+default: a Z-order curve, so a shard covers one compact region and a chunk is read by about one
+shard) or in draw order (``--order draw``: every shard mixes all 18 regions, the worst case for
+chunk reuse) — computed shard by shard (128 sites) on ``dask_client("local")`` as ``data build``
+does, each shard written into a zarr store in a temporary folder (deleted at the end). ``--path
+submit`` (default, issue 17) runs each shard as one task on a worker's synchronous scheduler,
+several shards at once (:func:`stefaland.gridded.compute_shards`); ``--path shard`` hands the
+scheduler the shard's culled graph task by task, one shard after the other (``compute_shard``, as
+before). ``--compare`` runs the synchronous scheduler (draw and spatial order) and the local
+cluster with 1 and 2 workers, before and after, in one run, and prints the ratios.
 
 It prints wall time (cluster start, graph construction and every shard), throughput (site-days
 per second), the peak RSS of the whole process tree (this process + the cluster's scheduler and
@@ -25,6 +32,7 @@ brute force, not by the library's arithmetic). It exits 1 when the peak RSS reac
     .venv/bin/python benchmarks/bench_gridded_global.py --scheduler sync        # same, no cluster: ~1-3 min
     .venv/bin/python benchmarks/bench_gridded_global.py --max-shards 3          # a sample + extrapolation
     .venv/bin/python benchmarks/bench_gridded_global.py --years 2 --sites 500   # a quick look
+    .venv/bin/python benchmarks/bench_gridded_global.py --compare --years 2 --sites 1280   # issue 17's figures, ~4 min
 
 ``--scheduler``: ``local`` (default, the LocalCluster ``data build`` starts), the address of an
 existing dask scheduler, or ``sync`` (dask's synchronous scheduler in this process). ``--tile``:
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -179,42 +188,81 @@ def chunks_needed(array, layer_name: str) -> set[tuple[int, ...]]:
 # --------------------------------------------------------------------------- the build
 
 
-def sites_table(n: int, seed: int) -> pd.DataFrame:
-    """The build's site table (site, lat, lon) for ``n`` virtual gauges on six continents."""
+def sites_table(n: int, seed: int, order: str = "spatial") -> pd.DataFrame:
+    """The build's site table (site, lat, lon) for ``n`` virtual gauges on six continents.
+
+    ``order``: ``draw`` keeps draw order (every shard mixes all 18 regions: each chunk is read by
+    almost every shard), ``spatial`` sorts the sites along a Z-order curve first
+    (:func:`stefaland.gridded.spatial_order`), so a shard covers one compact region."""
+    from stefaland.gridded import spatial_order
     from stefaland.synth.sites import draw_sites
 
-    drawn = draw_sites(n, np.random.default_rng(seed))  # in draw order: shards mix all 18 regions
-    return pd.DataFrame({"site": drawn["gauge_id"].astype(str).to_numpy(), "lat": drawn["gauge_lat"].to_numpy(float),
-                         "lon": drawn["gauge_lon"].to_numpy(float)})
+    drawn = draw_sites(n, np.random.default_rng(seed))
+    table = pd.DataFrame({"site": drawn["gauge_id"].astype(str).to_numpy(), "lat": drawn["gauge_lat"].to_numpy(float),
+                          "lon": drawn["gauge_lon"].to_numpy(float)})
+    if order == "spatial":
+        table = table.iloc[spatial_order(table["lat"], table["lon"])].reset_index(drop=True)
+    return table
 
 
-def build(grid: GlobalGrid, tile: int, sites: pd.DataFrame, out: Path, max_shards: int | None = None) -> dict:
+def ship_profile(shard, path: str) -> dict:
+    """What the client hands the scheduler for one shard: tasks and serialised bytes."""
+    import cloudpickle
+
+    from stefaland.gridded import cull_shard
+    from stefaland.gridded.shards import _Payload
+
+    culled = cull_shard(shard)
+    tasks = len(dict(culled.data.__dask_graph__()))
+    if path == "submit":
+        return {"tasks_per_shard": 1, "graph_tasks_inside": tasks, "bytes_per_shard": len(cloudpickle.dumps(_Payload(culled)))}
+    return {"tasks_per_shard": tasks, "graph_tasks_inside": tasks,
+            "bytes_per_shard": len(cloudpickle.dumps(dict(culled.data.__dask_graph__())))}
+
+
+def build(grid: GlobalGrid, tile: int, sites: pd.DataFrame, out: Path, max_shards: int | None = None,
+          path: str = "submit", count: bool = True) -> dict:
     """Extract every site lazily, then compute and write shard by shard, as ``data build`` does
-    (only the first ``max_shards`` shards when given: a sample of a run too long to wait for)."""
+    (only the first ``max_shards`` shards when given: a sample of a run too long to wait for).
+
+    ``path``: ``submit`` runs each shard as one task on a worker's synchronous scheduler, several
+    shards at once (:func:`stefaland.gridded.compute_shards`); ``shard`` computes one shard after
+    the other through the scheduler task by task (``compute_shard``, what ``data build`` does).
+    Timed: graph construction and the shard loop (compute + write); chunk counting is not."""
     import zarr
 
-    from stefaland.gridded import compute_shard, extract_to_sites
+    from stefaland.gridded import compute_shard, compute_shards, extract_to_sites
 
+    started = time.perf_counter()
     ds = lazy_grid(grid, tile)
     layer = ds[VARIABLE].data.name
     series = extract_to_sites(ds, sites, "nearest", [VARIABLE], None, "synthetic_global", site_chunk=SHARD)
     lazy = series[VARIABLE]
+    graph_s = time.perf_counter() - started
     store = zarr.create_array(str(out), shape=(len(sites), grid.time.size), chunks=(SHARD, grid.time.size),
                               dtype="float32", fill_value=np.nan, zarr_format=3)
-    computed, distinct, done = 0, set(), 0
-    starts = list(range(0, len(sites), SHARD))
-    for start in starts[:max_shards]:
-        shard = lazy.isel(site=slice(start, start + SHARD))
-        needed = chunks_needed(shard.data, layer)
-        computed, distinct = computed + len(needed), distinct | needed
-        values = compute_shard(shard).values
-        store[start:start + values.shape[0]] = values.astype(np.float32)
+    all_starts = list(range(0, len(sites), SHARD))
+    starts = all_starts[:max_shards]
+    computed, distinct = 0, set()
+    if count:
+        for start in starts:
+            needed = chunks_needed(lazy.isel(site=slice(start, start + SHARD)).data, layer)
+            computed, distinct = computed + len(needed), distinct | needed
+    profile = ship_profile(lazy.isel(site=slice(0, SHARD)), path)
+    started = time.perf_counter()
+    shards = (lazy.isel(site=slice(start, start + SHARD)) for start in starts)
+    results = compute_shards(shards) if path == "submit" else (compute_shard(shard) for shard in shards)
+    done = 0
+    for k, (start, values) in enumerate(zip(starts, results)):
+        store[start:start + values.shape[0]] = values.values.astype(np.float32)
         done = min(start + SHARD, len(sites))
-        print(f"\r  shard {start // SHARD + 1}/{len(starts)} ({done} sites)", end="", flush=True)
+        print(f"\r  shard {k + 1}/{len(all_starts)} ({done} sites)", end="", flush=True)
     print()
+    loop_s = time.perf_counter() - started
     total = math.prod(len(c) for c in ds[VARIABLE].data.chunks)
-    return {"sites_done": done, "shards_done": len(starts[:max_shards]), "shards": len(starts),
-            "chunks_computed": computed, "chunks_distinct": len(distinct), "chunks_total": total, "chunk_bytes": 365 * tile * tile * 4}
+    return {"sites_done": done, "shards_done": len(starts), "shards": len(all_starts), "graph_s": graph_s, "loop_s": loop_s,
+            "chunks_computed": computed, "chunks_distinct": len(distinct), "chunks_total": total,
+            "chunk_bytes": 365 * tile * tile * 4, **profile}
 
 
 def nearest_cell(grid: GlobalGrid, lat: float, lon: float) -> tuple[int, int]:
@@ -256,38 +304,101 @@ def scheduler_context(scheduler: str, workers: int | None):
     return dask_client(scheduler, n_workers=workers)
 
 
-def run(args: argparse.Namespace) -> int:
-    time_axis = pd.date_range(START, pd.Timestamp(START) + pd.DateOffset(years=args.years) - pd.Timedelta(days=1), freq="D")
-    grid = GlobalGrid(args.resolution, time_axis)
-    sites = sites_table(args.sites, args.seed)
-    cells = grid.lat.size * grid.lon.size * grid.time.size
-    print(f"grid: {grid.lat.size} x {grid.lon.size} cells x {grid.time.size} days = {cells / 1e9:.1f} G values "
-          f"({cells * 4 / 1e9:.0f} GB as float32, never stored); chunks 1 year x {args.tile} x {args.tile} cells")
-    print(f"sites: {len(sites)} from draw_sites, shards of {SHARD}, nearest cell, scheduler {args.scheduler}")
+def one_run(grid: GlobalGrid, tile: int, sites: pd.DataFrame, scheduler: str, workers: int | None, path: str,
+            max_shards: int | None, count: bool = True) -> dict:
+    """One build in a temporary store; timings, chunk counts, peak RSS and value checks."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_gridded_global_"))
     try:
         with PeakRSS() as rss:
             started = time.perf_counter()
-            with scheduler_context(args.scheduler, args.workers):
-                counts = build(grid, args.tile, sites, tmp / "sites.zarr", args.max_shards)
+            with scheduler_context(scheduler, workers):
+                cluster_s = time.perf_counter() - started
+                counts = build(grid, tile, sites, tmp / "sites.zarr", max_shards, path, count)
             wall = time.perf_counter() - started
         mismatches = verify(grid, sites.iloc[:counts["sites_done"]], tmp / "sites.zarr")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     site_days = counts["sites_done"] * grid.time.size
-    computed, total = counts["chunks_computed"], counts["chunks_total"]
-    print(f"wall time        {wall:8.1f} s (cluster start, graph, {counts['shards_done']} of {counts['shards']} shards)")
-    if counts["shards_done"] < counts["shards"]:
-        print(f"  extrapolated   {wall * counts['shards'] / counts['shards_done']:8.0f} s for all {counts['shards']} shards")
-    print(f"throughput       {site_days / wall:8.0f} site-days/s ({site_days / 1e6:.2f} M site-days)")
-    distinct, gb = counts["chunks_distinct"], counts["chunk_bytes"] / 1e9
+    return {**counts, "wall_s": wall, "cluster_s": cluster_s, "site_days": site_days, "rss_peak": rss.peak,
+            "mismatches": mismatches, "rate": site_days / (counts["graph_s"] + counts["loop_s"])}
+
+
+def compare(args: argparse.Namespace, grid: GlobalGrid) -> int:
+    """Baseline and new paths in one run (the box is shared: only same-run ratios mean anything).
+
+    The draw-order and task-by-task runs go once; the three runs the goal compares (one process,
+    1 and 2 workers with one task per shard) go ``--repeats`` times, alternated, best of each."""
+    once = [  # label, site order, scheduler, workers, path
+        ("sync, draw order (one process)", "draw", "sync", None, "shard"),
+        ("local 1 worker, task by task (before)", "spatial", "local", 1, "shard"),
+        ("local 2 workers, task by task (before)", "spatial", "local", 2, "shard"),
+    ]
+    repeated = [
+        ("sync, spatial order (one process)", "spatial", "sync", None, "shard"),
+        ("local 1 worker, one task per shard", "spatial", "local", 1, "submit"),
+        ("local 2 workers, one task per shard", "spatial", "local", 2, "submit"),
+    ]
+    tables = {order: sites_table(args.sites, args.seed, order) for order in ("draw", "spatial")}
+    results: dict[str, dict] = {}
+    rates: dict[str, list[float]] = {}
+    for label, order, scheduler, workers, path in once + repeated * args.repeats:
+        print(f"--- {label} (load average {os.getloadavg()[0]:.1f})")
+        first = label not in results  # chunks are counted (untimed) on the first run of each
+        r = one_run(grid, args.tile, tables[order], scheduler, workers, path, args.max_shards, count=first)
+        rates.setdefault(label, []).append(r["rate"])
+        if first or r["rate"] > results[label]["rate"]:
+            counted = {} if first else {k: results[label][k] for k in ("chunks_computed", "chunks_distinct")}
+            results[label] = {**r, **counted}
+    sync = results["sync, spatial order (one process)"]["rate"]
+    print(f"\n{'run (best of the runs listed)':42s} {'site-days/s':>12s} {'/ sync':>7s} {'graph':>6s} {'shards':>7s} {'cluster':>8s} "
+          f"{'tasks/shard':>11s} {'bytes/shard':>11s} {'chunks gen/distinct':>19s} {'RSS GB':>7s}  runs (site-days/s)")
+    for label, r in results.items():
+        print(f"{label:42s} {r['rate']:12,.0f} {r['rate'] / sync:7.2f} {r['graph_s']:5.1f}s {r['loop_s']:6.1f}s "
+              f"{r['cluster_s']:7.1f}s {r['tasks_per_shard']:11,d} {r['bytes_per_shard']:11,d} "
+              f"{r['chunks_computed']:>9,d}/{r['chunks_distinct']:<9,d} {r['rss_peak'] / 1e9:7.2f}  "
+              f"{', '.join(f'{x:,.0f}' for x in rates[label])}")
+    one, two = results["local 1 worker, one task per shard"]["rate"], results["local 2 workers, one task per shard"]["rate"]
+    before = {w: results[f"local {w} worker{'s' if w > 1 else ''}, task by task (before)"]["rate"] for w in (1, 2)}
+    print(f"\nspatial / draw order (sync):                  {sync / results['sync, draw order (one process)']['rate']:.2f}x")
+    print(f"one process / 1 worker (goal <= 1.5):         {sync / one:.2f}x")
+    print(f"2 workers / 1 worker (goal > 1):              {two / one:.2f}x")
+    print(f"one task per shard / task by task, 1 worker:  {one / before[1]:.2f}x")
+    print(f"one task per shard / task by task, 2 workers: {two / before[2]:.2f}x")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (on {os.cpu_count()} CPUs)")
+    bad = sum(r["mismatches"] for r in results.values())
+    print(f"values checked: {'all equal to the field at the nearest cell' if bad == 0 else f'{bad} sites differ'}")
+    return 0 if bad == 0 else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    time_axis = pd.date_range(START, pd.Timestamp(START) + pd.DateOffset(years=args.years) - pd.Timedelta(days=1), freq="D")
+    grid = GlobalGrid(args.resolution, time_axis)
+    cells = grid.lat.size * grid.lon.size * grid.time.size
+    print(f"grid: {grid.lat.size} x {grid.lon.size} cells x {grid.time.size} days = {cells / 1e9:.1f} G values "
+          f"({cells * 4 / 1e9:.0f} GB as float32, never stored); chunks 1 year x {args.tile} x {args.tile} cells")
+    if args.compare:
+        return compare(args, grid)
+    sites = sites_table(args.sites, args.seed, args.order)
+    print(f"sites: {len(sites)} from draw_sites ({args.order} order), shards of {SHARD}, nearest cell, "
+          f"scheduler {args.scheduler}, path {args.path}")
+    r = one_run(grid, args.tile, sites, args.scheduler, args.workers, args.path, args.max_shards)
+    print(f"wall time        {r['wall_s']:8.1f} s (cluster start {r['cluster_s']:.1f} s, graph {r['graph_s']:.1f} s, "
+          f"{r['shards_done']} of {r['shards']} shards {r['loop_s']:.1f} s)")
+    if r["shards_done"] < r["shards"]:
+        print(f"  extrapolated   {r['wall_s'] * r['shards'] / r['shards_done']:8.0f} s for all {r['shards']} shards")
+    print(f"throughput       {r['site_days'] / r['wall_s']:8.0f} site-days/s ({r['site_days'] / 1e6:.2f} M site-days); "
+          f"{r['rate']:.0f} without the cluster start")
+    print(f"shipped          {r['tasks_per_shard']:,} task(s) and {r['bytes_per_shard']:,} bytes per shard "
+          f"({r['graph_tasks_inside']:,} tasks in the culled shard graph)")
+    distinct, total, computed, gb = r["chunks_distinct"], r["chunks_total"], r["chunks_computed"], r["chunk_bytes"] / 1e9
     print(f"grid chunks      {distinct} distinct chunks touched of {total} in the grid ({100 * distinct / total:.1f} %, "
           f"≈{distinct * gb:.1f} of ≈{total * gb:.0f} GB); {computed} generated summed over shards "
           f"(x{computed / max(distinct, 1):.1f}: a chunk is regenerated by every shard with a site in it)")
-    print(f"peak RSS         {rss.peak / 1e9:8.2f} GB (process tree) — limit {args.max_rss_gb:g} GB: "
-          f"{'OK' if rss.peak < args.max_rss_gb * 1e9 else 'EXCEEDED'}")
-    print(f"values checked   {'all equal to the field at the nearest cell' if mismatches == 0 else f'{mismatches} sites differ'}")
-    return 0 if rss.peak < args.max_rss_gb * 1e9 and mismatches == 0 else 1
+    print(f"peak RSS         {r['rss_peak'] / 1e9:8.2f} GB (process tree) — limit {args.max_rss_gb:g} GB: "
+          f"{'OK' if r['rss_peak'] < args.max_rss_gb * 1e9 else 'EXCEEDED'}")
+    bad = r["mismatches"]
+    print(f"values checked   {'all equal to the field at the nearest cell' if bad == 0 else f'{bad} sites differ'}")
+    return 0 if r["rss_peak"] < args.max_rss_gb * 1e9 and r["mismatches"] == 0 else 1
 
 
 def main() -> None:
@@ -300,6 +411,14 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=64, help="grid chunk size in cells, per side (default 64: 6.4° at 0.1°)")
     parser.add_argument("--max-shards", type=int, default=None, help="compute only the first N shards (a sample)")
     parser.add_argument("--seed", type=int, default=0, help="seed of draw_sites")
+    parser.add_argument("--order", choices=("spatial", "draw"), default="spatial",
+                        help="site order before sharding: spatial (Z-order, default) or draw (every shard mixes all regions)")
+    parser.add_argument("--path", choices=("submit", "shard"), default="submit",
+                        help="submit: one task per shard on a worker's synchronous scheduler (default); "
+                             "shard: the shard's graph task by task through the scheduler (before issue 17)")
+    parser.add_argument("--compare", action="store_true",
+                        help="sync vs local 1 and 2 workers, before and after, draw vs spatial order, in one run")
+    parser.add_argument("--repeats", type=int, default=1, help="--compare: alternate the goal's three runs N times, best of each")
     parser.add_argument("--max-rss-gb", type=float, default=4.0, help="fail when the peak RSS reaches this (GB)")
     sys.exit(run(parser.parse_args()))
 

@@ -23,6 +23,12 @@ log = logging.getLogger("stefaland.gridded")
 CONNECT_TIMEOUT_S = 30
 # leave room for this process (the build itself, its output shard) beside the workers
 MEMORY_SHARE = 0.8
+# dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
+# dynamic mmap threshold: every chunk-sized array is then mapped afresh and page-faulted in.
+# Point extraction allocates a chunk per task, and took 11-26 % more CPU so (benchmarks/README.md,
+# issue 17); a worker holds one shard's chunks at a time, so glibc's defaults, as in one process, are
+# kept. ``None`` unsets a key of ``pre-spawn-environ`` (a value set in the OS environment still wins).
+LOCAL_WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,17 @@ def local_size(n_workers: int | None = None) -> LocalSize:
 def dask_client(scheduler: str = "local", n_workers: int | None = None, processes: bool = True,
                 timeout: float = CONNECT_TIMEOUT_S) -> Iterator["object"]:
     """A ``distributed.Client`` for the duration of a build; closed (and a local cluster stopped) after."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler in ("", "local"):
         size = local_size(n_workers)
         log.info("starting a local dask cluster: %d workers x %d thread, %.1f GiB each",
                  size.n_workers, size.threads_per_worker, size.memory_limit / 2**30)
-        with LocalCluster(n_workers=size.n_workers, threads_per_worker=size.threads_per_worker,
-                          memory_limit=size.memory_limit, processes=processes,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
+        with dask.config.set(LOCAL_WORKER_CONFIG), \
+                LocalCluster(n_workers=size.n_workers, threads_per_worker=size.threads_per_worker,
+                             memory_limit=size.memory_limit, processes=processes,
+                             dashboard_address=":0") as cluster, Client(cluster) as client:
             yield client
         return
     if "://" not in scheduler and ":" not in scheduler:
