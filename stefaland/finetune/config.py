@@ -38,14 +38,31 @@ class DataConfig(_Strict):
     train_start: str = "1989-10-01"
     train_end: str = "2008-09-30"
     test_start: str = "1989-10-01"  # PUB/PUR: same period, different (held-out) basins
-    test_end: str = "2008-09-30"
+    test_end: str = "2008-09-30"      # --split temporal: every site, this period only
+    # Validation, taken from the training side only: a period (scored on the validation sites, or on
+    # the training sites when there are none) and/or a fraction of the training sites held back.
+    # Either one turns on per-epoch validation, early stopping (train.patience) and best-epoch weights.
+    valid_start: str | None = None
+    valid_end: str | None = None
+    valid_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    # Physical range of the target on its own scale; predictions are clipped to it (``auto``: from the
+    # target's canonical unit, e.g. streamflow in mm/day >= 0, soil moisture in m3/m3 within [0, 1]).
+    target_bounds: Literal["auto"] | tuple[float | None, float | None] | None = "auto"
     seq_len: int = Field(365, ge=2)
+    # The first days of every training window only warm the network's state up and are left out of
+    # the loss (neuralhydrology's predict_last_n, counted from the other end): an LSTM cannot know a
+    # basin's groundwater store on the first day of a window, and fitting those days teaches it to
+    # guess. 0 = hydroDL's LSTM-SL (every day scored).
+    spinup_days: int = Field(0, ge=0)
     # Prediction runs over the whole test period in overlapping windows; the first
     # ``predict_overlap`` outputs of every window only warm the model up and are discarded.
     predict_overlap: int | None = Field(None, ge=0)
 
     def overlap(self) -> int:
-        return self.seq_len // 2 if self.predict_overlap is None else self.predict_overlap
+        return max(self.seq_len // 2, self.spinup_days) if self.predict_overlap is None else self.predict_overlap
+
+    def validates(self) -> bool:
+        return self.valid_start is not None or self.valid_fraction > 0
 
 
 class HBVConfig(_Strict):
@@ -91,11 +108,23 @@ class TrainConfig(_Strict):
     epochs: int = Field(25, ge=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adadelta", "adam", "adamw"] = "adadelta"
-    lr: float | None = Field(None, gt=0.0)  # None: 1.0 for Adadelta, 1e-3 for Adam(W)
-    loss: Literal["rmse", "mse"] = "rmse"
+    lr: float | None = Field(None, gt=0.0, le=10.0, allow_inf_nan=False)  # None: 1.0 for Adadelta, 1e-3 for Adam(W)
+    # rmse/mse over every observed cell; nse: neuralhydrology's NSE* (each basin's squared errors
+    # divided by (its training-period std + 0.1)^2, so wet, flashy basins do not dominate the fit)
+    loss: Literal["rmse", "mse", "nse"] = "rmse"
     seed: int = 111111
-    # None: hydroDL's rule, enough batches that each (site, day) is drawn with 99 % probability
+    # None: hydroDL's rule (enough batches that each (site, day) is drawn with 99 % probability),
+    # raised to min_updates / epochs when the training set is small -- hydroDL's rule alone gives a
+    # 19-basin set 13 batches an epoch, far too few updates to learn anything.
     iterations_per_epoch: int | None = Field(None, ge=1)
+    min_updates: int = Field(2000, ge=0)
+    # constant: the optimiser's rate throughout; cosine: decays to lr * lr_final over the planned updates
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_final: float = Field(0.1, ge=0.0, le=1.0)
+    warmup_updates: int = Field(0, ge=0)
+    # Early stopping on the validation NSE (needs data.valid_*): stop after this many epochs without
+    # improvement; predictions always come from the best validation epoch when validation is on.
+    patience: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(1.0, gt=0.0)
     threads: int | None = Field(None, ge=1)
     device: str = "auto"  # auto = cuda when available, else cpu; or cpu, cuda, cuda:1 ...
@@ -121,6 +150,12 @@ class FinetuneConfig(_Strict):
     def _windows(self) -> "FinetuneConfig":
         if self.data.overlap() >= self.data.seq_len:
             raise ValueError(f"data.predict_overlap ({self.data.overlap()}) must be below data.seq_len ({self.data.seq_len})")
+        if self.data.spinup_days >= self.data.seq_len:
+            raise ValueError(f"data.spinup_days ({self.data.spinup_days}) must be below data.seq_len ({self.data.seq_len})")
+        if (self.data.valid_start is None) != (self.data.valid_end is None):
+            raise ValueError("data.valid_start and data.valid_end go together")
+        if self.train.patience is not None and not self.data.validates():
+            raise ValueError("train.patience needs validation: set data.valid_start/valid_end or data.valid_fraction")
         return self
 
 

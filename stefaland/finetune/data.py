@@ -2,15 +2,18 @@
 
 The held-out fold is split off *before* any array is read: the training arrays are loaded for
 the training sites only, so no sampler, shuffle or bug can put a held-out site into a batch (the
-test checks the sampler anyway). Inputs are z-scored with the store's own statistics (computed
-over all sites at build time, inputs only), so a finetuned model and the pretrained encoder see
-the same scaling.
+test checks the sampler anyway). Arrays are first read with the store's statistics, then
+re-expressed in statistics of the training sites and training period alone
+(:func:`normalise_to_training`): the store's mean and std cover every site and every year, the
+held-out ones included, and a held-out score must not depend on them. A pretrained encoder still
+sees its own scaling: the registry converts between the two (``gain``/``shift``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -48,7 +51,7 @@ def fold_assignment(dataset: xr.Dataset, split: str, split_file: str | None = No
         from stefaland.splits import apply_split
 
         # subset: a store may hold more sites than the scheme (671 CAMELS basins, a 531-basin split)
-        groups = apply_split(list(sites), split_file, subset=True)
+        groups = apply_split(list(sites), split_file, subset=True, scheme=None if split == "temporal" else split)
         position = {site: i for i, site in enumerate(sites)}
         folds = np.full(len(sites), -1, dtype=np.int64)
         for fold, members in groups.items():
@@ -104,6 +107,7 @@ class Variables:
     static_target: bool = False  # one value per site (a column of ``static``), e.g. soil texture
     hidden_dynamic: list[int] = field(default_factory=list)  # input columns set to NaN (``data.hide``)
     hidden_static: list[int] = field(default_factory=list)
+    target_bounds: tuple[float, float] = (-math.inf, math.inf)  # physical range, on the target's own scale
 
 
 def _index(dataset: xr.Dataset, dim: str, names: list[str] | None, what: str) -> tuple[list[str], np.ndarray]:
@@ -143,6 +147,12 @@ def resolve_variables(dataset: xr.Dataset, config: DataConfig) -> Variables:
             f"target variable {config.target!r} is neither a target ({', '.join(targets) or 'none'}) nor a static "
             "variable of the store"
         )
+    from stefaland.bounds import resolve_bounds
+
+    declared = None
+    if not is_static and "tvar_lower" in dataset.coords and "tvar_upper" in dataset.coords:
+        declared = (dataset["tvar_lower"].values[t_idx[0]], dataset["tvar_upper"].values[t_idx[0]])
+    bounds = resolve_bounds(config.target_bounds, units, declared)
     hide = list(config.hide) + ([config.target] if is_static and config.target in static else [])
     unknown = [name for name in config.hide if name not in dynamic and name not in static]
     if unknown:
@@ -153,6 +163,7 @@ def resolve_variables(dataset: xr.Dataset, config: DataConfig) -> Variables:
         np.asarray(dataset["static_mean"].values, np.float64)[st_idx], _std(dataset["static_std"].values)[st_idx],
         mean, std, units, is_static,
         [dynamic.index(n) for n in hide if n in dynamic], [static.index(n) for n in hide if n in static],
+        bounds,
     )
 
 
@@ -218,21 +229,65 @@ def drop_unobserved(data: SiteData) -> SiteData:
                 int((~observed).sum()), ", ".join(data.sites[~observed][:5]))
     if not observed.any():
         raise StefaLandError("no training site has observations in data.train_start..train_end")
-    return SiteData(data.sites[observed], data.times, data.dynamic[observed], data.static[observed],
-                    data.target[observed], data.lat[observed], data.lon[observed], data.history)
+    return subset_sites(data, observed)
+
+
+def _refit(z: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Re-express z-scores ``z`` (made with ``mean``/``std``) in statistics of ``z``'s own cells.
+
+    A column without a finite value (a hidden input) keeps the old statistics.
+    """
+    raw = z.astype(np.float64) * std + mean
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
+        new_mean = np.nanmean(raw, axis=axes)
+        new_std = np.nanstd(raw, axis=axes)
+    new_mean = np.where(np.isfinite(new_mean), new_mean, mean)
+    new_std = np.where(np.isfinite(new_std) & (new_std > 0), new_std, std)
+    return ((raw - new_mean) / new_std).astype(np.float32), new_mean, new_std
+
+
+def normalise_to_training(variables: Variables, data: SiteData) -> Variables:
+    """Statistics of the training sites over the training period; ``data`` is re-scaled in place.
+
+    The store's statistics were computed over every site and day, held-out basins and test years
+    included; a model scored on those must not have been shaped by them, not even through its
+    input scaling. The returned :class:`Variables` (written to ``run.json``) is what validation,
+    testing and ``stefaland predict`` scale with.
+    """
+    data.dynamic, dynamic_mean, dynamic_std = _refit(data.dynamic, variables.dynamic_mean, variables.dynamic_std, (0, 1))
+    data.static, static_mean, static_std = _refit(data.static, variables.static_mean, variables.static_std, (0,))
+    target_axes = (0,) if data.target.ndim == 1 else (0, 1)
+    data.target, target_mean, target_std = _refit(data.target, np.float64(variables.target_mean),
+                                                 np.float64(variables.target_std), target_axes)
+    return replace(variables, dynamic_mean=dynamic_mean, dynamic_std=dynamic_std, static_mean=static_mean,
+                   static_std=static_std, target_mean=float(target_mean), target_std=float(target_std))
 
 
 def scale_target_to_training_sites(variables: Variables, data: SiteData) -> Variables:
-    """Re-express the target in statistics of the training sites alone (``data`` is changed in place).
+    """Only the target re-expressed in the training sites' statistics (kept for callers that scale
+    inputs elsewhere); finetuning uses :func:`normalise_to_training`."""
+    data.target, mean, std = _refit(data.target, np.float64(variables.target_mean), np.float64(variables.target_std),
+                                    (0,) if data.target.ndim == 1 else (0, 1))
+    return replace(variables, target_mean=float(mean), target_std=float(std))
 
-    The store's ``target_mean``/``target_std`` were computed over every site, the held-out ones
-    included; a PUB/PUR model must not learn even that much about the basins it is tested on.
-    """
-    raw = data.target.astype(np.float64) * variables.target_std + variables.target_mean
-    mean, std = float(np.nanmean(raw)), float(np.nanstd(raw))
-    std = std if np.isfinite(std) and std > 0 else 1.0
-    data.target = ((raw - mean) / std).astype(np.float32)
-    return replace(variables, target_mean=mean, target_std=std)
+
+def split_validation_sites(data: SiteData, fraction: float, seed: int) -> tuple[SiteData, SiteData | None]:
+    """Hold back ``fraction`` of the training sites (at least one, never all) for validation."""
+    if fraction <= 0:
+        return data, None
+    n = len(data.sites)
+    count = min(max(1, round(fraction * n)), n - 1)
+    if count < 1:
+        raise StefaLandError(f"data.valid_fraction {fraction}: {n} training site(s) are too few to hold any back")
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(n, count, replace=False)] = True
+    return subset_sites(data, ~chosen), subset_sites(data, chosen)
+
+
+def subset_sites(data: SiteData, keep: np.ndarray) -> SiteData:
+    return SiteData(data.sites[keep], data.times, data.dynamic[keep], data.static[keep], data.target[keep],
+                    data.lat[keep], data.lon[keep], data.history)
 
 
 # --------------------------------------------------------------------------- batches
@@ -244,6 +299,7 @@ class Batch:
     static: torch.Tensor  # (B, n_static) z-scores, NaN = missing
     target: torch.Tensor  # (B, T) z-scores, NaN = missing; (B,) for a static target
     sites: np.ndarray  # (B,) str: which sites the rows came from (the leakage test reads it)
+    rows: np.ndarray | None = None  # (B,) int: their rows in the SiteData (per-site loss weights)
 
 
 @dataclass(frozen=True)
@@ -285,7 +341,29 @@ def make_batch(data: SiteData, site_rows: np.ndarray, starts: np.ndarray, length
         static=torch.from_numpy(data.static[site_rows]),  # (B, n_static)
         target=torch.from_numpy(rows.target_windows(data, site_rows, starts) if target is None else target),
         sites=data.sites[site_rows],
+        rows=site_rows,
     )
+
+
+def hydrodl_iterations(n_sites: int, n_time: int, batch_size: int, length: int, loss_days: int) -> int:
+    """hydroDL's epoch: enough batches that every (site, day) is drawn at least once with 99 % probability."""
+    coverage = min(batch_size * loss_days / (n_sites * max(n_time - length + loss_days, 1)), 0.99)
+    return max(1, math.ceil(math.log(0.01) / math.log(1.0 - coverage)))
+
+
+def batches_per_epoch(data: SiteData, batch_size: int, length: int, loss_days: int, configured: int | None,
+                      min_updates: int, epochs: int) -> int:
+    """The configured number, else hydroDL's rule raised so the run makes at least ``min_updates``.
+
+    hydroDL's rule is tuned for hundreds of basins (531 CAMELS basins: ~730 batches an epoch); on
+    a 19-basin set it gives 13, and 25 epochs then stop after 325 updates, long before an LSTM has
+    learned a rainfall-runoff response.
+    """
+    if configured is not None:
+        return configured
+    n_sites, n_time = data.dynamic.shape[:2]
+    rule = hydrodl_iterations(n_sites, n_time, batch_size, length, loss_days)
+    return max(rule, math.ceil(min_updates / max(epochs, 1)))
 
 
 class WindowSampler:
@@ -306,10 +384,8 @@ class WindowSampler:
         self.data, self.batch_size, self.length, self.loss_days = data, batch_size, length, loss_days
         self.rng = generator
         self.rows = WindowRows.of(data, length)
-        if iterations is None:  # hydroDL: P(every (site, day) drawn at least once) = 99 %
-            coverage = min(batch_size * loss_days / (n_sites * max(n_time - length + loss_days, 1)), 0.99)
-            iterations = max(1, math.ceil(math.log(0.01) / math.log(1.0 - coverage)))
-        self.iterations = iterations
+        self.iterations = iterations if iterations is not None else hydrodl_iterations(
+            n_sites, n_time, batch_size, length, loss_days)
 
     def _draw(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         n_sites, n_time = self.data.dynamic.shape[:2]

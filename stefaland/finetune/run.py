@@ -14,6 +14,7 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from stefaland import storage
@@ -22,19 +23,21 @@ from stefaland.store import open_store
 
 from .config import FinetuneConfig, config_from_dict, config_yaml
 from .data import (
-    Variables, drop_unobserved, fold_assignment, fold_ids, load_sites, resolve_variables,
-    scale_target_to_training_sites, select_fold,
+    FoldSites, SiteData, Variables, drop_unobserved, fold_assignment, fold_ids, load_sites, normalise_to_training,
+    resolve_variables, select_fold, split_validation_sites,
 )
 from .labels import fold_label
 from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
 from .models.sklearn_baselines import HISTORY
 from .predict import predict_sklearn, predict_torch, write_fold_predictions
-from .trainer import train_model, write_metrics
+from .trainer import Validation, best_epoch, train_model, write_metrics
 
 log = logging.getLogger("stefaland.finetune")
 
 PREDICTIONS_FILE = "predictions.nc"
+TEMPORAL = "temporal"  # the split in which every site trains on one period and is tested on another
+TEMPORAL_FOLD = "all"  # its one "fold": the report's fold label; the run's folder is <out>/temporal
 SKLEARN_FILE = "model.pkl"
 
 
@@ -64,8 +67,12 @@ def _check_run_folder(directory: str, config: FinetuneConfig) -> None:
 
 
 def _variables_state(variables: Variables) -> dict:
+    """The scaling inside every checkpoint, so a run whose run.json is lost can still be rebuilt exactly."""
     return {"variables": {"dynamic": variables.dynamic, "static": variables.static, "target": variables.target,
-                          "target_mean": variables.target_mean, "target_std": variables.target_std}}
+                          "target_mean": variables.target_mean, "target_std": variables.target_std,
+                          **{key: [float(v) for v in getattr(variables, key)]
+                             for key in ("dynamic_mean", "dynamic_std", "static_mean", "static_std")},
+                          "target_bounds": list(variables.target_bounds)}}
 
 
 def _train_sklearn(config: FinetuneConfig, directory: str, train_data, seed: int):
@@ -104,28 +111,91 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
                   split_file: str | None = None, quiet: bool = False) -> FoldResult:
     """Train on every fold of ``split`` but ``fold``, predict ``fold``; resumable."""
     config = per_fold_pretrained(config, fold)
-    spec = model_spec(config.model.name)
     if config.model.pretrained and uses_pretrained_weights(config.model.name):
         refuse_leakage(config.model.pretrained, split, fold, config.model.allow_pretraining_leakage)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
     dataset = open_store(store)
     folds = fold_assignment(dataset, split, split_file)
     sites = select_fold(folds, fold)
     label = fold_label(config.task, split, fold, fold_ids(folds))
-    variables = resolve_variables(dataset, config.data)
-    directory = fold_dir(out, fold)
+    return _run(store, dataset, config, fold_dir(out, fold), split, fold, label, sites, split_file, quiet)
+
+
+def finetune_temporal(store: str, config: FinetuneConfig, out: str, split_file: str | None = None,
+                      quiet: bool = False) -> FoldResult:
+    """Every site (or every site of ``split_file``) trains on the training period and is predicted on
+    the test period: the gauged-basin experiment. The periods must not overlap -- that would score
+    days the model was fitted on."""
+    data = config.data
+    if _overlap(data.test_start, data.test_end, data.train_start, data.train_end):
+        raise StefaLandError(f"--split temporal: the test period {data.test_start}..{data.test_end} overlaps the "
+                             f"training period {data.train_start}..{data.train_end}; make them disjoint")
+    dataset = open_store(store)
+    if split_file is not None:
+        members = fold_assignment(dataset, TEMPORAL, split_file) >= 0
+    else:
+        members = np.ones(dataset.sizes["site"], dtype=bool)
+    rows = np.flatnonzero(members)
+    if config.model.pretrained and uses_pretrained_weights(config.model.name):
+        log.info("temporal split: the pretrained encoder may have seen the test years' inputs (never the target)")
+    sites = FoldSites(0, rows, rows)
+    return _run(store, dataset, config, storage.join(out, TEMPORAL), TEMPORAL, TEMPORAL_FOLD, TEMPORAL_FOLD, sites,
+                split_file, quiet)
+
+
+def _validation_data(dataset, config: FinetuneConfig, variables: Variables, fitted: SiteData,
+                     held_back: SiteData | None, temporal: bool, history: int) -> Validation | None:
+    """What is scored after each epoch, taken from the training side only.
+
+    Validation sites come out of the training sites (``data.valid_fraction``); a validation period
+    is scored on them, or on the fitted sites when no site is held back. Nothing here ever touches
+    a test site, nor (for ``--split temporal``) a test day.
+    """
+    data = config.data
+    if held_back is None and data.valid_start is None:
+        return None
+    if data.valid_start is not None:
+        start, end = data.valid_start, data.valid_end or data.valid_start
+    else:
+        start, end = data.train_start, data.train_end
+    if held_back is None and _overlap(start, end, data.train_start, data.train_end):
+        raise StefaLandError(f"data.valid_start..valid_end ({start}..{end}) overlaps the training period on the "
+                             "same sites; use a disjoint period or data.valid_fraction")
+    if temporal and _overlap(start, end, data.test_start, data.test_end):
+        raise StefaLandError(f"data.valid_start..valid_end ({start}..{end}) overlaps the test period "
+                             f"({data.test_start}..{data.test_end})")
+    names = (held_back if held_back is not None else fitted).sites
+    position = {s: i for i, s in enumerate(np.asarray(dataset["site"].values).astype(str))}
+    rows = np.asarray([position[str(s)] for s in names], dtype=np.int64)
+    return Validation(load_sites(dataset, rows, variables, start, end, "valid", history), variables)
+
+
+def _overlap(start_a: str, end_a: str, start_b: str, end_b: str) -> bool:
+    return pd.Timestamp(start_a) <= pd.Timestamp(end_b) and pd.Timestamp(start_b) <= pd.Timestamp(end_a)
+
+
+def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str, fold: int | str, label: str,
+         sites: FoldSites, split_file: str | None, quiet: bool) -> FoldResult:
+    """Train on ``sites.train`` over the training period, predict ``sites.test`` over the test period.
+
+    Order matters: the training arrays are split into fitted and validation sites, the scaling is
+    fitted on the fitted sites and training period alone, and only then are the model (whose
+    encoder gains and HBV forcings depend on the scaling), the validation and the test data made.
+    """
+    spec = model_spec(config.model.name)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    data = config.data
+    variables = resolve_variables(dataset, data)
     _check_run_folder(directory, config)
-    log.info("fold %d of %s: %d training sites, %d held out; model %s", fold, split, len(sites.train),
+    log.info("%s fold %s: %d training sites, %d test sites; model %s", split, fold, len(sites.train),
              len(sites.test), config.model.name)
-    train_data = drop_unobserved(load_sites(dataset, sites.train, variables, config.data.train_start,
-                                            config.data.train_end, "train"))
-    variables = scale_target_to_training_sites(variables, train_data)
+    train_data = drop_unobserved(load_sites(dataset, sites.train, variables, data.train_start, data.train_end, "train"))
+    train_data, held_back = split_validation_sites(train_data, data.valid_fraction, config.train.seed)
+    variables = normalise_to_training(variables, train_data)
     from stefaland.predict.record import make_record, write_run_record  # what `predict` needs, beside the fold
 
-    write_run_record(directory, make_record(store, dataset, config, variables, split, fold,
-                                            [str(s) for s in train_data.sites], split_file))
-    data = config.data
+    record = make_record(store, dataset, config, variables, split, fold, [str(s) for s in train_data.sites], split_file)
+    write_run_record(directory, record)
     if spec.kind == "sklearn":
         model = _train_sklearn(config, directory, train_data, config.train.seed)
         metrics: list[dict] = []
@@ -134,11 +204,18 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
     else:
         torch.manual_seed(config.train.seed)  # identical initial weights on a fresh start and a resume
         model = build_torch_model(config.model, variables)
-        check_window(model, int(getattr(model, "warmup", 0)) + data.seq_len)
-        metrics = train_model(model, train_data, config, directory, _variables_state(variables), quiet)
-        history = int(getattr(model, "warmup", 0)) + data.overlap()
+        warmup = int(getattr(model, "warmup", 0))
+        check_window(model, warmup + data.seq_len)
+        history = warmup + data.overlap()
+        validation = _validation_data(dataset, config, variables, train_data, held_back, split == TEMPORAL, history)
+        metrics = train_model(model, train_data, config, directory, _variables_state(variables), quiet, validation)
         test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", history)
         simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet)
+        record["best_epoch"] = best_epoch(metrics)
+        record["validation"] = None if validation is None else {
+            "sites": [str(s) for s in validation.data.sites],
+            "period": [str(validation.data.times[validation.data.history].date()), str(validation.data.times[-1].date())]}
+        write_run_record(directory, record)
     url = write_fold_predictions(storage.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
                                  config.task, split, label, config.model.name)
     from stefaland.pull import write_run_manifest  # sizes and checksums, so `stefaland pull` can verify
@@ -179,8 +256,14 @@ def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str
     """Leave-one-fold-out over the requested fold(s); each fold is an independent, resumable run."""
     if _other_rank():
         return []
-    results = [finetune_fold(store, config, out, split, k, split_file, quiet)
-               for k in resolve_folds(store, split, fold, split_file)]
+    if split == TEMPORAL:
+        if str(fold) != "all":
+            raise StefaLandError("--split temporal has no folds: every site trains on data.train_* and is tested on "
+                                 "data.test_*; drop --fold")
+        results = [finetune_temporal(store, config, out, split_file, quiet)]
+    else:
+        results = [finetune_fold(store, config, out, split, k, split_file, quiet)
+                   for k in resolve_folds(store, split, fold, split_file)]
     from stefaland.runcard import write_model_card
 
     write_model_card(out)

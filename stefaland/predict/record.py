@@ -13,6 +13,7 @@ for a run written before that existed, :func:`record_from_store` rebuilds it fro
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from stefaland import __version__, storage
+from stefaland.bounds import bounds_to_json
 from stefaland.errors import StefaLandError
 
 RECORD_FILE = "run.json"
@@ -61,6 +63,7 @@ def make_record(store: str, dataset: xr.Dataset, config: Any, variables: Any, sp
             "target": variables.target, "target_units": variables.target_units,
             "target_mean": float(variables.target_mean), "target_std": float(variables.target_std),
             "static_target": bool(variables.static_target),
+            "target_bounds": bounds_to_json(getattr(variables, "target_bounds", (-math.inf, math.inf))),
             "hide": list(config.data.hide),
         },
     }
@@ -100,10 +103,10 @@ def read_run_record(directory: str) -> dict | None:
 
 def record_from_store(store: str, config: Any, state: dict | None, split: str | None = None,
                       fold: int | str | None = None) -> dict:
-    """Rebuild a fold's record from its training store (for runs written before run.json existed).
+    """Rebuild a fold's record from its training store (for runs whose run.json is missing).
 
-    The target scaling is the one saved in the fold's checkpoint (``state['variables']``), since
-    finetuning re-scales the target to the training sites.
+    The scaling is the one saved in the fold's checkpoint (``state['variables']``), since finetuning
+    fits it on the training sites and period; runs older than that saved only the target's.
     """
     from dataclasses import replace
 
@@ -115,4 +118,8 @@ def record_from_store(store: str, config: Any, state: dict | None, split: str | 
     saved = (state or {}).get("variables") or {}
     if "target_mean" in saved:
         variables = replace(variables, target_mean=float(saved["target_mean"]), target_std=float(saved["target_std"]))
+    if "dynamic_mean" in saved:  # runs since the scaling is fitted on the training sites and period
+        variables = replace(variables, **{key: np.asarray(saved[key], np.float64)
+                                          for key in ("dynamic_mean", "dynamic_std", "static_mean", "static_std")},
+                            target_bounds=tuple(saved.get("target_bounds", variables.target_bounds)))
     return make_record(store, dataset, config, variables, split, fold)

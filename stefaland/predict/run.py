@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from stefaland import storage
+from stefaland.bounds import clip_to_bounds
 from stefaland.errors import StefaLandError
 from stefaland.finetune.config import FinetuneConfig, config_from_dict
 from stefaland.finetune.data import SiteData, Variables
@@ -69,6 +70,8 @@ def fold_directories(run: str) -> list[tuple[str, str]]:
         return [("model", run)]
     if not storage.exists(run):
         raise StefaLandError(f"{run}: run folder not found")
+    if storage.exists(storage.join(run, "temporal", "config.yaml")):  # `finetune --split temporal`: one model
+        return [("temporal", storage.join(run, "temporal"))]
     fs, path = storage.filesystem(run)
     found = []
     for entry in fs.ls(path, detail=False):
@@ -212,7 +215,12 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
         data = site_data(dataset, rows, variables, with_obs)
         is_hbv = any(f.kind == "torch" and "hbv" in f.config.model.name for f in folds)
         hbv: dict | None = {} if is_hbv else None
-        members = {f.name: predict_member(f, data, variables, workdir, quiet, hbv) for f in folds}
+        members = {}
+        for f in folds:  # each fold was scaled with its own training sites' statistics
+            fold_vars = check_inputs(dataset, f.record, str(catalog))
+            fold_data = data if f is folds[0] else site_data(dataset, rows, fold_vars, with_obs)
+            members[f.name] = clip_to_bounds(predict_member(f, fold_data, fold_vars, workdir, quiet, hbv),
+                                             fold_vars.target_bounds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stack = np.stack(list(members.values()))  # (member, n, T) or (member, n)

@@ -44,6 +44,9 @@ def _task(name: str, target: str, static: bool, table_metrics: tuple[str, ...], 
                 {split: Scheme(name, split, folds, title) for split, folds, title in schemes})
 
 
+# `finetune --split temporal`: every gauged site, scored on a test period it was not trained on; one "fold"
+TEMPORAL_SCHEME = ("temporal", ("all",), "Temporal holdout (gauged sites, unseen test period)")
+
 STREAMFLOW_METRICS = ("RMSE", "ubRMSE", "Corr", "NSE", "KGE", "FLV", "FHV")
 SOIL_MOISTURE_METRICS = ("RMSE", "ubRMSE", "Corr")
 SOIL_PROPERTY_METRICS = ("Corr", "R2", "RMSE")
@@ -54,14 +57,17 @@ TASKS: dict[str, Task] = {
         _task("camels", "streamflow", False, STREAMFLOW_METRICS, "NSE", [
             ("pub", _numbered(10), "Random holdout (ungauged basins, PUB)"),
             ("pur", _numbered(7), "Regional holdout (ungauged regions, PUR)"),
+            TEMPORAL_SCHEME,
         ]),
         _task("global", "streamflow", False, STREAMFLOW_METRICS, "NSE", [
             ("random", _numbered(3), "Random holdout (ungauged basins)"),
             ("continents", _numbered(3), "Regional holdout (ungauged continents: 1 north_america, 2 south_america, 3 europe)"),
+            TEMPORAL_SCHEME,
         ]),
         _task("ismn", "soil_moisture", False, SOIL_MOISTURE_METRICS, "Corr", [
             ("random", _numbered(5), "Random location holdout (random sites)"),
             ("europe", _numbered(1), "Regional holdout (Europe)"),
+            TEMPORAL_SCHEME,
         ]),
         _task("wosis", "clay", True, SOIL_PROPERTY_METRICS, "Corr", [
             ("random", _numbered(5), "Random holdout (soil profiles)"),
