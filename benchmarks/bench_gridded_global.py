@@ -328,32 +328,44 @@ def compare(args: argparse.Namespace, grid: GlobalGrid) -> int:
 
     The draw-order and task-by-task runs go once; the three runs the goal compares (one process,
     1 and 2 workers with one task per shard) go ``--repeats`` times, alternated, best of each."""
-    once = [  # label, site order, scheduler, workers, path
-        ("sync, draw order (one process)", "draw", "sync", None, "shard"),
-        ("local 1 worker, task by task (before)", "spatial", "local", 1, "shard"),
-        ("local 2 workers, task by task (before)", "spatial", "local", 2, "shard"),
+    once = [  # label, site order, scheduler, workers, path, dask's MALLOC_TRIM_THRESHOLD_ in the workers
+        ("sync, draw order (one process)", "draw", "sync", None, "shard", False),
+        ("local 1 worker, task by task (before)", "spatial", "local", 1, "shard", True),
+        ("local 2 workers, task by task (before)", "spatial", "local", 2, "shard", True),
+        ("local 1 worker, one task per shard, trim", "spatial", "local", 1, "submit", True),
     ]
     repeated = [
-        ("sync, spatial order (one process)", "spatial", "sync", None, "shard"),
-        ("local 1 worker, one task per shard", "spatial", "local", 1, "submit"),
-        ("local 2 workers, one task per shard", "spatial", "local", 2, "submit"),
+        ("sync, spatial order (one process)", "spatial", "sync", None, "shard", False),
+        ("local 1 worker, one task per shard", "spatial", "local", 1, "submit", False),
+        ("local 2 workers, one task per shard", "spatial", "local", 2, "submit", False),
     ]
     tables = {order: sites_table(args.sites, args.seed, order) for order in ("draw", "spatial")}
     results: dict[str, dict] = {}
     rates: dict[str, list[float]] = {}
-    for label, order, scheduler, workers, path in once + repeated * args.repeats:
+    import stefaland.gridded.scheduler as scheduler_module
+
+    ours = scheduler_module.LOCAL_WORKER_CONFIG
+    had_trim = "MALLOC_TRIM_THRESHOLD_" in os.environ
+    for label, order, scheduler, workers, path, trim in once + repeated * args.repeats:
         print(f"--- {label} (load average {os.getloadavg()[0]:.1f})")
         first = label not in results  # chunks are counted (untimed) on the first run of each
-        r = one_run(grid, args.tile, tables[order], scheduler, workers, path, args.max_shards, count=first)
+        # "before": the workers as dask starts them (MALLOC_TRIM_THRESHOLD_=65536), not as dask_client now does
+        scheduler_module.LOCAL_WORKER_CONFIG = {key: 65536 for key in ours} if trim else ours
+        try:
+            r = one_run(grid, args.tile, tables[order], scheduler, workers, path, args.max_shards, count=first)
+        finally:
+            scheduler_module.LOCAL_WORKER_CONFIG = ours
+            if not had_trim:  # the nanny leaks it into this process's environment, whence later workers inherit it
+                os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
         rates.setdefault(label, []).append(r["rate"])
         if first or r["rate"] > results[label]["rate"]:
             counted = {} if first else {k: results[label][k] for k in ("chunks_computed", "chunks_distinct")}
             results[label] = {**r, **counted}
     sync = results["sync, spatial order (one process)"]["rate"]
-    print(f"\n{'run (best of the runs listed)':42s} {'site-days/s':>12s} {'/ sync':>7s} {'graph':>6s} {'shards':>7s} {'cluster':>8s} "
+    print(f"\n{'run (best of the runs listed)':44s} {'site-days/s':>12s} {'/ sync':>7s} {'graph':>6s} {'shards':>7s} {'cluster':>8s} "
           f"{'tasks/shard':>11s} {'bytes/shard':>11s} {'chunks gen/distinct':>19s} {'RSS GB':>7s}  runs (site-days/s)")
     for label, r in results.items():
-        print(f"{label:42s} {r['rate']:12,.0f} {r['rate'] / sync:7.2f} {r['graph_s']:5.1f}s {r['loop_s']:6.1f}s "
+        print(f"{label:44s} {r['rate']:12,.0f} {r['rate'] / sync:7.2f} {r['graph_s']:5.1f}s {r['loop_s']:6.1f}s "
               f"{r['cluster_s']:7.1f}s {r['tasks_per_shard']:11,d} {r['bytes_per_shard']:11,d} "
               f"{r['chunks_computed']:>9,d}/{r['chunks_distinct']:<9,d} {r['rss_peak'] / 1e9:7.2f}  "
               f"{', '.join(f'{x:,.0f}' for x in rates[label])}")
@@ -364,6 +376,7 @@ def compare(args: argparse.Namespace, grid: GlobalGrid) -> int:
     print(f"2 workers / 1 worker (goal > 1):              {two / one:.2f}x")
     print(f"one task per shard / task by task, 1 worker:  {one / before[1]:.2f}x")
     print(f"one task per shard / task by task, 2 workers: {two / before[2]:.2f}x")
+    print(f"glibc defaults / dask's MALLOC_TRIM_THRESHOLD_, 1 worker: {one / results['local 1 worker, one task per shard, trim']['rate']:.2f}x")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (on {os.cpu_count()} CPUs)")
     bad = sum(r["mismatches"] for r in results.values())
     print(f"values checked: {'all equal to the field at the nearest cell' if bad == 0 else f'{bad} sites differ'}")
@@ -388,8 +401,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  extrapolated   {r['wall_s'] * r['shards'] / r['shards_done']:8.0f} s for all {r['shards']} shards")
     print(f"throughput       {r['site_days'] / r['wall_s']:8.0f} site-days/s ({r['site_days'] / 1e6:.2f} M site-days); "
           f"{r['rate']:.0f} without the cluster start")
-    print(f"shipped          {r['tasks_per_shard']:,} task(s) and {r['bytes_per_shard']:,} bytes per shard "
-          f"({r['graph_tasks_inside']:,} tasks in the culled shard graph)")
+    if args.scheduler != "sync":
+        print(f"shipped          {r['tasks_per_shard']:,} task(s) and {r['bytes_per_shard']:,} bytes per shard "
+              f"({r['graph_tasks_inside']:,} tasks in the culled shard graph)")
     distinct, total, computed, gb = r["chunks_distinct"], r["chunks_total"], r["chunks_computed"], r["chunk_bytes"] / 1e9
     print(f"grid chunks      {distinct} distinct chunks touched of {total} in the grid ({100 * distinct / total:.1f} %, "
           f"≈{distinct * gb:.1f} of ≈{total * gb:.0f} GB); {computed} generated summed over shards "

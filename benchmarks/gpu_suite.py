@@ -75,7 +75,7 @@ FULL = dict(d_model=256, n_heads=4, n_layers=4, d_ff=512, seq=365, batch=256, n_
             steps=20, warmup=3, ft_sites=531, ft_days=6940, ft_dyn=5, ft_static=17, ft_batch=64, ft_hidden=256,
             ft_steps=15, hbv_basins=531, hbv_days=730, hbv_warmup=365, nmul=16, hbv_repeats=3,
             sup_sites=1024, sup_days=14610, sup_shard=256, sup_batches=24, ddp_world=1,
-            box={"pretrain": 170, "supply": 45, "finetune": 80, "hbv": 60, "ddp": 60}, compile_backend="inductor")
+            box={"pretrain": 170, "supply": 45, "finetune": 80, "hbv": 75, "ddp": 60}, compile_backend="inductor")
 SMOKE = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, seq=20, batch=8, n_dyn=6, n_static=16,
              steps=2, warmup=1, ft_sites=12, ft_days=120, ft_dyn=5, ft_static=17, ft_batch=4, ft_hidden=8,
              ft_steps=2, hbv_basins=4, hbv_days=40, hbv_warmup=20, nmul=2, hbv_repeats=1,
@@ -612,8 +612,8 @@ def part_hbv(suite: Suite, size: dict, deadline: float) -> None:
         model.step = torch.compile(hbv_step, dynamic=False, backend=suite.results["env"]["compile_backend"])
         compiled, done = timed_steps(step, device, 1, size["hbv_repeats"], deadline - 2)
         suite.record("hbv", "compiled step fwd+bwd", compiled, "s", f"eager/compiled {eager / compiled:.2f}x")
-    except PartTimeout:
-        raise
+    except PartTimeout:  # compiling ran past the box: the eager figures stand
+        suite.record("hbv", "compiled step error", "compiling ran past the part's time box")
     except Exception as exc:
         suite.record("hbv", "compiled step error", f"{type(exc).__name__}: {str(exc)[:200]}")
     try:
