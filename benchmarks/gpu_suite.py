@@ -87,7 +87,13 @@ SMOKE = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, seq=20, batch=8, n_dyn=
 
 
 def _bootstrap_wheels(record: dict) -> None:
-    """Install pydantic / fsspec from benchmarks/wheels when this Python lacks them."""
+    """Install pydantic / fsspec from benchmarks/wheels when this Python lacks them: ``pip install
+    --no-index`` into a temporary folder, or, without pip, by unpacking the wheels there (a wheel
+    is a zip of importable files). DDP children reuse the parent's folder (``GPU_SUITE_WHEEL_DIR``)."""
+    reuse = os.environ.get("GPU_SUITE_WHEEL_DIR")
+    if reuse and Path(reuse).is_dir() and reuse not in sys.path:
+        sys.path.insert(0, reuse)
+        importlib.invalidate_caches()
     missing = []
     for module, package in (("pydantic", "pydantic"), ("fsspec", "fsspec")):
         try:
@@ -100,11 +106,25 @@ def _bootstrap_wheels(record: dict) -> None:
     target = Path(tempfile.mkdtemp(prefix="gpu_suite_wheels_"))
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(WHEELS),
                "--target", str(target), *missing]
-    done = subprocess.run(command, capture_output=True, text=True)
-    record["wheel_install"] = {"packages": missing, "rc": done.returncode, "stderr": done.stderr[-2000:]}
-    if done.returncode == 0:
-        sys.path.insert(0, str(target))
-        importlib.invalidate_caches()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        rc, err = done.returncode, done.stderr[-2000:]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        rc, err = -1, str(exc)
+    how = "pip install --no-index"
+    if rc != 0:  # no pip: unpack every wheel of the folder (pure Python + pydantic_core for cp312)
+        import zipfile
+
+        tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+        for wheel in sorted(WHEELS.glob("*.whl")):
+            if "-none-any" in wheel.name or f"-{tag}-" in wheel.name:
+                with zipfile.ZipFile(wheel) as archive:
+                    archive.extractall(target)
+        how = f"unpacked (pip failed: {err.strip()[-300:]})"
+    record["wheel_install"] = {"packages": missing, "how": how, "folder": str(target)}
+    sys.path.insert(0, str(target))
+    os.environ["GPU_SUITE_WHEEL_DIR"] = str(target)
+    importlib.invalidate_caches()
 
 
 def _placeholder(package: str) -> None:
@@ -777,7 +797,7 @@ def main() -> int:
     import torch
 
     if args.cpu_smoke:
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(1)  # toy sizes gain nothing from threads; on a loaded box OpenMP threads spin and stall
     elif not torch.cuda.is_available():
         print("gpu_suite: no CUDA device (use --cpu-smoke for the toy run on CPU)", file=sys.stderr)
         return 2
