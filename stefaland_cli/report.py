@@ -26,16 +26,20 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--out", default=None, help="Output folder, local or s3:// [default: reports/<task>].")
 @click.option("--min-valid", default=DEFAULT_MIN_VALID, show_default=True,
               help="Fewest paired (obs, sim) steps for a site to be scored; others count as skipped.")
+@click.option("--folds", default=None,
+              help="Comma-separated folds of --split to score (default: every fold, all required); the table "
+                   "says which.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def report(task: str, split: str, runs: str, models: str | None, formats: str, out: str | None, min_valid: int,
-           quiet: bool) -> None:
+           folds: str | None, quiet: bool) -> None:
     """Median-metric tables (as in the paper), per-site metrics, JSON and plots for TASK."""
     from stefaland.report import make_report
 
     if quiet:
         configure_logging(quiet=True)
     result = make_report(task, split, runs, out or f"reports/{task}", models=_split_list(models),
-                         formats=_split_list(formats) or [], min_valid=min_valid, quiet=quiet)
+                         formats=_split_list(formats) or [], min_valid=min_valid, quiet=quiet,
+                         folds=_split_list(folds))
     click.echo(result.table)
     for url in result.outputs:
         click.echo(url)

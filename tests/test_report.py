@@ -99,6 +99,23 @@ def test_a_missing_fold_is_an_error_naming_it(tmp_path: Path):
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
+def test_a_subset_of_folds_is_scored_only_when_asked_and_says_so(tmp_path: Path):
+    data = write_runs(str(tmp_path / "runs"), {"lstm": 1.0}, task="ismn", split="random", skip=("lstm", 3))
+    code, output = invoke("ismn", "--split", "random", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o"),
+                          "--folds", "1,2,3,5", "--format", "md,csv")
+    assert code == 0, output
+    assert "folds 1, 2, 3, 5 of 5 only" in output
+    sites = pd.read_csv(tmp_path / "o" / next(p.name for p in (tmp_path / "o").iterdir() if p.name.endswith("sites.csv")),
+                        dtype={"site": str})
+    held_in_fold_4 = set(data["sites"][np.arange(3, 40, 5)])
+    assert len(sites) == 32 and not held_in_fold_4 & set(sites["site"])  # fold 4's sites are not there at all
+    code, output = invoke("ismn", "--split", "random", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "p"),
+                          "--folds", "7")
+    assert code == 1 and "--folds 7: not a fold of ismn/random" in output
+    code, output = invoke("ismn", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "q"), "--folds", "1")
+    assert code == 1 and "--folds needs one --split" in output
+
+
 def test_a_site_scored_twice_is_an_error_naming_the_site(tmp_path: Path):
     runs = tmp_path / "runs"
     write_runs(str(runs), {"lstm": 1.0}, task="ismn", split="random")

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -43,17 +43,22 @@ class Report:
 
 
 def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str] | None = None,
-                formats: Sequence[str] = FORMATS, min_valid: int = DEFAULT_MIN_VALID, quiet: bool = False) -> Report:
+                formats: Sequence[str] = FORMATS, min_valid: int = DEFAULT_MIN_VALID, quiet: bool = False,
+                folds: Sequence[str] | None = None) -> Report:
     """Score every model's joined folds on the task's schemes and write the requested outputs.
 
     ``split`` names one scheme or ``all``; with ``all`` a scheme nobody has predictions for is left
-    out with a note, while a scheme named explicitly must have files.
+    out with a note, while a scheme named explicitly must have files. ``folds`` scores a subset of
+    one scheme's folds (folds run as separate jobs, a quick demo); the table's heading says so,
+    since a median over some folds is not the scheme's median.
     """
     spec = get_task(task)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise StefaLandError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     schemes = [] if split == PREDICT_SPLIT else schemes_for(task, split)
+    if folds is not None:
+        schemes = [_only_folds(scheme, folds, split) for scheme in schemes]
     files = list_prediction_files(runs)
     if not files:
         raise StefaLandError(f"{runs}: no predictions files (*.nc, *.zarr) found")
@@ -65,7 +70,7 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
         if dataset.attrs["fold"] == PREDICT_FOLD:
             if split in ("all", PREDICT_SPLIT) or dataset.attrs["split"] in splits:
                 datasets.append(_as_predict_scheme(dataset))
-        elif dataset.attrs["split"] in splits:
+        elif dataset.attrs["split"] in splits and (folds is None or dataset.attrs["fold"] in folds):
             datasets.append(dataset)
     splits_found = {d.attrs["split"] for d in datasets}
     if PREDICT_SPLIT in splits_found or split == PREDICT_SPLIT:
@@ -110,6 +115,20 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     report = Report(task, table, summary, sites)
     _write_outputs(report, spec, used, joined, out, formats, min_valid)
     return report
+
+
+def _only_folds(scheme: Scheme, folds: Sequence[str], split: str) -> Scheme:
+    """``scheme`` restricted to ``folds``, titled so nobody mistakes it for the whole scheme."""
+    if split == "all":
+        raise StefaLandError("--folds needs one --split (the folds of which scheme?)")
+    unknown = [f for f in folds if f not in scheme.folds]
+    if unknown:
+        raise StefaLandError(f"--folds {', '.join(unknown)}: not a fold of {scheme.task}/{scheme.split} "
+                             f"(folds: {', '.join(scheme.folds)})")
+    kept = tuple(f for f in scheme.folds if f in folds)
+    if kept == scheme.folds:
+        return scheme
+    return replace(scheme, folds=kept, title=f"{scheme.title}; folds {', '.join(kept)} of {len(scheme.folds)} only")
 
 
 def predict_scheme(task: str) -> Scheme:
