@@ -8,6 +8,11 @@ upload or a half-copied checkpoint is caught on the user's machine rather than i
 analysis. Finetuning folds may write their own ``fold-<k>/manifest.json``; those count too.
 Files no manifest lists (a checkpoint written after the manifest, or a run without one) are
 checked by size against the object-storage listing, and the result says so.
+
+The local folder is claimed first: it must be absent (or empty) or an earlier pull of the same
+run, recorded in ``<to>/.stefaland/pulled.json``; anything else (a folder of other files, a
+plain file, a StefaLand output pulled from elsewhere or trained here) is refused in one line and
+left untouched. ``<to>.lock`` keeps two pulls from writing the same folder at once.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from stefaland.progress import progress
 log = logging.getLogger("stefaland.pull")
 
 MANIFEST = "manifest.json"
+PULLED = ".stefaland/pulled.json"  # {"from": run URL}: what a pulled folder is a copy of
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -170,13 +176,48 @@ def _download(run_url: str, relative: str, target: Path, expected: Expected) -> 
             partial.unlink()
 
 
+def _pulled_from(directory: Path) -> str | None:
+    try:
+        source = json.loads((directory / PULLED).read_text()).get("from")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(source).rstrip("/") if source else None
+
+
+def _check_destination(run_url: str, directory: Path) -> None:
+    """``directory`` may receive ``run_url``'s files: absent, empty, or an earlier pull of it."""
+    from stefaland.outputs import output_kind
+
+    state, kind = output_kind(str(directory))
+    if state == "absent" or (state == "folder" and _pulled_from(directory) == run_url.rstrip("/")):
+        return
+    if state == "file":
+        raise StefaLandError(f"{directory}: exists and is a file; choose another --to")
+    what = f"a StefaLand {kind} output" if kind else "a folder of other files"
+    raise StefaLandError(f"{directory}: exists and is not a pull of {run_url} ({what}); choose another --to "
+                         "or remove it yourself")
+
+
 def pull_run(run_url: str, to: str | Path, quiet: bool = False) -> PullResult:
     """Download and verify every file of the run; files already present and verified are kept."""
+    from stefaland.outputs import lock_output
+
     listing = list_run_files(run_url)
     if not listing:
         raise StefaLandError(f"{run_url}: the run folder is empty")
-    expected, manifests = expected_files(run_url, listing)
-    result = PullResult(Path(to).resolve(), manifests=manifests)
+    directory = Path(to).resolve()
+    with lock_output(str(directory), "pull"):
+        _check_destination(run_url, directory)
+        expected, manifests = expected_files(run_url, listing)
+        (directory / PULLED).parent.mkdir(parents=True, exist_ok=True)
+        if _pulled_from(directory) is None:
+            storage.write_bytes_atomic(str(directory / PULLED), json.dumps({"from": run_url.rstrip("/")}).encode())
+        return _pull(run_url, directory, expected, manifests, quiet)
+
+
+def _pull(run_url: str, directory: Path, expected: dict[str, Expected], manifests: list[str],
+          quiet: bool) -> PullResult:
+    result = PullResult(directory, manifests=manifests)
     if not manifests:
         log.warning("%s has no %s: files are checked by size only", run_url, MANIFEST)
     for relative in progress(sorted(expected), f"pulling {posixpath.basename(run_url.rstrip('/'))}", quiet=quiet):

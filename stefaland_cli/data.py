@@ -7,7 +7,19 @@ from pathlib import Path
 import click
 
 from stefaland.build import DEFAULT_SHARD_SIZE, build_store
+from stefaland.errors import StefaLandError
 from stefaland.progress import configure_logging
+
+
+class _SitesPerShard(click.IntRange):
+    """``click.IntRange(1, 100_000)`` whose refusal is the CLI's one ``error:`` line (exit 1), before
+    anything is read or allocated (an absurd value once tried to allocate 104 GiB)."""
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            raise StefaLandError(f"--shard-size: {exc.message.rstrip('.')} (sites per shard)") from None
 
 
 @click.group()
@@ -43,7 +55,8 @@ def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, g
 @click.option("--catalog", "catalog_url", required=True, help="Intake catalog (path or s3:// URL).")
 @click.option("--out", default=None, help="Store path or s3:// URL [default: <catalog name>.zarr beside the catalog].")
 @click.option("--sources", default=None, help="Comma-separated source names (default: all).")
-@click.option("--shard-size", default=DEFAULT_SHARD_SIZE, show_default=True, help="Sites per shard (zarr chunk).")
+@click.option("--shard-size", type=_SitesPerShard(1, 100_000), default=DEFAULT_SHARD_SIZE, show_default=True,
+              help="Sites per shard (zarr chunk).")
 @click.option("--start", default=None, help="First day (YYYY-MM-DD), overrides the catalog.")
 @click.option("--end", default=None, help="Last day (YYYY-MM-DD), overrides the catalog.")
 @click.option("--force", is_flag=True, help="Rebuild even if the store is complete and up to date.")

@@ -19,6 +19,7 @@ import torch
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
+from stefaland.outputs import Claim, adopt_output, lock_output
 from stefaland.store import open_store
 
 from .config import FinetuneConfig, config_from_dict, config_yaml
@@ -251,6 +252,25 @@ def _other_rank() -> bool:
     return rank != 0
 
 
+RUN_KIND = "finetune"
+
+
+def _locked(directory: str) -> Claim:
+    """The lock of one fold folder (``<out>/fold-<k>.lock``), refreshed every minute while it trains.
+
+    ``finetune`` first adopts ``<out>`` (refusing a folder of other files, a plain file or another
+    kind of output, and marking a new one); each fold then locks only its own folder, so the pods
+    of an Indexed Job train their folds in parallel while two writers of one fold never both run.
+    """
+    claim = lock_output(directory, RUN_KIND)
+    try:
+        claim.keep_alive()
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
 def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str | int = "all",
              split_file: str | None = None, quiet: bool = False) -> list[FoldResult]:
     """Leave-one-fold-out over the requested fold(s); each fold is an independent, resumable run."""
@@ -260,10 +280,16 @@ def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str
         if str(fold) != "all":
             raise StefaLandError("--split temporal has no folds: every site trains on data.train_* and is tested on "
                                  "data.test_*; drop --fold")
-        results = [finetune_temporal(store, config, out, split_file, quiet)]
+        adopt_output(out, RUN_KIND)
+        with _locked(storage.join(out, TEMPORAL)):
+            results = [finetune_temporal(store, config, out, split_file, quiet)]
     else:
-        results = [finetune_fold(store, config, out, split, k, split_file, quiet)
-                   for k in resolve_folds(store, split, fold, split_file)]
+        folds = resolve_folds(store, split, fold, split_file)
+        adopt_output(out, RUN_KIND)
+        results = []
+        for k in folds:
+            with _locked(fold_dir(out, k)):
+                results.append(finetune_fold(store, config, out, split, k, split_file, quiet))
     from stefaland.runcard import write_model_card
 
     write_model_card(out)

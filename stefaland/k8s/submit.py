@@ -264,7 +264,18 @@ def _same_config(kind: str, saved: bytes, ours: bytes) -> bool:
 
 
 def upload_config(submission: Submission) -> None:
-    """Put the config where the pods read it; refuse to mix two configs in one run folder."""
+    """Put the config where the pods read it; refuse to mix two configs in one run folder.
+
+    ``--out`` must be new (or empty) or a StefaLand run of the same kind: a prefix holding other
+    things is refused in one line, and a new one gets the run marker before the config. A
+    pretraining run that another writer still holds (a live lock) is refused here, not in the pod.
+    """
+    from stefaland.outputs import adopt_output, check_unlocked
+
+    kind = run_kind(submission.run_id)
+    adopt_output(submission.out, kind)
+    if kind == "pretrain":
+        check_unlocked(submission.out)
     target = submission.config_url
     if storage.exists(target):
         if not _same_config(run_kind(submission.run_id), storage.read_bytes(target), submission.config_bytes):

@@ -13,7 +13,7 @@ class ModelConfig(BaseModel):
     ``decoder``: ``bilstm`` is the paper's equation 9; ``lstm`` matches the released weights.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN/inf dropout or init_range: refused
 
     d_model: int = Field(256, ge=4)
     n_heads: int = Field(4, ge=1)

@@ -229,7 +229,11 @@ def _kept_sites(dataset: xr.Dataset, exclude, url: str) -> np.ndarray:
     if exclude.split_file:
         from ..splits import read_split
 
-        assigned = read_split(exclude.split_file).folds
+        split = read_split(exclude.split_file)
+        if split.scheme and split.scheme != exclude.split:  # a PUB file excluding a "pur" fold: the wrong sites
+            raise StefaLandError(f"{exclude.split_file}: split file scheme is {split.scheme!r} but data.exclude.split "
+                                 f"is {exclude.split!r}; give the split file of that scheme")
+        assigned = split.folds
         sites = [str(s) for s in dataset["site"].values]
         folds = np.asarray([int(assigned.get(s, -1)) for s in sites])
     elif name in dataset.coords:

@@ -25,6 +25,7 @@ from .. import __version__
 from ..divergence import check_finite_step
 from ..errors import StefaLandError
 from ..model import MaskedReconstructionModel
+from ..outputs import Claim, claim_output
 from ..storage import exists, join, read_bytes, remove, write_bytes_atomic
 from ..store import open_store
 from . import distributed
@@ -119,8 +120,30 @@ def _write_run_files(out: str, config: PretrainConfig, schema: StoreSchema, cont
     write_bytes_atomic(join(out, "run.json"), json.dumps(run, indent=2, default=str).encode())
 
 
+RUN_KIND = "pretrain"
+
+
+def claim_run_folder(out: str) -> Claim:
+    """Lock the run folder ``out`` and check it is new (or empty) or a StefaLand pretraining run.
+
+    A folder of other files, a plain file, an S3 prefix holding other things or another kind of
+    output is refused in one line and left untouched; a second process training into the same
+    folder gets "being written by …". The lock is refreshed every minute from a background thread
+    (:meth:`stefaland.outputs.Claim.keep_alive`), so a run killed on another machine (a preempted
+    pod) frees it ten minutes later, and the replacement pod of the same Kubernetes run at once.
+    Only rank 0 of a torchrun launch calls this. Resume rules stay :func:`_check_run_folder`'s.
+    """
+    claim = claim_output(out, RUN_KIND, resumable=True)
+    try:
+        claim.keep_alive()
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
 def _resume_state(out: str, config: PretrainConfig, resume: bool | None, context: distributed.DistributedContext,
-                  schema: StoreSchema, lanes: int) -> dict[str, Any] | None:
+                  schema: StoreSchema, lanes: int, claim: Claim | None = None) -> dict[str, Any] | None:
     """The checkpoint to continue from (None: start afresh); rank 0 checks the run folder first."""
     state = None
     if context.is_main:
@@ -137,6 +160,8 @@ def _resume_state(out: str, config: PretrainConfig, resume: bool | None, context
                 f"{out}: the run used {state['lanes']} data lanes but this launch has {lanes}; "
                 f"resume with the same data.lanes / --nproc so it sees the same batches"
             )
+        if claim is not None and not claim.existed:
+            claim.mark()  # the first file of a new run folder, so even a half-started run is recognisably ours
         _write_run_files(out, config, schema, context, lanes)
     has_state = distributed.broadcast_flag(context, state is not None)
     if has_state and state is None:  # the other ranks read the same checkpoint rank 0 found
@@ -170,8 +195,19 @@ def pretrain(
 
     ``resume``: None = resume when ``out`` holds a checkpoint; True = require one; False = start
     over even if one exists. Picks up ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` when launched by torchrun.
+    Rank 0 first claims ``out`` (:func:`claim_run_folder`) and holds its lock until it returns.
     """
     context = distributed.context_from_env()
+    claim = claim_run_folder(out) if context.is_main else None
+    try:
+        return _pretrain(store, config, out, resume, quiet, context, claim)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _pretrain(store: str, config: PretrainConfig, out: str, resume: bool | None, quiet: bool,
+              context: distributed.DistributedContext, claim: Claim | None) -> PretrainResult:
     train = config.train
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
@@ -182,7 +218,7 @@ def pretrain(
     schema = store_schema(dataset, config, store)
     data = ShardBatches(dataset, schema, config, context.rank, context.world_size)
 
-    state = _resume_state(out, config, resume, context, schema, data.n_lanes)
+    state = _resume_state(out, config, resume, context, schema, data.n_lanes, claim)
     objective, optimizer, scheduler = _build(config, schema, data.steps_per_epoch, device)
     epoch, step_in_epoch, global_step, metrics, resumed_from = 0, 0, 0, [], None
     if state is not None:
@@ -212,6 +248,8 @@ def pretrain(
 
     def checkpoint(next_epoch: int, next_step: int) -> None:
         if context.is_main:
+            if claim is not None:
+                claim.check()  # another process took the run folder over: stop rather than mix runs
             save_checkpoint(out, global_step, {
                 "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": _rng_states(),
