@@ -216,3 +216,76 @@ def test_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch: pytest.Mo
     with dask_client("local", n_workers=1) as client:
         seen = list(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
     assert seen == [None]
+
+
+# --------------------------------------------------------------------------- issue 17: data build reads a gridded source on the fast path
+
+
+def _reader(grid: xr.Dataset, sites: pd.DataFrame, shard_size: int = SHARD) -> SourceReader:
+    spec = SourceSpec(name="grid", role="dynamic", variables=(VariableSpec("grid_v", "v", "m"),),
+                      gridded={"method": "bilinear"}, grid_variables=("v",))
+    catalog = CatalogSpec(url="memory", sha256="", dataset="toy", sites_source="sites", start=None, end=None,
+                          sources={"grid": spec}, catalog={"grid": _GridSource(grid)})
+    return SourceReader(catalog, spec, sites.set_index("site"), shard_size=shard_size)
+
+
+@pytest.mark.parametrize("window_sites", [N_SITES, 2 * SHARD, 1])
+def test_read_shards_equals_read_shard_by_shard(grid: xr.Dataset, sites: pd.DataFrame, window_sites: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorted spatially inside the extraction, handed back in store order: the same values, bit for bit,
+    whatever the window (all shards at once, two, one)."""
+    import stefaland.build.readers as readers
+
+    time = pd.date_range("1999-12-30", periods=33)  # wider than the grid: NaN days kept as read() gives them
+    shards = [list(sites["site"].iloc[s:s + SHARD]) for s in range(0, N_SITES, SHARD)]
+    reader = _reader(grid, sites)
+    with dask.config.set(scheduler="synchronous"):
+        expected = [reader.read(shard, time) for shard in shards]
+        monkeypatch.setattr(readers, "GRIDDED_WINDOW_BYTES", window_sites * 2 * 8 * len(time))
+        got = list(_reader(grid, sites).read_shards(shards[1:] + shards[:1], time))  # any pending subset, any order
+    for a, b in zip(got, expected[1:] + expected[:1]):
+        xr.testing.assert_identical(a, b)
+        assert np.array_equal(a["v"].values, b["v"].values, equal_nan=True)
+
+
+def test_read_shards_sorts_sites_spatially_within_the_extraction(grid: xr.Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store shards that each mix the grid's south and north: the extraction sees the sites in
+    Z-order, so each batch it computes lies in one half (and reads only that half's chunks)."""
+    import stefaland.gridded.extract as extract_module
+
+    south = np.arange(N_SITES) % 2 == 0  # alternate south / north in store order
+    mixed = pd.DataFrame({"site": [f"m{k:02d}" for k in range(N_SITES)], "lat": np.where(south, -6.0, 6.0),
+                          "lon": 101.0 + 0.1 * (np.arange(N_SITES) // 2)})
+    extracted: list[pd.DataFrame] = []
+    original = extract_module.extract_to_sites
+
+    def recording(ds, table, *args, **kwargs):
+        extracted.append(table)
+        return original(ds, table, *args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "extract_to_sites", recording)
+    shards = [list(mixed["site"].iloc[s:s + SHARD]) for s in range(0, N_SITES, SHARD)]
+    with dask.config.set(scheduler="synchronous"):
+        got = list(_reader(grid, mixed).read_shards(shards, None))
+        expected = [_reader(grid, mixed).read(shard, None) for shard in shards]
+    assert [list(g["site"].values) for g in got] == shards  # handed back in store order ...
+    for a, b in zip(got, expected):
+        xr.testing.assert_identical(a, b)  # ... with the same values
+    table = extracted[0]  # read_shards' one extraction (read() made the others)
+    for start in range(0, N_SITES, SHARD):  # every batch of the extraction in one half
+        assert len(set(np.sign(table["lat"].iloc[start:start + SHARD]))) == 1
+
+
+def test_read_shards_runs_one_task_per_batch_on_a_client(grid: xr.Dataset, sites: pd.DataFrame) -> None:
+    from distributed import Client
+
+    time = pd.date_range("2000-01-01", periods=30)
+    shards = [list(sites["site"].iloc[s:s + SHARD]) for s in range(0, N_SITES, SHARD)]
+    with dask.config.set(scheduler="synchronous"):
+        expected = [_reader(grid, sites).read(shard, time) for shard in shards]
+    with Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as client:
+        got = list(_reader(grid, sites).read_shards(shards, time))
+        keys = client.run_on_scheduler(lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log})
+    for a, b in zip(got, expected):
+        xr.testing.assert_identical(a, b)
+    assert len(keys) == len(shards) and all(k.startswith("_compute_here") for k in keys)

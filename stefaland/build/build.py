@@ -140,9 +140,15 @@ def build_store(
     """Build (or resume, or confirm up to date) the store at ``out`` from ``catalog_url``.
 
     Gridded sources are extracted by dask on ``scheduler`` ("local": a LocalCluster sized to this
-    machine; or the address of an existing dask scheduler); other sources need no cluster.
+    machine; or the address of an existing dask scheduler; "sync": dask's synchronous scheduler in
+    this process, no cluster); other sources need no cluster.
     """
     catalog = load_catalog(catalog_url)
+    if scheduler in ("sync", "synchronous"):
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            return _build(catalog, out, shard_size, sources, start, end, quiet, force)
     if any(s.gridded is not None for s in catalog.select(sources)) or scheduler:
         from ..gridded.scheduler import dask_client
 
@@ -232,9 +238,14 @@ def _build_claimed(claim: Claim, catalog: CatalogSpec, out: str, shard_size: int
             board.add(f"read {spec.name}", len(slices), completed=len(state.done))
         board.add("write shards", len(slices), completed=len(state.done))
         written = 0
-        for index, rows in enumerate(slices):
-            if index in state.done:
-                continue
+        pending = [index for index in range(len(slices)) if index not in state.done]
+        # one lazy stream of shards per time-varying source: a gridded one extracts several shards
+        # at once (sites sorted spatially, one task per batch on the cluster) and hands them back
+        # one by one in store order; every other source reads each shard when it is asked for it
+        streams = {spec.name: readers[spec.name].read_shards([list(site_ids[slices[i]]) for i in pending], time)
+                   for spec in time_specs}
+        for index in pending:
+            rows = slices[index]
             shard_sites = site_ids[rows]
             moments: dict[str, RunningMoments] = {}
             for block_name in ("dynamic", "target"):
@@ -243,7 +254,7 @@ def _build_claimed(claim: Claim, catalog: CatalogSpec, out: str, shard_size: int
                     continue
                 parts: dict[str, np.ndarray] = {}
                 for spec in by_role[block_name]:
-                    raw = readers[spec.name].read(list(shard_sites), time)
+                    raw = next(streams[spec.name])
                     harmonised = harmonise(spec, raw, {k: v[rows] for k, v in areas.items()})
                     refuse_empty_sites(spec, shard_sites, harmonised, fatal=block_name == "dynamic")
                     parts.update(harmonised)
@@ -281,7 +292,7 @@ def _static_block(specs: list[SourceSpec], readers: dict[str, SourceReader], sit
     columns: dict[str, np.ndarray] = {}
     for spec in specs:
         board.add(f"read {spec.name}", 1)
-        raw = readers[spec.name].read(list(site_ids), None)
+        raw = next(readers[spec.name].read_shards([list(site_ids)], None))
         columns.update(harmonise(spec, raw))
         board.advance(f"read {spec.name}")
     values = np.stack([columns[v] for v in layout.variables], axis=-1) if layout.variables else np.zeros((len(site_ids), 0), np.float32)

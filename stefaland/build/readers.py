@@ -6,7 +6,7 @@ opened lazily and sliced, so a shard costs only its own bytes; tables are reinde
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,12 @@ import xarray as xr
 from ..catalog import CatalogSpec, SourceSpec
 from ..culling import compute_shard
 from ..errors import StefaLandError
+
+# A gridded source is extracted a window of shards at a time: the window's sites are sorted
+# spatially, cut into batches of ``shard_size`` and computed as one task per batch
+# (``compute_shards``), then put back into store order. Larger windows read each grid chunk fewer
+# times; the window's values (float64, ×2 while they are put back in order) stay under this.
+GRIDDED_WINDOW_BYTES = 1 << 30
 
 
 def site_id_name(spec: SourceSpec, source) -> str:
@@ -33,6 +39,7 @@ class SourceReader:
         self.sites = sites  # the store's site table (lat, lon[, geometry]): gridded sources need it
         self.shard_size = shard_size  # gridded: one dask block per shard, so a shard computes only its sites
         self._lazy: xr.Dataset | pd.DataFrame | None = None
+        self._grid: xr.Dataset | xr.DataArray | None = None
 
     def _data(self):
         if self._lazy is None:
@@ -140,6 +147,69 @@ class SourceReader:
         missing = [c for c in needed if c not in data.data_vars]
         self._refuse_missing(missing, list(map(str, data.data_vars)))
         return data[needed]
+
+    def read_shards(self, shards: Sequence[Sequence[str]], time: pd.DatetimeIndex | None) -> Iterator[xr.Dataset]:
+        """``read(sites, time)`` for each shard in turn, as a lazy iterator (same values, same order).
+
+        A gridded source is extracted a window of consecutive shards at a time (as many as
+        :data:`GRIDDED_WINDOW_BYTES` allows): the window's sites in Z-order
+        (:func:`~stefaland.gridded.spatial_order`), so a grid chunk is read by about one batch
+        rather than by every shard with a site in it, in batches of ``shard_size`` that run as one
+        task each on a distributed client's workers (:func:`~stefaland.gridded.compute_shards`;
+        computed here without one). Each shard then gets exactly its sites, in its order: the
+        store's order and its shards do not depend on this. Every site's value is computed by the
+        same operations on the same cells as in ``read``, so the values are identical.
+        """
+        if self.spec.gridded is None:
+            for sites in shards:
+                yield self.read(sites, time)
+            return
+        shards = [list(map(str, s)) for s in shards]
+        needed = [v.source_var for v in self.spec.variables]
+        per_site = 2 * 8 * max(len(needed), 1) * (len(time) if time is not None else 1)
+        budget = max(1, GRIDDED_WINDOW_BYTES // per_site)
+        at = 0
+        while at < len(shards):
+            stop, count = at + 1, len(shards[at])
+            while stop < len(shards) and count + len(shards[stop]) <= budget:
+                count += len(shards[stop])
+                stop += 1
+            yield from self._gridded_window(shards[at:stop], needed, time)
+            at = stop
+
+    def _gridded_window(self, shards: list[list[str]], needed: list[str], time: pd.DatetimeIndex | None) -> Iterator[xr.Dataset]:
+        from ..gridded.extract import extract_to_sites, gridded_options
+        from ..gridded.shards import compute_shards, spatial_order
+
+        if self.sites is None:
+            raise StefaLandError(f"source {self.spec.name}: a gridded source needs the site table")
+        ids = [s for shard in shards for s in shard]
+        rows = pd.Index(map(str, self.sites.index)).get_indexer(ids)
+        if (rows < 0).any():
+            raise StefaLandError(f"source {self.spec.name}: site {ids[int(np.flatnonzero(rows < 0)[0])]} is not in the site table")
+        table = self.sites.iloc[rows]
+        order = spatial_order(table["lat"].to_numpy(float), table["lon"].to_numpy(float))
+        method, classes = gridded_options(self.spec.gridded, self.spec.name)
+        if self._grid is None:
+            self._grid = self.source.to_dask()
+        size = self.shard_size or len(ids)
+        lazy = extract_to_sites(self._grid, table.iloc[order].reset_index(), method, list(self.spec.grid_variables),
+                                classes, self.spec.name, site_chunk=size)
+        missing = [c for c in needed if c not in lazy.data_vars]
+        self._refuse_missing(missing, list(map(str, lazy.data_vars)))
+        lazy = lazy[needed]
+        if time is not None and "time" in lazy.dims:
+            lazy = lazy.reindex(time=time)
+        batches = (lazy.isel(site=slice(a, a + size)) for a in range(0, len(ids), size))
+        parts = list(compute_shards(batches))
+        values = parts[0] if len(parts) == 1 else xr.concat(parts, dim="site")
+        del parts
+        back = np.empty(len(ids), dtype=np.int64)
+        back[order] = np.arange(len(ids))  # store position k → its row in the spatial order
+        at = 0
+        for shard in shards:
+            yield values.isel(site=back[at : at + len(shard)])
+            at += len(shard)
 
     def _refuse_missing(self, missing: list[str], present: list[str]) -> None:
         if missing:

@@ -63,8 +63,19 @@ def _compute_here(payload: _Payload) -> Any:
         return payload.obj.compute()
 
 
+# ``dask.config.set(scheduler=...)`` values that ask for a local scheduler, not a distributed client
+LOCAL_SCHEDULERS = {"sync", "synchronous", "single-threaded", "threads", "threading", "processes", "multiprocessing"}
+
+
 def active_client() -> Any | None:
-    """The ``distributed.Client`` a ``dask_client(...)`` block (or the caller) made current, if any."""
+    """The ``distributed.Client`` a ``dask_client(...)`` block (or the caller) made current, if any.
+
+    None inside ``dask.config.set(scheduler="synchronous")`` (or another local scheduler), even if
+    a client exists: the caller asked for this process, as ``.compute()`` would honour."""
+    import dask
+
+    if dask.config.get("scheduler", None) in LOCAL_SCHEDULERS:
+        return None
     try:
         from distributed import default_client
     except ImportError:
