@@ -18,8 +18,9 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--split", default="all", show_default=True,
               help="Holdout scheme: camels pub|pur, global random|continents, ismn random|europe, wosis random; "
                    "predict (files written by 'stefaland predict'); or all.")
-@click.option("--runs", default="runs", show_default=True,
-              help="Folder (searched recursively), glob, or file of predictions (.nc/.zarr); local or s3://.")
+@click.option("--runs", default=None,
+              help="Folder (searched recursively), glob, or file of predictions (.nc/.zarr); local or s3:// "
+                   "[default: the run root: $STEFALAND_RUNS, else runs: in stefaland.yaml, else ./runs].")
 @click.option("--models", default=None, help="Comma-separated models, in table order (default: all found).")
 @click.option("--format", "formats", default="md,csv,json,png", show_default=True,
               help="Comma-separated outputs: md, csv, json, png.")
@@ -30,16 +31,28 @@ def _split_list(value: str | None) -> list[str] | None:
               help="Comma-separated folds of --split to score (default: every fold, all required); the table "
                    "says which.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def report(task: str, split: str, runs: str, models: str | None, formats: str, out: str | None, min_valid: int,
+def report(task: str, split: str, runs: str | None, models: str | None, formats: str, out: str | None, min_valid: int,
            folds: str | None, quiet: bool) -> None:
     """Median-metric tables (as in the paper), per-site metrics, JSON and plots for TASK."""
+    from stefaland import settings
+    from stefaland.errors import StefaLandError
     from stefaland.report import make_report
 
     if quiet:
         configure_logging(quiet=True)
-    result = make_report(task, split, runs, out or f"reports/{task}", models=_split_list(models),
+    root = settings.resolve("runs", runs)
+    where = root.describe() if root.value else "./runs (no run root set)"
+    if not runs:
+        click.echo(f"looking for predictions in {where}", err=True)
+    runs = root.value or "runs"
+    try:
+        result = make_report(task, split, runs, out or f"reports/{task}", models=_split_list(models),
                          formats=_split_list(formats) or [], min_valid=min_valid, quiet=quiet,
                          folds=_split_list(folds))
+    except StefaLandError as exc:
+        if root.value or not str(exc).startswith(runs):
+            raise
+        raise StefaLandError(f"{exc}; to look in your run root, {settings.how_to_set('runs')}") from None
     click.echo(result.table)
     for url in result.outputs:
         click.echo(url)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from stefaland import settings, storage
 from stefaland.errors import StefaLandError
 from stefaland.k8s import client as kube
 from stefaland.k8s.manifests import PodOptions, to_dict, to_yaml
@@ -21,6 +22,7 @@ from stefaland.k8s.submit import (
     plan_pretrain,
     upload_config,
 )
+from stefaland.k8s.runs import new_run_id
 
 
 def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -35,11 +37,22 @@ def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _pod_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--config", "config", required=True, help="Run config YAML (local file or URL)."),
-        click.option("--store", required=True, help="Attribute store URL (s3://…), as the pods will read it."),
-        click.option("--out", required=True, help="Run folder URL (s3://…); the config is copied to <out>/config.yaml."),
+        click.option("--config", "config", default=None,
+                     help="Run config YAML (local file or URL) [default: the paper's, shipped in the package: "
+                          "pretrain_default.yaml, finetune_camels_<split>.yaml]."),
+        click.option("--store", default=None,
+                     help="Attribute store URL (s3://…), as the pods will read it [default: $STEFALAND_STORE, "
+                          "else store: in stefaland.yaml]."),
+        click.option("--runs", default=None,
+                     help="Run root (s3://…): the run folder is a fresh <runs>/<run id> [default: $STEFALAND_RUNS, "
+                          "else runs: in stefaland.yaml]."),
+        click.option("--out", default=None,
+                     help="Run folder URL (s3://…) instead of a fresh one under the run root (the same --out and "
+                          "config resumes a run); the config is copied to <out>/config.yaml."),
         click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per pod (= per node)."),
-        click.option("--image", default=None, help="Container image (default: $STEFALAND_IMAGE or stefaland:<version>)."),
+        click.option("--image", default=None,
+                     help="Container image [default: $STEFALAND_IMAGE, else image: in stefaland.yaml, else "
+                          "stefaland:<version>]."),
         click.option("--cpu", default=None, help="CPU request per pod (default: 8 per GPU)."),
         click.option("--memory", default=None, help="Memory per pod (default: 32Gi per GPU)."),
         click.option("--shm", default="16Gi", show_default=True, help="Size of /dev/shm for data-loader workers."),
@@ -66,8 +79,9 @@ def _pod_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _pod(kwargs: dict[str, Any]) -> PodOptions:
+    image = settings.resolve("image", kwargs["image"]).value
     return PodOptions(
-        image=kwargs["image"] or default_image(),
+        image=image or default_image(),
         gpus=kwargs["gpus"],
         cpu=kwargs["cpu"],
         memory=kwargs["memory"],
@@ -82,6 +96,38 @@ def _pod(kwargs: dict[str, Any]) -> PodOptions:
         active_deadline_seconds=kwargs["active_deadline"],
         ttl_seconds_after_finished=kwargs["ttl"],
     )
+
+
+def _defaults(kind: str, kwargs: dict[str, Any], split: str | None = None) -> str:
+    """Fill in the store, the run folder and the config (flag, else environment, else the settings
+    file; the paper's packaged config) and return the run id whose name a fresh run folder takes.
+
+    Every missing setting is named in one line. What was taken from elsewhere than a flag is said
+    on stderr, so stdout stays the manifests (--dry-run) or the run id."""
+    wanted = {"store": kwargs["store"]}
+    if not kwargs["out"]:
+        wanted["runs"] = kwargs["runs"]
+    resolved = settings.require(**wanted)
+    notes = [f"{name}: {r.describe()}" for name, r in resolved.items() if r.origin != settings.FLAGS[name]]
+    kwargs["store"] = resolved["store"].value
+    run_id = new_run_id(kind)
+    if not kwargs["out"]:
+        root = resolved["runs"].value
+        kwargs["out"] = storage.join(root.rstrip("/"), run_id)
+        while not kwargs["dry_run"] and storage.exists(kwargs["out"]):  # never an existing folder
+            run_id = new_run_id(kind)
+            kwargs["out"] = storage.join(root.rstrip("/"), run_id)
+        notes.append(f"run folder: {kwargs['out']} (fresh, under the run root)")
+    if not kwargs["config"]:
+        name = "pretrain_default.yaml" if kind == "pretrain" else f"finetune_camels_{split}.yaml"
+        try:
+            kwargs["config"] = settings.packaged_config(name)
+        except StefaLandError as exc:
+            raise StefaLandError(f"--config: {exc}; pass --config for split {split!r}") from None
+        notes.append(f"config: {kwargs['config']} (the paper's, packaged)")
+    for note in notes:
+        click.echo(note, err=True)
+    return run_id
 
 
 def _finish(plan: Callable[[str], Submission], kwargs: dict[str, Any]) -> None:
@@ -114,10 +160,14 @@ def submit() -> None:
               help="Pods (nodes); more than one makes an Indexed Job with a headless Service.")
 @_pod_options
 def pretrain(nodes: int, **kwargs: Any) -> None:
-    """Pretrain with torchrun: one pod per node, --gpus processes per pod."""
+    """Pretrain with torchrun: one pod per node, --gpus processes per pod.
+
+    With $STEFALAND_STORE and $STEFALAND_RUNS set (or a stefaland.yaml), ``stefaland submit pretrain
+    --gpus 6`` pretrains the paper's configuration into a fresh run folder under the run root."""
+    run_id = _defaults("pretrain", kwargs)
     pod = _pod(kwargs)
     _finish(lambda namespace: plan_pretrain(kwargs["config"], kwargs["store"], kwargs["out"], pod, namespace,
-                                            nodes=nodes), kwargs)
+                                            nodes=nodes, run_id=run_id), kwargs)
 
 
 @submit.command("finetune")
@@ -132,10 +182,12 @@ def pretrain(nodes: int, **kwargs: Any) -> None:
 @_pod_options
 def finetune(task: str, split: str, folds: str, mode: str, parallel: int | None, split_file: str | None,
              **kwargs: Any) -> None:
-    """Finetune every fold of a split; fold k writes to <out>/fold-k/."""
-    pod = _pod(kwargs)
+    """Finetune every fold of a split; fold k writes to <out>/fold-k/ (default --config: the paper's
+    finetune_camels_<split>.yaml, packaged)."""
     if parallel is not None and mode != "indexed":
         raise StefaLandError("--parallel applies to --mode indexed only")
+    run_id = _defaults("finetune", kwargs, split)
+    pod = _pod(kwargs)
     _finish(lambda namespace: plan_finetune(kwargs["config"], kwargs["store"], kwargs["out"], task, split, folds,
                                             pod, namespace, mode=mode, parallelism=parallel,
-                                            split_file=split_file), kwargs)
+                                            split_file=split_file, run_id=run_id), kwargs)
