@@ -7,6 +7,7 @@ look is consistent; bars go to stderr so stdout stays parseable.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -23,7 +24,18 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-_stderr = Console(stderr=True)
+#: Width of a console that is not a terminal (a log file, a pipe, a pod's log): wide enough that
+#: tables and messages are never cut or wrapped at rich's default of 80 columns.
+LOG_WIDTH = 1000
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; when its stream is not a terminal, one as wide as :data:`LOG_WIDTH`."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=LOG_WIDTH, soft_wrap=True)
+
+
+_stderr = console(stderr=True)
 
 
 def progress(
@@ -49,12 +61,29 @@ def progress(
             bar.advance(task)
 
 
+class _PlainHandler(logging.StreamHandler):
+    """One plain line per record on the current ``sys.stderr`` (looked up at each record, so a
+    redirected or captured stderr gets it), never wrapped: for logs that are not a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """Route ``stefaland.*`` logs to stderr through rich; called once by the CLI."""
+    """Route ``stefaland.*`` logs to stderr: through rich on a terminal, as plain unwrapped lines
+    otherwise; ``quiet`` keeps warnings and errors only. Called by the CLI (and by ``--quiet``)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logger = logging.getLogger("stefaland")
     logger.handlers.clear()
-    logger.addHandler(RichHandler(console=_stderr, show_path=False, show_time=False))
+    if sys.stderr.isatty():
+        logger.addHandler(RichHandler(console=Console(stderr=True), show_path=False, show_time=False))
+    else:
+        logger.addHandler(_PlainHandler())
     logger.setLevel(level)
     logger.propagate = False
 

@@ -25,24 +25,77 @@ CARD_FILE = "MODEL_CARD.md"
 CARD_METRICS = ("NSE", "KGE", "Corr", "RMSE", "FHV", "FLV")
 
 
-def _holdout_from_predictions(folds) -> tuple[dict[str, float], int, int]:
-    """Median over held-out sites of each metric, from the folds' own ``predictions.nc``."""
+#: FLV is a percentage of the mean of a site's lowest 30 % of flows; where those average below this
+#: share of the site's mean flow (ephemeral rivers, a dry virtual world) the percentage runs into the
+#: thousands and says nothing about skill, so the card leaves such sites out of FLV's median.
+FLV_MIN_LOW_SHARE = 0.01
+#: ... and, for streamflow in mm/day, where they average below this (a river nearly dry a third of
+#: the time: a model off by 0.1 mm/day there scores FLV in the thousands of percent).
+FLV_MIN_LOW_FLOW = 0.01
+
+
+def _low_flows(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per site (rows): the mean of the lowest 30 % of observed flows, and its share of the mean flow."""
+    from .metrics import LOW_FRACTION
+
+    low, shares = np.full(obs.shape[0], np.nan), np.full(obs.shape[0], np.nan)
+    for i, row in enumerate(obs):
+        values = np.sort(row[np.isfinite(row)])
+        k = int(round(LOW_FRACTION * len(values)))
+        mean = values.mean() if len(values) else np.nan
+        if k and mean > 0:
+            low[i] = values[:k].mean()
+            shares[i] = low[i] / mean
+    return low, shares
+
+
+def flv_unscorable(obs: np.ndarray, units: str) -> np.ndarray:
+    """Sites (rows) whose low flows are too small for FLV's percentage to mean anything."""
+    low, shares = _low_flows(obs)
+    tiny = ~(shares >= FLV_MIN_LOW_SHARE)
+    if units.replace(" ", "") in ("mm/day", "mm/d", "mmd-1", "mmday-1"):
+        tiny |= ~(low >= FLV_MIN_LOW_FLOW)
+    return tiny
+
+
+def _holdout_from_predictions(folds) -> tuple[dict[str, float], int, int, int]:
+    """Median over held-out sites of each metric, from the folds' own ``predictions.nc``; the last
+    number counts the sites left out of FLV's median (see :data:`FLV_MIN_LOW_SHARE`)."""
     from .metrics import site_metrics
     from .report.predictions import read_predictions
 
-    obs, sim = [], []
+    obs, sim, units = [], [], ""
     for _, directory in folds:
         url = storage.join(directory, "predictions.nc")
         if storage.exists(url):
             data = read_predictions(url)
+            units = str(data.attrs.get("units", units))
             obs.append(np.atleast_2d(data["obs"].values.T).T)
             sim.append(np.atleast_2d(data["sim"].values.T).T)
     if not obs or obs[0].ndim != 2 or obs[0].shape[1] < 2:
-        return {}, 0, 0
-    per_site = site_metrics(np.concatenate(obs), np.concatenate(sim), metrics=list(CARD_METRICS))
+        return {}, 0, 0, 0
+    observed = np.concatenate(obs)
+    per_site = site_metrics(observed, np.concatenate(sim), metrics=list(CARD_METRICS))
     scored = int(np.isfinite(per_site["NSE"]).sum())
+    if "FLV" in per_site:
+        tiny = flv_unscorable(observed, units) & np.isfinite(per_site["FLV"])
+        per_site["FLV"] = np.where(tiny, np.nan, per_site["FLV"])
+        left_out = int(tiny.sum())
+    else:
+        left_out = 0
     return {m: float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan") for m, v in per_site.items()}, \
-        scored, int(len(per_site["NSE"]) - scored)
+        scored, int(len(per_site["NSE"]) - scored), left_out
+
+
+def _pretrained_lines(loaded) -> list[str]:
+    """Which pretraining checkpoint each fold's encoder came from (run.json's ``pretrained.url``)."""
+    urls = {f.name: ((f.record.get("pretrained") or {}).get("url") or f.config.model.pretrained) for f in loaded}
+    used = {name: url for name, url in urls.items() if url}
+    if not used:
+        return ["* Pretrained encoder: none (every weight trained on this task)."]
+    if len(set(used.values())) == 1 and len(used) == len(urls):
+        return [f"* Pretrained encoder: `{next(iter(used.values()))}`."]
+    return ["* Pretrained encoder, per fold: " + ", ".join(f"{name} `{url}`" for name, url in used.items()) + "."]
 
 
 def _holdout_from_report(url: str, model: str) -> list[dict]:
@@ -65,9 +118,10 @@ def model_card(run: str, report: str | None = None) -> str:
     v = record["variables"]
     provenance = record.get("store_provenance") or {}
     spec = MODELS.get(config.model.name)
+    label = config.model.display_label()
     lines = [
-        f"# Model card: {config.model.name} ({config.task})", "",
-        f"{spec.description if spec else config.model.name}. Written {datetime.now(timezone.utc):%Y-%m-%d} "
+        f"# Model card: {label} ({config.task})", "",
+        f"Model `{config.model.name}`: {spec.description if spec else config.model.name}. Written {datetime.now(timezone.utc):%Y-%m-%d} "
         f"by StefaLand {__version__} (trained with {record.get('stefaland_version', 'unknown')}).", "",
         "## Training data", "",
         f"* Store: `{record.get('store')}` — dataset `{provenance.get('dataset', 'unknown')}`, catalog "
@@ -77,6 +131,7 @@ def model_card(run: str, report: str | None = None) -> str:
         "(clipped to the store's days).",
         f"* Holdout scheme: `{record.get('split')}`, {len(folds)} fold model(s): "
         + ", ".join(f"{f.name} ({len(f.record.get('train_sites') or [])} training sites)" for f in loaded) + ".",
+        *_pretrained_lines(loaded),
         f"* Target: `{v['target']}` [{v.get('target_units', '')}]" + (" (one value per site)" if v.get("static_target") else "") + ".",
         f"* Dynamic inputs: " + ", ".join(f"`{n}` [{u}]" for n, u in zip(v["dynamic"], v.get("dynamic_units") or [""] * len(v["dynamic"]))) + ".",
         f"* Static inputs: " + ", ".join(f"`{n}` [{u}]" for n, u in zip(v["static"], v.get("static_units") or [""] * len(v["static"]))) + ".",
@@ -85,18 +140,22 @@ def model_card(run: str, report: str | None = None) -> str:
         "## Held-out results", "",
     ]
     if report is not None:
-        rows = _holdout_from_report(report, config.model.name)
+        rows = _holdout_from_report(report, label)
         lines += [f"From `{report}` (medians over held-out sites):", "", "| split | metric | median | sites scored | skipped |",
                   "| --- | --- | ---: | ---: | ---: |"]
         lines += [f"| {r.get('split')} | {r.get('metric')} | {float(r.get('value', float('nan'))):.3f} | "
                   f"{r.get('n_scored', '')} | {r.get('n_skipped', '')} |" for r in rows]
     else:
-        medians, scored, skipped = _holdout_from_predictions(folds)
+        medians, scored, skipped, flv_left_out = _holdout_from_predictions(folds)
         if medians:
             lines += [f"Medians over the sites held out of each fold ({scored} scored, {skipped} skipped; "
                       "run `stefaland report` for the full table):", "",
                       "| " + " | ".join(medians) + " |", "|" + " ---: |" * len(medians),
                       "| " + " | ".join(f"{x:.3f}" for x in medians.values()) + " |"]
+            if flv_left_out:
+                lines += ["", f"FLV leaves out {flv_left_out} site(s) whose lowest 30 % of flows average below "
+                          f"{FLV_MIN_LOW_SHARE:.0%} of their mean flow (or below {FLV_MIN_LOW_FLOW} mm/day): a "
+                          "percentage of almost nothing says nothing about skill."]
         else:
             lines.append("No held-out predictions found in the run folder.")
     lines += [
@@ -105,7 +164,7 @@ def model_card(run: str, report: str | None = None) -> str:
         "(checked by `stefaland predict`, which refuses a mismatch).",
         f"* Trained on {provenance.get('dataset', 'this dataset')}'s sites; sites whose attributes or climate fall "
         "outside that range are extrapolation, and holdout skill does not transfer to them.",
-        "* Held-out skill is a median: a quarter or more of held-out sites do worse than the figures above.",
+        "* Held-out skill is a median: half of the held-out sites do worse than the figures above.",
         "* Predictions use windows of the training sequence length with a warm-up; the first days of a period are "
         "warmed up on a copy of its own first days when no earlier forcings are given.",
     ]

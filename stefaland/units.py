@@ -35,6 +35,7 @@ CANONICAL: dict[str, str] = {
     "angle": "degree",
     "slope": "m/km",
     "duration": "s",
+    "days": "days",  # counts and durations of days (CAMELS' high_prec_freq, dry-spell length): not "1"
     "discharge": "m3/s",
     "specific_humidity": "kg/kg",
     "dimensionless": "1",
@@ -87,7 +88,7 @@ UNITS: dict[str, Unit] = {
     # others
     "kg/kg": Unit("specific_humidity"), "g/kg": Unit("concentration"),
     "1": Unit("dimensionless"), "-": Unit("dimensionless"), "dimensionless": Unit("dimensionless"),
-    "day": Unit("dimensionless"), "days": Unit("dimensionless"), "class": Unit("dimensionless"),
+    "day": Unit("days"), "days": Unit("days"), "d": Unit("days"), "class": Unit("dimensionless"),
     "persons/km2": Unit("population_density"), "USD": Unit("currency"),
     "log10(m2)": Unit("permeability"), "cm/h": Unit("conductivity"),
     "g/cm3": Unit("density"), "kg/m3": Unit("density", 1e-3),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from stefaland.catalog import load_catalog
 from stefaland.catalog.inspect import source_rows, validate, variable_rows
 from stefaland.errors import StefaLandError
+from stefaland.progress import console
 
-_console = Console()
+_console = console()  # not a terminal (a log, a pipe): wide, so no column is cut
 
 
 def _table(title: str, headers: tuple[str, ...], rows: list[tuple]) -> None:
@@ -53,6 +53,11 @@ def validate_command(catalog_url: str, sources: str | None) -> None:
     checks = validate(load_catalog(catalog_url), names)
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.source}: {check.message}")
+        for warning in check.warnings:
+            click.echo(f"warn {check.source}: {warning}")
     failed = [c for c in checks if not c.ok]
     if failed:
-        raise StefaLandError(f"{len(failed)} of {len(checks)} sources failed validation (first: {failed[0].message})")
+        raise StefaLandError(f"{len(failed)} of {len(checks)} sources failed validation "
+                             f"({', '.join(c.source for c in failed)}; every one is listed above)")
+    click.echo(f"{len(checks)} sources ok" + (f", {sum(len(c.warnings) for c in checks)} warning(s)"
+                                               if any(c.warnings for c in checks) else ""))

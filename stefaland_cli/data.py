@@ -53,7 +53,7 @@ def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, g
 
 @data.command()
 @click.option("--catalog", "catalog_url", required=True, help="Intake catalog (path or s3:// URL).")
-@click.option("--out", default=None, help="Store path or s3:// URL [default: <catalog name>.zarr beside the catalog].")
+@click.option("--out", default=None, help="Store path or s3:// URL [default: <catalog name>.zarr in the working directory].")
 @click.option("--sources", default=None, help="Comma-separated source names (default: all).")
 @click.option("--shard-size", type=_SitesPerShard(1, 100_000), default=DEFAULT_SHARD_SIZE, show_default=True,
               help="Sites per shard (zarr chunk).")
@@ -68,10 +68,21 @@ def build(catalog_url: str, out: str | None, sources: str | None, shard_size: in
     """Build one sharded zarr store from every source of an intake catalog (resumes if interrupted)."""
     if quiet:
         configure_logging(quiet=True)
-    if out is None:
-        out = str(Path(catalog_url).with_suffix(".zarr"))
+    if out is None:  # never beside the catalog: a shipped catalog lies inside the install tree
+        out = str(Path(Path(catalog_url.rstrip("/").rsplit("/", 1)[-1]).with_suffix(".zarr")))
+        click.echo(f"store: {out} (in the working directory; --out to choose)", err=True)
     names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
     summary = build_store(catalog_url, out, shard_size=shard_size, sources=names, start=start, end=end,
                           quiet=quiet, force=force, scheduler=scheduler)
     state = "up to date" if summary.up_to_date else f"{summary.shards_written} of {summary.n_shards} shards written"
     click.echo(f"{summary.store}: {summary.n_sites} sites × {summary.n_time} days ({state})")
+    _warn_identical(str(summary.store))
+
+
+def _warn_identical(store: str) -> None:
+    """A warning per variable identical to another in the built store (NLDAS' Tmax == Tmin)."""
+    from stefaland.catalog.duplicates import store_warnings
+    from stefaland.store import open_store
+
+    for message in store_warnings(open_store(store)):
+        click.echo(f"warning: {store}: {message}", err=True)

@@ -51,6 +51,7 @@ class StefaLandGroup(click.Group):
         with warnings.catch_warnings():  # click 9 folds protected_args into args
             warnings.simplefilter("ignore", DeprecationWarning)
             argv = [*getattr(ctx, "protected_args", []), *ctx.args]  # emptied while dispatching
+        ctx.meta["stefaland.quiet"] = "--quiet" in argv
         try:
             return super().invoke(ctx)
         except StefaLandError as exc:
@@ -69,9 +70,11 @@ class StefaLandGroup(click.Group):
 @click.group(cls=StefaLandGroup)
 @click.version_option(__version__, prog_name="stefaland")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """StefaLand: build attribute stores, pretrain, finetune, report, submit to Kubernetes."""
-    configure_logging(verbose=verbose)
+    # --quiet of any sub-command keeps warnings and errors only, before the sub-command logs anything
+    configure_logging(verbose=verbose, quiet=bool(ctx.meta.get("stefaland.quiet")) and not verbose)
 
 
 if __name__ == "__main__":  # `python -m stefaland_cli.main` (torchrun launches it this way)

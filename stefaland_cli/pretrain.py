@@ -26,23 +26,87 @@ def _default_out(config: str | None) -> str:
               help="Local processes (torchrun + DistributedDataParallel; gloo on CPU, nccl on GPU).")
 @click.option("--decoder", type=click.Choice(["lstm", "bilstm"]), default=None,
               help="Override model.decoder: bilstm (the paper) or lstm (the released weights).")
+@click.option("--split", default=None,
+              help="With --fold: leave that fold of this holdout scheme (store coordinate fold_<split>, or "
+                   "--split-file) out of pretraining, as data.exclude does; each fold's run is <out>/fold-<k>.")
+@click.option("--fold", default=None,
+              help="With --split: 'all' (every fold of the split, one run each), one fold id, or a list "
+                   "like 1,3,5 / 1-10. Finetuning reads them with model.pretrained: <out>/fold-{fold}.")
+@click.option("--split-file", default=None, help="With --split: a split file instead of the store's fold_<split>.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(store: str, config_path: str | None, out: str | None, resume: bool | None, nproc: int,
-             decoder: str | None, quiet: bool) -> None:
-    """Pretrain the StefaLand encoder by masked reconstruction of forcings and attributes."""
+             decoder: str | None, split: str | None, fold: str | None, split_file: str | None,
+             quiet: bool) -> None:
+    """Pretrain the StefaLand encoder by masked reconstruction of forcings and attributes.
+
+    ``--split pub --fold all`` pretrains once per fold of the split, each run without that fold's
+    sites (the paper's leak-free PUB/PUR setup), into <out>/fold-<k>."""
     from stefaland.pretrain import load_config
-    from stefaland.pretrain import pretrain as run_pretraining
-    from stefaland.pretrain.distributed import launch
 
     out = out or _default_out(config_path)
     config = load_config(config_path)  # validate before spawning anything
     if decoder:
         config.model.decoder = decoder  # saved in <out>/config.yaml, so the run stays repeatable
+    if (split is None) != (fold is None):
+        raise StefaLandError("--split and --fold go together (e.g. --split pub --fold all)")
+    if split_file and split is None:
+        raise StefaLandError("--split-file needs --split and --fold")
+    if split is None:
+        _pretrain_one(store, config, config_path, out, resume, nproc, decoder, quiet, [])
+        return
+    if config.data.exclude is not None:
+        raise StefaLandError(f"{config_path}: data.exclude is set and --split/--fold would replace it; "
+                             "drop one of them")
+    from stefaland import storage
+    from stefaland.pretrain.config import ExcludeFold
+
+    for k in _folds(store, split, fold, split_file):
+        fold_config = config.model_copy(deep=True)
+        fold_config.data.exclude = ExcludeFold(split=split, fold=k, split_file=split_file)
+        extra = ["--split", split, "--fold", str(k)] + (["--split-file", split_file] if split_file else [])
+        _pretrain_one(store, fold_config, config_path, storage.join(out, f"fold-{k}"), resume, nproc, decoder,
+                      quiet, extra, launch_out=out)
+
+
+def _folds(store: str, split: str, fold: str, split_file: str | None) -> list[int]:
+    """The fold ids of ``--fold`` (all / 3 / 1,3,5 / 1-10), each checked against the split."""
+    from stefaland.finetune.data import fold_assignment, fold_ids
+    from stefaland.store import open_store
+
+    known = fold_ids(fold_assignment(open_store(store), split, split_file))
+    if not known:
+        raise StefaLandError(f"{store}: split '{split}' assigns no site to any fold")
+    if fold.strip() == "all":
+        return known
+    wanted: list[int] = []
+    try:
+        for part in fold.split(","):
+            first, dash, last = part.strip().partition("-")
+            wanted += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+    except ValueError:
+        raise StefaLandError(f"--fold {fold!r}: expected 'all', a fold id, a list like 1,3,5 or a range like 1-10") from None
+    wanted = sorted(set(wanted))
+    unknown = [k for k in wanted if k not in known]
+    if unknown:
+        raise StefaLandError(f"--fold {fold}: fold {unknown[0]} is not in split {split!r} "
+                             f"(folds: {', '.join(map(str, known))})")
+    return wanted
+
+
+def _pretrain_one(store: str, config, config_path: str | None, out: str, resume: bool | None, nproc: int,
+                  decoder: str | None, quiet: bool, extra: list[str], launch_out: str | None = None) -> None:
+    """One pretraining run into ``out``: here, or on ``nproc`` local processes (the children get the
+    same command line for this one run: ``extra`` names its fold, ``launch_out`` the root they join
+    it to)."""
+    from stefaland.pretrain import pretrain as run_pretraining
+    from stefaland.pretrain.distributed import launch
+
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["pretrain", "--store", store, "--out", out]
+        args = ["pretrain", "--store", store, "--out", launch_out or out]
         args += ["--config", config_path] if config_path else []
         args += [] if resume is None else ["--resume" if resume else "--no-resume"]
         args += ["--decoder", decoder] if decoder else []
+        args += extra
         args += ["--quiet"] if quiet else []
         status = launch(nproc, args)
         if status != 0:

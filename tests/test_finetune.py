@@ -76,7 +76,7 @@ def test_pub_on_the_virtual_world_all_folds_beats_climatology(tmp_path: Path) ->
     for fold in ids:
         predictions = read_predictions(str(out / f"fold-{fold}" / "predictions.nc"))
         labels.add(predictions.attrs["fold"])
-        assert predictions.attrs["model"] == "lstm" and predictions.attrs["units"] == "mm/day"
+        assert predictions.attrs["model"] == "LSTM-SL" and predictions.attrs["units"] == "mm/day"
         assert sorted(predictions["site"].values) == sorted(sites[folds == fold])  # exactly the held-out fold
         assert (out / f"fold-{fold}" / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
         assert json.loads((out / f"fold-{fold}" / "checkpoints" / "latest.json").read_text())["epoch"] == 3
@@ -92,7 +92,7 @@ def test_pub_on_the_virtual_world_all_folds_beats_climatology(tmp_path: Path) ->
     report = CliRunner().invoke(cli, ["report", "camels", "--split", "pub", "--runs", str(out), "--format", "md",
                                       "--out", str(tmp_path / "report"), "--quiet"])
     assert report.exit_code == 0, report.output
-    assert "| lstm |" in report.output
+    assert "| LSTM-SL |" in report.output  # model.label's default, the paper's name
 
 
 def test_a_learnable_world_is_learned_well(store: str, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import xarray as xr
 
 from stefaland.errors import StefaLandError
 from stefaland.finetune import config_from_dict, finetune_fold
+from stefaland.finetune.config import DEFAULT_LABELS
 from stefaland.finetune.data import WindowSampler, load_sites, resolve_variables
 from stefaland.finetune.models import MODELS, build_torch_model
 from stefaland.finetune.models.adapters import ADAPTERS, make_adapter
@@ -155,7 +156,7 @@ def test_sklearn_baselines_predict_held_out_sites(store: str, tmp_path: Path) ->
         predictions = xr.open_dataset(result.predictions)
         obs, sim = predictions["obs"].values, predictions["sim"].values
         ok = np.isfinite(obs)
-        assert np.isfinite(sim).all() and predictions.attrs["model"] == name
+        assert np.isfinite(sim).all() and predictions.attrs["model"] == DEFAULT_LABELS[name]  # the paper's name
         assert np.sqrt(np.mean((obs - sim)[ok] ** 2)) < np.sqrt(np.mean((obs - climatology)[ok] ** 2))
     pickle = tmp_path / "random_forest" / "fold-1" / "checkpoints" / "model.pkl"
     stamp = pickle.stat().st_mtime_ns

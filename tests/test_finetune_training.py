@@ -69,7 +69,7 @@ def test_temporal_split_trains_on_one_period_and_is_scored_on_another(store: str
     report = CliRunner().invoke(cli, ["report", "camels", "--split", "temporal", "--runs", str(runs), "--out",
                                       str(tmp_path / "report"), "--quiet"])
     assert report.exit_code == 0, report.output
-    assert "| lstm |" in report.output and "Temporal holdout" in report.output
+    assert "| LSTM-SL |" in report.output and "Temporal holdout" in report.output
 
 
 def test_temporal_split_refuses_overlapping_periods_and_folds(store: str, tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ def test_model_card_describes_training_data_holdout_results_and_limits(run: str,
     url = write_model_card(run)
     card = Path(url).read_text()
     assert Path(url) == Path(run) / "MODEL_CARD.md"
-    assert card.startswith("# Model card: lstm (camels)")
+    assert card.startswith("# Model card: LSTM-SL (camels)") and "Model `lstm`: LSTM-SL" in card
     assert f"`{virtual_store}`" in card and "dataset `virtual_world`" in card
     assert "fold1 (" in card and "fold2 (" in card and "`prcp` [mm/day]" in card and "## Limits" in card
     # the holdout medians are those of the folds' own predictions
@@ -246,6 +246,6 @@ def test_a_stefaland_resconn_run_predicts_what_it_predicted_in_finetuning(virtua
     assert result.exit_code == 0, result.output
     own = read_predictions(str(Path(run) / "fold-4" / "predictions.nc"))
     predictions = read_predictions(str(out))
-    assert predictions.attrs["model"] == "stefaland_resconn"
+    assert predictions.attrs["model"] == "StefaLand-resConn"  # model.label's default
     np.testing.assert_allclose(predictions["sim"].sel(site=own["site"].values).values, own["sim"].values,
                                rtol=1e-4, atol=1e-4)

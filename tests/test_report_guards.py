@@ -68,7 +68,7 @@ def test_report_scores_the_file_predict_writes(predicted: Path, tmp_path: Path) 
                      "--format", "md,csv,json")
     assert result.exit_code == 0, result.output
     table = (tmp_path / "r" / "camels_table.md").read_text()
-    assert "predict NSE ↑" in table and "| lstm |" in table
+    assert "predict NSE ↑" in table and "| LSTM-SL |" in table
     sites = pd.read_csv(tmp_path / "r" / "camels_sites.csv", dtype={"site": str})
     assert set(sites["split"]) == {"predict"} and len(sites) == 24  # every site of the virtual world
     assert sites["NSE"].notna().sum() > 0  # with observations, sites are scored
@@ -83,8 +83,8 @@ def test_predictions_without_observations_are_listed_not_scored(predicted: Path,
     result = _report("camels", "--runs", str(predicted / "no_obs"), "--out", str(tmp_path / "r"), "--format", "md,csv")
     assert result.exit_code == 0, result.output
     table = (tmp_path / "r" / "camels_table.md").read_text()
-    assert "predict/lstm: 0 scored, 24 skipped" in table
-    row = next(line for line in table.splitlines() if line.startswith("| lstm |"))
+    assert "predict/LSTM-SL: 0 scored, 24 skipped" in table
+    row = next(line for line in table.splitlines() if line.startswith("| LSTM-SL |"))
     assert "NaN" not in row and set(c.strip() for c in row.strip("|").split("|")[1:]) == {"—"}
 
 

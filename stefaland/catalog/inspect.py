@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..build.readers import SourceReader
 from ..build.sites import load_sites
 from ..errors import StefaLandError
+from .duplicates import describe, identical_pairs
 from .spec import CatalogSpec
 
 
@@ -31,25 +34,46 @@ class SourceCheck:
     source: str
     ok: bool
     message: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _identical(spec, data) -> list[str]:
+    """Warnings for variables of a dynamic source read identical to another (NLDAS' Tmax == Tmin)."""
+    if spec.role != "dynamic":
+        return []
+    arrays = {v.name: np.asarray(data[v.source_var].values) for v in spec.variables if v.source_var in data}
+    return describe(identical_pairs(arrays))
 
 
 def validate(catalog: CatalogSpec, sources: list[str] | None = None, sample_sites: int = 2) -> list[SourceCheck]:
-    """Open every (chosen) source and read a few sites: each must open and hold its declared variables."""
+    """Open every (chosen) source and read a few sites: each must open and hold its declared variables.
+
+    Every chosen source gets its own check, whatever happened to the others: a name the catalog does
+    not have, and every source when the sites source fails, are failed checks too."""
     checks: list[SourceCheck] = []
+    unknown = [name for name in sources or [] if name not in catalog.sources]
     try:
         sites = load_sites(catalog)
         checks.append(SourceCheck(catalog.sites_source, True, f"{len(sites)} sites"))
     except StefaLandError as exc:
-        return [SourceCheck(catalog.sites_source, False, str(exc))]
+        sites = None
+        checks.append(SourceCheck(catalog.sites_source, False, str(exc)))
     chosen = [s for s in catalog.sources.values() if s.role != "sites" and (not sources or s.name in sources)]
+    checks += [SourceCheck(name, False, f"catalog {catalog.url}: no source named {name} "
+                                        f"(sources: {', '.join(catalog.sources)})") for name in unknown]
     for spec in chosen:
+        if sites is None:
+            checks.append(SourceCheck(spec.name, False, f"source {spec.name}: not checked, the sites source "
+                                                        f"{catalog.sites_source} failed"))
+            continue
         try:
             reader = SourceReader(catalog, spec, sites)
             available = sorted(reader.site_ids())
             if not available:
                 raise StefaLandError(f"source {spec.name}: holds no site")
-            reader.read(available[:sample_sites], None)
-            checks.append(SourceCheck(spec.name, True, f"{len(available)} sites, {len(spec.variables)} variables"))
+            data = reader.read(available[:sample_sites], None)
+            checks.append(SourceCheck(spec.name, True, f"{len(available)} sites, {len(spec.variables)} variables",
+                                      _identical(spec, data)))
         except StefaLandError as exc:
             checks.append(SourceCheck(spec.name, False, str(exc)))
         except Exception as exc:  # noqa: BLE001 - validate reports every failure, it never crashes

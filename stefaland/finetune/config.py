@@ -82,8 +82,22 @@ class HBVConfig(_Strict):
     day_length: str = "dayl"
 
 
+# The paper's names of the registry's models (README and report tables): the default model.label.
+DEFAULT_LABELS = {
+    "lstm": "LSTM-SL", "linear": "Linear", "random_forest": "RandomForest",
+    "stefaland_resconn": "StefaLand-resConn", "stefaland_noresconn": "StefaLand-noResConn",
+    "stefaland_transformer": "StefaLand-Transformer", "ablation_resconn": "Ablation-resConn",
+    "lstm_hbv": "LSTM-HBV1.1", "stefaland_resconn_hbv": "StefaLand-resConn-HBV1.1",
+    "stefaland_noresconn_hbv": "StefaLand-noResConn-HBV1.1", "ablation_resconn_hbv": "Ablation-resConn-HBV1.1",
+}
+
+
 class ModelSection(_Strict):
     name: str = "lstm"
+    # The model's name in predictions files, report tables and the model card (default: the paper's
+    # name of model.name, e.g. LSTM-SL); two runs of one model with their own labels are reported
+    # side by side. run.json keeps model.name as "model" and this as "label".
+    label: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^\s,/]+$")
     hidden: int = Field(256, ge=1)
     # weight dropout of the decoder LSTM (hydroDL's CudnnLstm "drW": w_ih and w_hh masked per batch)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
@@ -102,6 +116,10 @@ class ModelSection(_Strict):
     max_rows: int = Field(200_000, ge=100)  # (site, day) rows sampled for fitting
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
+
+    def display_label(self) -> str:
+        """``label``, else the paper's name of the model, else its registry name."""
+        return self.label or DEFAULT_LABELS.get(self.name, self.name)
 
 
 class TrainConfig(_Strict):

@@ -218,7 +218,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
             "period": [str(validation.data.times[validation.data.history].date()), str(validation.data.times[-1].date())]}
         write_run_record(directory, record)
     url = write_fold_predictions(storage.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
-                                 config.task, split, label, config.model.name)
+                                 config.task, split, label, config.model.display_label())
     from stefaland.pull import write_run_manifest  # sizes and checksums, so `stefaland pull` can verify
 
     write_run_manifest(directory)

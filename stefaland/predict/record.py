@@ -45,7 +45,7 @@ def make_record(store: str, dataset: xr.Dataset, config: Any, variables: Any, sp
         "record_version": RECORD_VERSION,
         "stefaland_version": __version__,
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task": config.task, "model": config.model.name,
+        "task": config.task, "model": config.model.name, "label": config.model.display_label(),
         "split": split, "fold": None if fold is None else str(fold), "split_file": split_file,
         "store": str(store), "store_provenance": dict(dataset.attrs.get("provenance", {}) or {}),
         "train_period": [config.data.train_start, config.data.train_end],

@@ -194,8 +194,11 @@ def _quiet_build(quiet: bool):
 def predict_run(run: str, catalog: str, out: str | None = None, sites: str | None = None,
                 start: str | None = None, end: str | None = None, training_store: str | None = None,
                 with_obs: bool = False, shard_size: int = 64, quiet: bool = False,
-                force: bool = False) -> PredictSummary:
-    """Predict the sites of ``catalog`` (all, or the ids listed in the file ``sites``) with every fold of ``run``."""
+                force: bool = False, sources: list[str] | None = None) -> PredictSummary:
+    """Predict the sites of ``catalog`` (all, or the ids listed in the file ``sites``) with every fold of ``run``.
+
+    ``sources``: the catalog's sources to build the inputs from (as ``data build --sources``), for a
+    catalog whose default sources are not the ones the run was trained on (e.g. NLDAS-only data)."""
     from stefaland.build import build_store
     from stefaland.store import open_store
 
@@ -208,7 +211,8 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
     try:
         store = f"{workdir}/inputs.zarr"
         with _quiet_build(quiet):
-            build_store(str(catalog), store, shard_size=shard_size, start=start, end=end, quiet=quiet)
+            build_store(str(catalog), store, shard_size=shard_size, sources=sources, start=start, end=end,
+                        quiet=quiet)
         dataset = open_store(store)
         variables = check_inputs(dataset, folds[0].record, str(catalog))
         rows = select_rows(dataset, wanted, sites or "all")
@@ -229,7 +233,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
     times = None if variables.static_target else data.times
     dataset_out = predictions_dataset(
         data.target, stack.mean(axis=0), list(data.sites), times, record["task"], record.get("split") or "none",
-        "predict", folds[0].config.model.name, v.get("target_units", ""), data.lat, data.lon, v["target"],
+        "predict", folds[0].config.model.display_label(), v.get("target_units", ""), data.lat, data.lon, v["target"],
         members if len(members) > 1 else None,
     )
     if len(members) > 1:

@@ -61,8 +61,13 @@ def make_split(
                                  "was found beside the site table: pass --basins FILE (or all)")
         log.info("restricting to the CAMELS subset in %s", basins)
     if basins and basins != "all":
-        table = restrict(table, read_site_list(basins), basins)
+        table, missing = restrict(table, read_site_list(basins), basins)
+        if missing:
+            log.warning("%s: %d of the %d listed sites are in %s, %d are not (first: %s); the split covers the %d",
+                        basins, len(table), len(table) + len(missing), source, len(missing), missing[0], len(table))
         source += f" restricted to {basins}"
+        if missing:
+            source += f" ({len(table)} of {len(table) + len(missing)} listed sites)"
     if from_mhpi:
         if task != "camels" or scheme != "pub":
             raise StefaLandError("--from-mhpi imports CAMELS PUB folds: use --task camels --scheme pub")

@@ -142,13 +142,15 @@ def read_site_list(url: str) -> list[str]:
     return ids
 
 
-def restrict(table: pd.DataFrame, ids: Sequence[str], source: str) -> pd.DataFrame:
-    """Keep only ``ids`` (in table order); an id the table lacks is an error naming it."""
-    wanted = pd.Index([str(i) for i in ids])
-    missing = wanted.difference(table.index)
-    if len(missing):
-        raise StefaLandError(
-            f"site {missing[0]} of {source} is not in the site table"
-            + (f" ({len(missing)} missing)" if len(missing) > 1 else "")
-        )
-    return table.loc[table.index[np.isin(table.index, wanted)]]
+def restrict(table: pd.DataFrame, ids: Sequence[str], source: str) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the sites of ``ids`` that the table has (in table order), and return the listed ids it
+    lacks: a basin list is often longer than a store (a 531-basin list, an 18-basin sample). Only a
+    list sharing no site with the table is an error."""
+    wanted = pd.Index(list(dict.fromkeys(str(i) for i in ids)))
+    missing = [str(i) for i in wanted.difference(table.index, sort=False)]
+    kept = table.loc[table.index[np.isin(table.index, wanted)]]
+    if kept.empty:
+        raise StefaLandError(f"none of the {len(wanted)} sites listed in {source} is in the site table "
+                             f"(first listed: {wanted[0] if len(wanted) else 'none'}; first in the table: "
+                             f"{table.index[0] if len(table) else 'none'})")
+    return kept, missing
