@@ -121,15 +121,20 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
     return _run(store, dataset, config, fold_dir(out, fold), split, fold, label, sites, split_file, quiet)
 
 
+def check_temporal_periods(config: FinetuneConfig) -> None:
+    """A temporal run scores days it was not fitted on: refuse overlapping periods before writing anything."""
+    data = config.data
+    if _overlap(data.test_start, data.test_end, data.train_start, data.train_end):
+        raise StefaLandError(f"--split temporal: the test period {data.test_start}..{data.test_end} overlaps the "
+                             f"training period {data.train_start}..{data.train_end}; make them disjoint")
+
+
 def finetune_temporal(store: str, config: FinetuneConfig, out: str, split_file: str | None = None,
                       quiet: bool = False) -> FoldResult:
     """Every site (or every site of ``split_file``) trains on the training period and is predicted on
     the test period: the gauged-basin experiment. The periods must not overlap -- that would score
     days the model was fitted on."""
-    data = config.data
-    if _overlap(data.test_start, data.test_end, data.train_start, data.train_end):
-        raise StefaLandError(f"--split temporal: the test period {data.test_start}..{data.test_end} overlaps the "
-                             f"training period {data.train_start}..{data.train_end}; make them disjoint")
+    check_temporal_periods(config)
     dataset = open_store(store)
     if split_file is not None:
         members = fold_assignment(dataset, TEMPORAL, split_file) >= 0
@@ -280,6 +285,7 @@ def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str
         if str(fold) != "all":
             raise StefaLandError("--split temporal has no folds: every site trains on data.train_* and is tested on "
                                  "data.test_*; drop --fold")
+        check_temporal_periods(config)
         adopt_output(out, RUN_KIND)
         with _locked(storage.join(out, TEMPORAL)):
             results = [finetune_temporal(store, config, out, split_file, quiet)]
