@@ -96,8 +96,12 @@ def _nh_date(iso: str) -> str:
     return f"{day}/{month}/{year}"
 
 
-def write_nh_config(case: Case, hyper: Hyper, folder: Path) -> Path:
-    """neuralhydrology YAML: cudalstm, the same inputs, sequence-to-sequence RMSE loss like ours."""
+def write_nh_config(case: Case, hyper: Hyper, folder: Path, overrides: dict | None = None) -> Path:
+    """neuralhydrology YAML: cudalstm, the same inputs, sequence-to-sequence RMSE loss like ours.
+
+    ``overrides`` replace or add keys (e.g. ``skill_camels_temporal.py``: NSE loss, an epoch-keyed
+    learning-rate schedule, ``predict_last_n: 1`` as neuralhydrology's CAMELS example trains).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.txt").write_text("\n".join(case.train_basins) + "\n")
     (folder / "test.txt").write_text("\n".join(case.test_basins) + "\n")
@@ -121,6 +125,7 @@ def write_nh_config(case: Case, hyper: Hyper, folder: Path) -> Path:
         "target_variables": ["QObs(mm/d)"], "clip_targets_to_zero": ["QObs(mm/d)"],
         "static_attributes": STATICS, "seed": hyper.seed,
     }
+    config.update(overrides or {})
     path = folder / "nh_config.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -4,6 +4,7 @@ Run as its own process (like neuralhydrology's side) so each tool's peak RSS is 
 
     python nh_stefaland_side.py build SPEC.json RESULT.json   # stefaland.build.build_store, timed
     python nh_stefaland_side.py train SPEC.json RESULT.json   # stefaland.finetune.finetune_fold, timed
+                                                             # (finetune_temporal when SPEC has "split": "temporal")
 
 Preparation = ``build_store`` + everything ``finetune_fold`` does before the first epoch (open the
 store, read and z-score the training sites, build the model); epochs are timed by the trainer
@@ -55,8 +56,11 @@ def train(spec: dict, result_file: Path) -> dict:
     finetune_run.train_model, finetune_run.predict_torch = timed_train, timed_predict
     config = load_config(spec["config"])
     started = time.perf_counter()
-    result = finetune_run.finetune_fold(spec["store"], config, spec["out"], "bench", spec["fold"],
-                                        split_file=spec["split_file"], quiet=True)
+    if spec.get("split") == "temporal":  # skill_camels_temporal.py: every site, train and test periods
+        result = finetune_run.finetune_temporal(spec["store"], config, spec["out"], quiet=True)
+    else:
+        result = finetune_run.finetune_fold(spec["store"], config, spec["out"], "bench", spec["fold"],
+                                            split_file=spec["split_file"], quiet=True)
     finished = time.perf_counter()
     predictions = xr.open_dataset(result.predictions)
     np.savez(result_file.with_suffix(".npz"), basins=predictions["site"].values.astype(str),
