@@ -373,3 +373,14 @@ def test_cli_writes_a_world(tmp_path: Path) -> None:
     assert frame["Year"].iloc[0] == 2001 and len(frame) == 365
     bad = CliRunner().invoke(cli, ["data", "synth", str(tmp_path / "bad"), "--sites", "0"])
     assert bad.exit_code == 1 and "error: --sites must be at least 1" in bad.output
+
+
+def test_mostly_ungauged_world_keeps_every_site_but_few_streamflow_files(tmp_path: Path) -> None:
+    from stefaland.synth.sites import draw_sites
+
+    sites = draw_sites(40, np.random.default_rng(0), ungauged_fraction=0.75)
+    assert int(sites["gauged"].sum()) == 10 and len(sites) == 40
+    world = write_virtual_world(tmp_path / "sparse", 16, 1, 2, quiet=True, ungauged_fraction=0.75).parent
+    assert len(_forcing_files(world)) == 16 and len(_streamflow_files(world)) == 4
+    with pytest.raises(StefaLandError, match="ungauged_fraction"):
+        write_virtual_world(tmp_path / "none", 4, 1, 2, quiet=True, ungauged_fraction=1.0)

@@ -60,11 +60,12 @@ def site_ids(n_sites: int) -> list[str]:
     return [f"9{i:07d}" for i in range(1, n_sites + 1)]
 
 
-def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
+def draw_sites(n_sites: int, rng: np.random.Generator, ungauged_fraction: float = UNGAUGED_FRACTION) -> pd.DataFrame:
     """One row per site with location, terrain, region, folds and its climate character.
 
     Regions are dealt round-robin before shuffling so even a small world covers many regions
-    (every PUR fold then has sites once ``n_sites >= 18``).
+    (every PUR fold then has sites once ``n_sites >= 18``). ``ungauged_fraction`` of the sites get
+    forcings and attributes but no streamflow (the foundation-model setting: most land is ungauged).
     """
     ids = site_ids(n_sites)
     region_index = rng.permutation(np.arange(n_sites) % len(REGIONS))
@@ -85,7 +86,8 @@ def draw_sites(n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
     wet_doy = attr("wet_season_doy") + 15.0 * rng.standard_normal(n_sites)
     wet_amp = np.clip(attr("wet_season_amp") * (1.0 + 0.2 * rng.standard_normal(n_sites)), 0.0, 0.95)
     pub_fold = 1 + rng.permutation(np.arange(n_sites) % N_PUB_FOLDS)  # 1-based, as MHPI's PUB_ID
-    n_ungauged = int(round(UNGAUGED_FRACTION * n_sites)) or (1 if n_sites >= 8 else 0)
+    n_ungauged = int(round(ungauged_fraction * n_sites)) or (1 if n_sites >= 8 else 0)
+    n_ungauged = min(n_ungauged, n_sites - 1)
     gauged = np.ones(n_sites, dtype=bool)
     gauged[rng.choice(n_sites, size=n_ungauged, replace=False)] = False
     gauged_index = np.flatnonzero(gauged)

@@ -30,7 +30,7 @@ from .climate import generate_forcings
 from .climate_indices import climate_indices, temperature_amplitude
 from .hydrology import parameters_from_attributes, run_hbv
 from .observations import observed_discharge, quality_flags
-from .sites import draw_sites, gauge_names
+from .sites import UNGAUGED_FRACTION, draw_sites, gauge_names
 
 log = logging.getLogger("stefaland.synth")
 
@@ -130,16 +130,26 @@ def _write_tables(out_dir: Path, rows: pd.DataFrame) -> None:
 
 
 def write_virtual_world(out_dir: Path, n_sites: int = 64, years: int = 6, seed: int = 0,
-                        start_year: int = 1980, quiet: bool = False) -> Path:
-    """Write a synthetic world in the CAMELS-US formats plus its intake catalog; return the catalog path."""
+                        start_year: int = 1980, quiet: bool = False,
+                        ungauged_fraction: float = UNGAUGED_FRACTION) -> Path:
+    """Write a synthetic world in the CAMELS-US formats plus its intake catalog; return the catalog path.
+
+    ``ungauged_fraction``: share of sites with forcings and attributes but no streamflow file (0.05 by
+    default; benchmarks/skill_foundation_effect.py uses a mostly ungauged world, as the paper's
+    pretraining sees far more land than has gauges).
+    """
     _validate(n_sites, years, start_year)
+    if not 0.0 <= ungauged_fraction < 1.0:
+        raise StefaLandError(f"ungauged_fraction must be in [0, 1) (got {ungauged_fraction})")
     out_dir = Path(out_dir)
     settings = {"generator_version": GENERATOR_VERSION, "n_sites": n_sites, "years": years,
                 "seed": seed, "start_year": start_year}
+    if ungauged_fraction != UNGAUGED_FRACTION:  # default worlds keep their settings (and resume) as before
+        settings["ungauged_fraction"] = ungauged_fraction
     started = time.perf_counter()
     parts = _prepare(out_dir, settings)
     dates = pd.date_range(f"{start_year:04d}-01-01", f"{start_year + years - 1:04d}-12-31", freq="D")
-    sites = draw_sites(n_sites, np.random.default_rng(np.random.SeedSequence([seed, 0])))
+    sites = draw_sites(n_sites, np.random.default_rng(np.random.SeedSequence([seed, 0])), ungauged_fraction)
     blocks = DateBlocks(dates)
     n_chunks = math.ceil(n_sites / CHUNK_SITES)
     log.info("writing %d virtual sites x %d days in %d chunks to %s", n_sites, len(dates), n_chunks, out_dir)
