@@ -402,6 +402,17 @@ class Claim:
         self._thread = threading.Thread(target=beat, name=f"stefaland-lock {self.url}", daemon=True)
         self._thread.start()
 
+    def kept_alive(self) -> "Claim":
+        """:meth:`keep_alive`, releasing the lock if the first heartbeat fails; returns the claim.
+
+        What a long-running writer (a training run) takes right after claiming its folder."""
+        try:
+            self.keep_alive()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
     def check(self) -> None:
         """One line (and stop) when the heartbeat found the lock taken over; call it before each write."""
         if self.lost:

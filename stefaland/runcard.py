@@ -112,7 +112,13 @@ def model_card(run: str, report: str | None = None) -> str:
     from .predict.run import fold_directories, load_fold
 
     folds = fold_directories(run)
-    loaded = [load_fold(name, directory, None) for name, directory in folds]
+    # Only finished folds describe the model: another process may be training a fold of the same
+    # run folder right now (folds run as parallel jobs), or a killed run left one behind.
+    finished = [(name, d) for name, d in folds if storage.exists(storage.join(d, "predictions.nc"))]
+    pending = [name for name, d in folds if (name, d) not in finished]
+    if not finished:
+        raise StefaLandError(f"{run}: no fold has finished (no predictions.nc); nothing to describe yet")
+    loaded = [load_fold(name, directory, None) for name, directory in finished]
     first = loaded[0]
     record, config = first.record, first.config
     v = record["variables"]
@@ -173,6 +179,8 @@ def model_card(run: str, report: str | None = None) -> str:
                      "through streamflow; they are plausible, not observed.")
     if v.get("static_target"):
         lines.append("* A static target is predicted as the mean of the daily outputs over the period.")
+    if pending:
+        lines.append(f"* Not described here (no predictions yet: training elsewhere, or interrupted): {', '.join(pending)}.")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,8 @@ from stefaland.store import open_store
 from stefaland.synth import write_virtual_world
 from stefaland_cli.main import cli
 
+from _guarded import one_line_error, snapshot
+
 
 @pytest.fixture()
 def world(tmp_path: Path) -> Path:
@@ -24,29 +26,18 @@ def _build(world: Path, out: Path, *extra: str):
                                     "--quiet", *extra])
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
-    for needle in needles:
-        assert needle in result.output, result.output
-
-
 def test_a_complete_store_whose_input_changed_is_not_up_to_date(world: Path, tmp_path: Path) -> None:
     out = tmp_path / "w.zarr"
     assert _build(world, out).exit_code == 0
     table = world.parent / "camels_attributes_v2.0" / "camels_soil.txt"
     os.utime(table)  # touched, same content: still up to date (small files are judged by their hash)
     assert "up to date" in _build(world, out).output
-    before = _snapshot(out)
+    before = snapshot(out)
     text = table.read_text()
     digit = text.index(".", text.index("\n")) + 3  # the third decimal of the first value
     table.write_text(text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1:])
-    _one_line_error(_build(world, out), str(table), "not up to date", "--force")
-    assert _snapshot(out) == before
+    one_line_error(_build(world, out), str(table), "not up to date", "--force")
+    assert snapshot(out) == before
     rebuilt = _build(world, out, "--force")
     assert rebuilt.exit_code == 0, rebuilt.output
     assert "up to date" in _build(world, out).output
@@ -60,9 +51,9 @@ def test_a_resume_after_an_input_changed_refuses_to_mix_and_names_the_file(world
     failed = _build(world, out)  # dies on the shard that reads the damaged file: an interrupted build
     assert failed.exit_code == 1 and Path(str(out) + ".build-state.json").exists(), failed.output
     last.write_text(original.replace("\n", "\r\n", 1))  # fixed -- but not the file the first shards saw
-    before = _snapshot(out)
-    _one_line_error(_build(world, out), str(last), "interrupted build", "--force")
-    assert _snapshot(out) == before
+    before = snapshot(out)
+    one_line_error(_build(world, out), str(last), "interrupted build", "--force")
+    assert snapshot(out) == before
     forced = _build(world, out, "--force")
     assert forced.exit_code == 0, forced.output
     assert open_store(str(out)).sizes["site"] == 6

@@ -214,3 +214,16 @@ def test_absurd_learning_rates_are_refused() -> None:
     for lr in (float("nan"), float("inf"), 1e6, 0.0, -1.0):
         with pytest.raises(StefaLandError, match="train.lr"):
             config_from_dict(config(train={"lr": lr}))
+
+
+def test_the_model_card_describes_finished_folds_while_another_trains(store: str, tmp_path: Path) -> None:
+    """Folds of one run folder train as parallel jobs: a fold still in progress (or left by a killed
+    run) must not stop another fold from finishing and writing the card."""
+    values = config(data={"test_start": TRAIN[0], "test_end": TEST[1]}, train={"epochs": 1, "iterations_per_epoch": 2})
+    finetune(store, config_from_dict(values), str(tmp_path / "run"), "pub", fold=1, quiet=True)
+    started = tmp_path / "run" / "fold-2"  # a fold another job has started: config written, no checkpoint yet
+    (started / "checkpoints").mkdir(parents=True)
+    (started / "config.yaml").write_text((tmp_path / "run" / "fold-1" / "config.yaml").read_text())
+    finetune(store, config_from_dict(values), str(tmp_path / "run"), "pub", fold=1, quiet=True)  # fold 1 again
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "fold2" in card and "no predictions yet" in card

@@ -25,6 +25,8 @@ from stefaland.synth import write_virtual_world
 from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
 
+from _guarded import one_line_error, snapshot
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -34,19 +36,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _build(world: Path, out: str, *extra: str):
     return CliRunner().invoke(cli, ["data", "build", "--catalog", str(world), "--out", out, "--shard-size", "2",
                                     "--quiet", *extra])
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    if root.is_file():
-        return {"": root.read_bytes()}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
-    for needle in needles:
-        assert needle in result.output, result.output
 
 
 def _user_folder(path: Path) -> Path:
@@ -59,16 +48,16 @@ def _user_folder(path: Path) -> Path:
 class TestLocalGuards:
     def test_build_refuses_a_folder_of_unrelated_files(self, world: Path, tmp_path: Path) -> None:
         folder = _user_folder(tmp_path / "mine")
-        before = _snapshot(folder)
-        _one_line_error(_build(world, str(folder)), str(folder), "not a StefaLand store")
-        _one_line_error(_build(world, str(folder), "--force"), str(folder), "not a StefaLand store")
-        assert _snapshot(folder) == before
+        before = snapshot(folder)
+        one_line_error(_build(world, str(folder)), str(folder), "not a StefaLand store")
+        one_line_error(_build(world, str(folder), "--force"), str(folder), "not a StefaLand store")
+        assert snapshot(folder) == before
         assert not Path(str(folder) + ".lock").exists()
 
     def test_build_refuses_a_plain_file(self, world: Path, tmp_path: Path) -> None:
         target = tmp_path / "notes.zarr"
         target.write_bytes(b"not a store")
-        _one_line_error(_build(world, str(target), "--force"), str(target), "a file")
+        one_line_error(_build(world, str(target), "--force"), str(target), "a file")
         assert target.read_bytes() == b"not a store"
 
     def test_a_store_is_replaced_only_with_force_and_nothing_beside_it(self, world: Path, tmp_path: Path) -> None:
@@ -77,24 +66,24 @@ class TestLocalGuards:
         assert output_kind(str(out)) == ("folder", "store")
         sibling, backup = _user_folder(tmp_path / "w.zarr2"), tmp_path / "w.zarr.bak"
         backup.write_text("keep me")
-        before, siblings = _snapshot(out), (_snapshot(sibling), backup.read_bytes())
+        before, siblings = snapshot(out), (snapshot(sibling), backup.read_bytes())
         again = _build(world, str(out))
         assert again.exit_code == 0 and "up to date" in again.output
         other = _build(world, str(out), "--shard-size", "3")
-        _one_line_error(other, str(out), "another catalog or other options", "--force")
-        assert _snapshot(out) == before
+        one_line_error(other, str(out), "another catalog or other options", "--force")
+        assert snapshot(out) == before
         forced = _build(world, str(out), "--shard-size", "3", "--force")
         assert forced.exit_code == 0, forced.output
         assert open_store(str(out)).attrs["shard_size"] == 3
-        assert (_snapshot(sibling), backup.read_bytes()) == siblings
+        assert (snapshot(sibling), backup.read_bytes()) == siblings
 
     def test_embed_refuses_a_user_folder_before_loading_anything(self, tmp_path: Path) -> None:
         folder = _user_folder(tmp_path / "emb.zarr")
-        before = _snapshot(folder)
+        before = snapshot(folder)
         result = CliRunner().invoke(cli, ["embed", str(tmp_path / "no-checkpoint"), "--store", str(tmp_path / "s"),
                                           "--out", str(folder), "--force"])
-        _one_line_error(result, str(folder), "not a StefaLand embed")
-        assert _snapshot(folder) == before
+        one_line_error(result, str(folder), "not a StefaLand embed")
+        assert snapshot(folder) == before
 
     def test_predictions_never_replace_a_foreign_file_and_replace_their_own_only_with_force(self, tmp_path: Path) -> None:
         dataset = xr.Dataset({"sim": (("site",), np.ones(2, np.float32))}, coords={"site": ["a", "b"]})
@@ -116,7 +105,7 @@ class TestLocalGuards:
         out = tmp_path / "busy.zarr"
         with claim_output(str(out), "store"):
             result = _build(world, str(out))
-            _one_line_error(result, str(out), "being written by host", f"pid {os.getpid()}")
+            one_line_error(result, str(out), "being written by host", f"pid {os.getpid()}")
         assert not out.exists() and not Path(lock_url(str(out))).exists()
 
     def test_a_lock_left_by_a_dead_process_is_taken_over(self, world: Path, tmp_path: Path) -> None:
@@ -143,11 +132,11 @@ class TestS3Guards:
                   f"{bucket}/stores/w.zarr2/x": b"sibling", f"{bucket}/stores/w.zarr.bak": b"backup"}
         for key, data in others.items():
             fs.pipe(key, data)
-        _one_line_error(_build(world, f"{s3_bucket}/runs", "--force"), f"{s3_bucket}/runs", "not a StefaLand store")
-        _one_line_error(_build(world, s3_bucket, "--force"), s3_bucket, "whole bucket")
+        one_line_error(_build(world, f"{s3_bucket}/runs", "--force"), f"{s3_bucket}/runs", "not a StefaLand store")
+        one_line_error(_build(world, s3_bucket, "--force"), s3_bucket, "whole bucket")
         out = f"{s3_bucket}/stores/w.zarr"
         assert _build(world, out).exit_code == 0
-        _one_line_error(_build(world, out, "--shard-size", "3"), out, "--force")
+        one_line_error(_build(world, out, "--shard-size", "3"), out, "--force")
         assert _build(world, out, "--shard-size", "3", "--force").exit_code == 0
         fs.invalidate_cache()
         assert {k: fs.cat(k) for k in others} == others
@@ -157,7 +146,7 @@ class TestS3Guards:
     def test_s3_lock_turns_the_second_writer_away(self, world: Path, s3_bucket: str, s3_env: S3Server) -> None:
         out = f"{s3_bucket}/busy.zarr"
         with claim_output(out, "store"):
-            _one_line_error(_build(world, out), out, "being written by host")
+            one_line_error(_build(world, out), out, "being written by host")
         fs = self._fs(s3_env)
         assert not fs.exists(f"{s3_bucket.removeprefix('s3://')}/busy.zarr.lock")
         assert not fs.find(f"{s3_bucket.removeprefix('s3://')}/busy.zarr/")

@@ -41,17 +41,13 @@ from stefaland_cli.main import cli
 from _finetune_store import write_finetune_store
 from _stores import write_store
 
+from _guarded import one_line_error, snapshot
+
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_TINY = REPO / "configs" / "pretrain_tiny.yaml"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    if root.is_file():
-        return {"": root.read_bytes()}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
 
 def _user_folder(path: Path) -> Path:
     (path / "sub").mkdir(parents=True)
@@ -59,15 +55,6 @@ def _user_folder(path: Path) -> Path:
     (path / "config.yaml").write_text("my: own config\n")  # a name a run folder also uses
     (path / "sub" / "data.bin").write_bytes(os.urandom(4096))
     return path
-
-
-def _one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.output, result.output
-    return result.output.strip()
 
 
 def _pretrain(store: str, config: str, out: str, *extra: str):
@@ -94,23 +81,23 @@ class TestPretrainRunFolder:
     def test_a_user_folder_a_plain_file_and_another_kind_of_output_are_refused(
             self, store: str, pretrain_config: str, tmp_path: Path) -> None:
         folder = _user_folder(tmp_path / "mine")
-        before = _snapshot(folder)
+        before = snapshot(folder)
         for extra in ((), ("--no-resume",), ("--resume",)):
-            _one_line_error(_pretrain(store, pretrain_config, str(folder), *extra), str(folder),
+            one_line_error(_pretrain(store, pretrain_config, str(folder), *extra), str(folder),
                             "not a StefaLand pretrain output", "a folder of other files")
-        assert _snapshot(folder) == before and not Path(lock_url(str(folder))).exists()
+        assert snapshot(folder) == before and not Path(lock_url(str(folder))).exists()
 
         plain = tmp_path / "run.txt"
         plain.write_bytes(b"not a run")
-        _one_line_error(_pretrain(store, pretrain_config, str(plain)), str(plain), "(a file)")
+        one_line_error(_pretrain(store, pretrain_config, str(plain)), str(plain), "(a file)")
         assert plain.read_bytes() == b"not a run"
 
         embeddings = tmp_path / "emb.zarr"
         write_marker(str(embeddings), "embed")
         (embeddings / "vectors").write_bytes(b"embeddings")
-        before = _snapshot(embeddings)
-        _one_line_error(_pretrain(store, pretrain_config, str(embeddings)), "is a StefaLand embed output, not a pretrain")
-        assert _snapshot(embeddings) == before
+        before = snapshot(embeddings)
+        one_line_error(_pretrain(store, pretrain_config, str(embeddings)), "is a StefaLand embed output, not a pretrain")
+        assert snapshot(embeddings) == before
 
     def test_rerunning_resumes_another_config_is_refused_and_the_lock_is_gone(
             self, store: str, pretrain_config: str, tmp_path: Path) -> None:
@@ -126,9 +113,9 @@ class TestPretrainRunFolder:
         assert ".stefaland/zarr.json" in {entry["path"] for entry in manifest["files"]}  # pull carries the marker
         changed = Path(pretrain_config).with_name("other.yaml")
         changed.write_text(Path(pretrain_config).read_text().replace("lr: 0.005", "lr: 0.004"))
-        before = _snapshot(out)
-        _one_line_error(_pretrain(store, str(changed), str(out)), "different config")
-        assert _snapshot(out) == before and not Path(lock_url(str(out))).exists()
+        before = snapshot(out)
+        one_line_error(_pretrain(store, str(changed), str(out)), "different config")
+        assert snapshot(out) == before and not Path(lock_url(str(out))).exists()
 
     def test_a_second_writer_is_turned_away_and_a_killed_ones_lock_taken_over(
             self, store: str, pretrain_config: str, tmp_path: Path) -> None:
@@ -151,7 +138,7 @@ class TestPretrainRunFolder:
             holder = json.loads(lock.read_text())
             assert holder["pid"] == process.pid and holder["stale_after_s"] == 600  # keep_alive() declared it
             second = _pretrain(store, str(long), str(out))
-            _one_line_error(second, str(out), "being written by host", f"pid {process.pid}")
+            one_line_error(second, str(out), "being written by host", f"pid {process.pid}")
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=60)
@@ -274,22 +261,22 @@ class TestFinetuneRunFolder:
     def test_a_user_folder_a_plain_file_and_a_pretraining_run_are_refused(
             self, ft_store: str, ft_config: str, tmp_path: Path) -> None:
         folder = _user_folder(tmp_path / "mine")
-        before = _snapshot(folder)
-        _one_line_error(_finetune(ft_store, ft_config, str(folder)), str(folder), "not a StefaLand finetune output")
-        assert _snapshot(folder) == before
+        before = snapshot(folder)
+        one_line_error(_finetune(ft_store, ft_config, str(folder)), str(folder), "not a StefaLand finetune output")
+        assert snapshot(folder) == before
         assert not list(tmp_path.glob("**/*.lock"))
 
         plain = tmp_path / "results"
         plain.write_bytes(b"numbers")
-        _one_line_error(_finetune(ft_store, ft_config, str(plain)), str(plain), "(a file)")
+        one_line_error(_finetune(ft_store, ft_config, str(plain)), str(plain), "(a file)")
         assert plain.read_bytes() == b"numbers"
 
         pretrained = tmp_path / "pretrain-run"
         write_marker(str(pretrained), "pretrain")
         (pretrained / "config.yaml").write_text("train: {epochs: 1}\n")
-        before = _snapshot(pretrained)
-        _one_line_error(_finetune(ft_store, ft_config, str(pretrained)), "is a StefaLand pretrain output, not a finetune")
-        assert _snapshot(pretrained) == before
+        before = snapshot(pretrained)
+        one_line_error(_finetune(ft_store, ft_config, str(pretrained)), "is a StefaLand pretrain output, not a finetune")
+        assert snapshot(pretrained) == before
 
     def test_rerunning_resumes_and_a_second_writer_of_a_fold_is_turned_away(
             self, ft_store: str, ft_config: str, tmp_path: Path) -> None:
@@ -303,7 +290,7 @@ class TestFinetuneRunFolder:
         assert again.exit_code == 0 and "fold 1:" in again.output, again.output
         assert (out / "fold-1" / "predictions.nc").exists() and predictions
         with lock_output(fold_dir(str(out), 1), "finetune"):
-            _one_line_error(_finetune(ft_store, ft_config, str(out)), f"{out}/fold-1", "being written by host",
+            one_line_error(_finetune(ft_store, ft_config, str(out)), f"{out}/fold-1", "being written by host",
                             f"pid {os.getpid()}")
         assert not list(tmp_path.glob("**/*.lock"))
 
@@ -316,11 +303,11 @@ def test_pull_refuses_a_folder_that_is_not_a_pull_of_that_run(tmp_path: Path) ->
     (run / "config.yaml").write_text("train: {epochs: 1}\n")
     (run / "manifest.json").write_text(json.dumps({"files": []}))
     folder = _user_folder(tmp_path / "mine")
-    before = _snapshot(folder)
+    before = snapshot(folder)
     runner = CliRunner()
-    _one_line_error(runner.invoke(cli, ["pull", str(run), "--to", str(folder), "-q"]), str(folder),
+    one_line_error(runner.invoke(cli, ["pull", str(run), "--to", str(folder), "-q"]), str(folder),
                     f"is not a pull of {run}", "a folder of other files")
-    assert _snapshot(folder) == before and not Path(lock_url(str(folder))).exists()
+    assert snapshot(folder) == before and not Path(lock_url(str(folder))).exists()
     copy = tmp_path / "copy"
     for _ in range(2):  # a second pull into its own folder resumes
         result = runner.invoke(cli, ["pull", str(run), "--to", str(copy), "-q"])
@@ -330,7 +317,7 @@ def test_pull_refuses_a_folder_that_is_not_a_pull_of_that_run(tmp_path: Path) ->
     other = tmp_path / "other-run"
     write_marker(str(other), "pretrain")
     (other / "config.yaml").write_text("x: 1\n")
-    _one_line_error(runner.invoke(cli, ["pull", str(other), "--to", str(copy), "-q"]), str(copy),
+    one_line_error(runner.invoke(cli, ["pull", str(other), "--to", str(copy), "-q"]), str(copy),
                     "is not a pull of", "a StefaLand pretrain output")
 
 
@@ -345,7 +332,7 @@ def test_s3_prefix_with_other_things_is_refused_by_pretrain_and_submit(
     for key, data in others.items():
         fs.pipe(key, data)
     runs = f"{s3_bucket}/runs"
-    _one_line_error(_pretrain(store, pretrain_config, runs), runs, "not a StefaLand pretrain output")
+    one_line_error(_pretrain(store, pretrain_config, runs), runs, "not a StefaLand pretrain output")
     config = Path(pretrain_config).read_bytes()
     with pytest.raises(Exception, match="not a StefaLand pretrain output"):
         upload_config(Submission("pretrain-20260101-120000-0a1b2c", "ns", runs, f"{runs}/config.yaml", config, []))
@@ -368,7 +355,7 @@ def test_an_absurd_shard_size_is_one_line_before_anything_is_read(tmp_path: Path
     out = tmp_path / "s.zarr"
     result = CliRunner().invoke(cli, ["data", "build", "--catalog", str(tmp_path / "no-catalog"), "--out", str(out),
                                       "--shard-size", str(10**11), "--quiet"])
-    _one_line_error(result, "--shard-size", "1<=x<=100000")
+    one_line_error(result, "--shard-size", "1<=x<=100000")
     assert not out.exists()
 
 
@@ -389,5 +376,5 @@ def test_pretraining_exclusion_split_file_of_another_scheme_is_one_line(store: s
     raw["data"]["exclude"] = {"split": "pur", "fold": 1, "split_file": str(split_file)}
     config = tmp_path / "exclude.yaml"
     config.write_text(yaml.safe_dump(raw))
-    _one_line_error(_pretrain(store, str(config), str(tmp_path / "run")), str(split_file), "scheme is 'pub'",
+    one_line_error(_pretrain(store, str(config), str(tmp_path / "run")), str(split_file), "scheme is 'pub'",
                     "data.exclude.split is 'pur'")

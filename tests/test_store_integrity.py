@@ -18,6 +18,8 @@ from stefaland.store import open_store, read_shard
 from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
 
+from _guarded import one_line_error
+
 
 @pytest.fixture(scope="module")
 def built(virtual_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -35,13 +37,6 @@ def store(built: Path, tmp_path: Path) -> Path:
 
 def _verify(url: str):
     return CliRunner().invoke(cli, ["store", "verify", url])
-
-
-def _one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
-    for needle in needles:
-        assert needle in result.output, result.output
 
 
 def _flip(path: Path, offset: int = -20) -> None:
@@ -65,7 +60,7 @@ def test_flipped_bytes_stop_the_reader_and_verify_naming_array_and_shard(store: 
         read_shard(dataset, 1)
     with pytest.raises(StefaLandError, match="array dynamic shard 1"):  # finetuning reads site subsets this way
         dataset.isel(site=[3, 9, 20])["dynamic"].values
-    _one_line_error(_verify(str(store)), "array dynamic shard 1", "checksum")
+    one_line_error(_verify(str(store)), "array dynamic shard 1", "checksum")
     with pytest.raises(Exception):  # even plain xarray cannot decode it: the chunks carry crc32c
         xr.open_zarr(store, consolidated=False)["dynamic"].values
     assert (store / "dynamic" / "c" / "1" / "0" / "0").read_bytes() == before
@@ -75,7 +70,7 @@ def test_a_deleted_chunk_stops_open_instead_of_reading_nan(store: Path) -> None:
     (store / "target" / "c" / "2" / "0" / "0").unlink()
     with pytest.raises(StefaLandError, match=r"array target shard 2 \(chunk target/c/2/0/0\) is missing"):
         open_store(str(store))
-    _one_line_error(_verify(str(store)), "array target shard 2", "missing")
+    one_line_error(_verify(str(store)), "array target shard 2", "missing")
 
 
 def test_a_truncated_chunk_and_a_lost_record_are_refused(store: Path) -> None:
@@ -86,7 +81,7 @@ def test_a_truncated_chunk_and_a_lost_record_are_refused(store: Path) -> None:
     shutil.rmtree(store / ".stefaland")
     with pytest.raises(StefaLandError, match="integrity record is missing"):
         open_store(str(store))
-    _one_line_error(_verify(str(store)), "not a StefaLand store")
+    one_line_error(_verify(str(store)), "not a StefaLand store")
 
 
 def test_a_damaged_store_stops_a_command_that_trains_on_it(store: Path, tmp_path: Path) -> None:
@@ -109,7 +104,7 @@ def test_a_damaged_store_on_s3_is_found_by_verify(virtual_world: Path, s3_bucket
     data = bytearray(fs.cat(key))
     data[len(data) // 2] ^= 0x01
     fs.pipe(key, bytes(data))
-    _one_line_error(_verify(url), "array dynamic shard 2", "checksum")
+    one_line_error(_verify(url), "array dynamic shard 2", "checksum")
     with pytest.raises(StefaLandError, match="array dynamic shard 2"):
         read_shard(open_store(url), 2)
     assert np.isfinite(read_shard(open_store(url), 1).static).any()

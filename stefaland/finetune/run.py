@@ -267,13 +267,7 @@ def _locked(directory: str) -> Claim:
     kind of output, and marking a new one); each fold then locks only its own folder, so the pods
     of an Indexed Job train their folds in parallel while two writers of one fold never both run.
     """
-    claim = lock_output(directory, RUN_KIND)
-    try:
-        claim.keep_alive()
-    except BaseException:
-        claim.release()
-        raise
-    return claim
+    return lock_output(directory, RUN_KIND).kept_alive()
 
 
 def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str | int = "all",

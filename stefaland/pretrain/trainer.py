@@ -133,13 +133,7 @@ def claim_run_folder(out: str) -> Claim:
     pod) frees it ten minutes later, and the replacement pod of the same Kubernetes run at once.
     Only rank 0 of a torchrun launch calls this. Resume rules stay :func:`_check_run_folder`'s.
     """
-    claim = claim_output(out, RUN_KIND, resumable=True)
-    try:
-        claim.keep_alive()
-    except BaseException:
-        claim.release()
-        raise
-    return claim
+    return claim_output(out, RUN_KIND, resumable=True).kept_alive()
 
 
 def _resume_state(out: str, config: PretrainConfig, resume: bool | None, context: distributed.DistributedContext,
