@@ -297,6 +297,7 @@ def test_a_run_id_that_already_exists_is_one_error_line(kube, s3_bucket, run_con
     # run ids are time + 6 random hex digits; pin one to provoke the collision the API server answers with 409
     run_id = "pretrain-20260101-120000-0a1b2c"
     monkeypatch.setattr("stefaland.k8s.submit.new_run_id", lambda kind: run_id)
+    monkeypatch.setattr("stefaland_cli.submit.new_run_id", lambda kind: run_id)  # the CLI names the run itself
     code, stdout, stderr = submit(run_config, f"{s3_bucket}/runs/first")
     assert code == 0 and stdout.strip() == run_id, stderr
     existing = dict(kube.cluster.objects[("jobs", NAMESPACE, run_id)]["metadata"])
