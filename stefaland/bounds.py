@@ -74,3 +74,10 @@ def clip_to_bounds(values: np.ndarray, bounds: Bounds | list[float | None] | Non
 def bounds_to_json(bounds: Bounds) -> list[float | None]:
     """JSON has no infinity: an open end is ``null``."""
     return [b if math.isfinite(b) else None for b in bounds]
+
+
+def bounds_from_json(saved: list[float | None] | None) -> Bounds:
+    """The inverse of :func:`bounds_to_json`; a run recorded before bounds existed is unbounded."""
+    if not saved:
+        return (-math.inf, math.inf)
+    return (_finite_or(saved[0], -math.inf), _finite_or(saved[1], math.inf))

@@ -124,13 +124,13 @@ def test_sampler_never_draws_held_out_sites(store: str) -> None:
 
 
 def test_target_statistics_come_from_the_training_sites_only(store: str) -> None:
-    from stefaland.finetune.data import scale_target_to_training_sites
+    from stefaland.finetune.data import normalise_to_training
 
     dataset = open_store(store)
     chosen = select_fold(fold_assignment(dataset, "pub"), 1)
     variables = resolve_variables(dataset, config_from_dict(tiny()).data)
     data = load_sites(dataset, chosen.train, variables, "1990-01-01", "1991-12-31", "train")
-    scaled = scale_target_to_training_sites(variables, data)
+    scaled = normalise_to_training(variables, data)
     raw = dataset["target"].values[chosen.train, :, 0]
     assert scaled.target_mean == pytest.approx(np.nanmean(raw), rel=1e-5)
     assert scaled.target_std == pytest.approx(np.nanstd(raw), rel=1e-4)

@@ -264,14 +264,6 @@ def normalise_to_training(variables: Variables, data: SiteData) -> Variables:
                    static_std=static_std, target_mean=float(target_mean), target_std=float(target_std))
 
 
-def scale_target_to_training_sites(variables: Variables, data: SiteData) -> Variables:
-    """Only the target re-expressed in the training sites' statistics (kept for callers that scale
-    inputs elsewhere); finetuning uses :func:`normalise_to_training`."""
-    data.target, mean, std = _refit(data.target, np.float64(variables.target_mean), np.float64(variables.target_std),
-                                    (0,) if data.target.ndim == 1 else (0, 1))
-    return replace(variables, target_mean=float(mean), target_std=float(std))
-
-
 def split_validation_sites(data: SiteData, fraction: float, seed: int) -> tuple[SiteData, SiteData | None]:
     """Hold back ``fraction`` of the training sites (at least one, never all) for validation."""
     if fraction <= 0:

@@ -8,12 +8,12 @@ statistics: the new store's own mean and std describe other sites and must not l
 
 from __future__ import annotations
 
-import math
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from stefaland import storage
+from stefaland.bounds import bounds_from_json
 from stefaland.errors import StefaLandError
 from stefaland.finetune.data import SiteData, Variables
 
@@ -54,15 +54,8 @@ def check_inputs(dataset: xr.Dataset, record: dict, catalog: str) -> Variables:
         np.asarray(v["static_mean"], np.float64), _std(v["static_std"]),
         float(v["target_mean"]), float(v["target_std"]), v.get("target_units", ""), bool(v.get("static_target")),
         [v["dynamic"].index(n) for n in hide if n in v["dynamic"]], [v["static"].index(n) for n in hide if n in v["static"]],
-        _bounds(v.get("target_bounds")),
+        bounds_from_json(v.get("target_bounds")),
     )
-
-
-def _bounds(saved: list | None) -> tuple[float, float]:
-    """The run's physical target range (runs recorded before it existed: unbounded)."""
-    if not saved:
-        return (-math.inf, math.inf)
-    return (-math.inf if saved[0] is None else float(saved[0]), math.inf if saved[1] is None else float(saved[1]))
 
 
 def _std(values) -> np.ndarray:

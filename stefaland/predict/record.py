@@ -13,7 +13,6 @@ for a run written before that existed, :func:`record_from_store` rebuilds it fro
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -63,7 +62,7 @@ def make_record(store: str, dataset: xr.Dataset, config: Any, variables: Any, sp
             "target": variables.target, "target_units": variables.target_units,
             "target_mean": float(variables.target_mean), "target_std": float(variables.target_std),
             "static_target": bool(variables.static_target),
-            "target_bounds": bounds_to_json(getattr(variables, "target_bounds", (-math.inf, math.inf))),
+            "target_bounds": bounds_to_json(variables.target_bounds),
             "hide": list(config.data.hide),
         },
     }

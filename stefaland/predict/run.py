@@ -178,6 +178,12 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
     return simulated.astype(np.float64) * target_std + target_mean
 
 
+def _fold_inputs(dataset, fold: FoldModel, rows: np.ndarray, catalog: str, with_obs: bool) -> tuple[Variables, SiteData]:
+    """A fold's inputs scaled with its own training statistics (every fold has other training sites)."""
+    variables = check_inputs(dataset, fold.record, str(catalog))
+    return variables, site_data(dataset, rows, variables, with_obs)
+
+
 @contextlib.contextmanager
 def _quiet_build(quiet: bool):
     """The temporary store is an implementation detail: its build's progress lines are noise here."""
@@ -221,8 +227,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
         hbv: dict | None = {} if is_hbv else None
         members = {}
         for f in folds:  # each fold was scaled with its own training sites' statistics
-            fold_vars = check_inputs(dataset, f.record, str(catalog))
-            fold_data = data if f is folds[0] else site_data(dataset, rows, fold_vars, with_obs)
+            fold_vars, fold_data = (variables, data) if f is folds[0] else _fold_inputs(dataset, f, rows, catalog, with_obs)
             members[f.name] = clip_to_bounds(predict_member(f, fold_data, fold_vars, workdir, quiet, hbv),
                                              fold_vars.target_bounds)
     finally:
