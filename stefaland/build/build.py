@@ -144,6 +144,7 @@ def build_store(
     this process, no cluster); other sources need no cluster.
     """
     catalog = load_catalog(catalog_url)
+    catalog.refuse_unset([catalog.sites_source, *(s.name for s in catalog.select(sources))])
     if scheduler in ("sync", "synchronous"):
         import dask
 

@@ -49,6 +49,8 @@ def harmonise(spec: SourceSpec, raw: xr.Dataset, areas_km2: dict[str, np.ndarray
         _check_declared_against_data(variable, str(array.attrs.get("units", "")).strip(), spec.name)
         values = np.asarray(array.values, dtype=np.float64)
         values = clean(variable, values, array, where)
+        if variable.scale is not None:
+            values = values * variable.scale
         values = to_canonical(values, variable.units, where)
         if variable.per_area:
             if not areas_km2 or variable.per_area not in areas_km2:

@@ -39,6 +39,7 @@ class VariableSpec:
     per_area: str | None = None  # discharge → depth: the site/static column holding the area (km²)
     missing_value: float | None = None  # a sentinel the source uses for "no value" (becomes NaN)
     on_invalid: str = "error"  # physically impossible values (negative rain, area <= 0): error | nan
+    scale: float | None = None  # products that store scaled integers (GLHYMPS ×100, MODIS NDVI ×1e4): value × scale
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,17 @@ class CatalogSpec:
     def by_role(self, role: str) -> list[SourceSpec]:
         return [s for s in self.sources.values() if s.role == role]
 
+    def refuse_unset(self, names: list[str]) -> None:
+        """Name the first unset environment variable these sources need, before any work starts."""
+        for name in names:
+            if name in self.unset:
+                raise StefaLandError(
+                    f"catalog {self.url} source {name}: environment variable {self.unset[name]} is not set "
+                    f"(its paths depend on it); set it, e.g. export {self.unset[name]}=/path/or/s3://prefix"
+                )
+
     def open(self, name: str) -> Any:
-        if name in self.unset:
-            raise StefaLandError(
-                f"catalog {self.url} source {name}: environment variable {self.unset[name]} is not set "
-                f"(its paths depend on it); set it, e.g. export {self.unset[name]}=/path/or/s3://prefix"
-            )
+        self.refuse_unset([name])
         return self.catalog[name]
 
     def select(self, names: list[str] | None) -> list[SourceSpec]:
@@ -118,6 +124,9 @@ def _variable(source: str, name: str, spec: Any) -> VariableSpec:
     on_invalid = str(spec.get("on_invalid", "error"))
     if on_invalid not in ("error", "nan"):
         raise StefaLandError(f"{where}: on_invalid must be 'error' or 'nan' (got {on_invalid!r})")
+    scale = spec.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale):
+        raise StefaLandError(f"{where}: scale must be a non-zero number (got {scale!r})")
     missing_value = spec.get("missing_value")
     if missing_value is not None and (isinstance(missing_value, bool) or not isinstance(missing_value, (int, float))):
         raise StefaLandError(f"{where}: missing_value must be a number (got {missing_value!r})")
@@ -131,6 +140,7 @@ def _variable(source: str, name: str, spec: Any) -> VariableSpec:
         per_area=spec.get("per_area"),
         missing_value=None if missing_value is None else float(missing_value),
         on_invalid=on_invalid,
+        scale=None if scale is None else float(scale),
     )
 
 
