@@ -179,7 +179,7 @@ def test_prediction_windows_tile_the_test_period(n_test, seq_len, warmup, overla
     values = np.arange(days, dtype=np.float32)[None, :, None].repeat(2, axis=0)  # day index as the input
     data = SiteData(np.array(["a", "b"]), None, values, np.zeros((2, 1), np.float32),
                     np.zeros((2, days), np.float32), np.zeros(2), np.zeros(2), history)
-    out = predict_torch(Echo(warmup), data, seq_len, overlap, batch_size=3)
+    out = predict_torch(Echo(warmup), data, seq_len, overlap, batch_size=3, warmup=warmup)
     np.testing.assert_array_equal(out, values[:, history:, 0])
     windows = PredictionWindows(n_test, seq_len, warmup, overlap)
     assert windows.pad >= warmup + overlap

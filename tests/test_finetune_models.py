@@ -73,8 +73,9 @@ def test_every_torch_model_builds_and_trains_a_step(name: str, store: str, tmp_p
     data = load_sites(dataset, np.arange(6), variables, PERIOD["train_start"], PERIOD["train_end"], "train")
     torch.manual_seed(0)
     model = build_torch_model(config.model, variables)
-    warmup = int(getattr(model, "warmup", 0))
-    assert warmup == (10 if name.endswith("_hbv") else 0)
+    warmup = MODELS[name].warmup(config.model)
+    assert warmup == int(getattr(model, "warmup", 0)) == (10 if name.endswith("_hbv") else 0)
+    assert MODELS[name].pretrained_encoder == (name.startswith("stefaland_") and name != "stefaland_transformer")
     batch = next(iter(WindowSampler(data, 6, warmup + 20, 20, 1, np.random.default_rng(0))))
     trainable = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
     frozen = {k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad}

@@ -22,12 +22,16 @@ from .models.sklearn_baselines import HISTORY, SklearnBaseline
 
 @torch.no_grad()
 def predict_torch(model: nn.Module, data: SiteData, seq_len: int, overlap: int, batch_size: int,
-                  quiet: bool = True) -> np.ndarray:
-    """Z-scored predictions (n_sites, n_test_days) for the days after ``data.history``."""
+                  quiet: bool = True, *, warmup: int) -> np.ndarray:
+    """Z-scored predictions (n_sites, n_test_days) for the days after ``data.history``.
+
+    ``warmup``: input days the model consumes before its first output (the registry's
+    ``ModelSpec.warmup``); required, since a wrong value shifts every prediction by that many days.
+    """
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device
     n_sites, n_test = data.dynamic.shape[0], data.dynamic.shape[1] - data.history
-    windows = PredictionWindows(n_test, seq_len, int(getattr(model, "warmup", 0)), overlap)
+    windows = PredictionWindows(n_test, seq_len, warmup, overlap)
     dynamic, _ = padded_inputs(data, windows.pad)  # (n, pad + n_test, n_dyn)
     starts = windows.starts()
     items = [(site, start) for site in range(n_sites) for start in starts]

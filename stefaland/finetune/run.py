@@ -76,12 +76,12 @@ def _variables_state(variables: Variables) -> dict:
                           "target_bounds": list(variables.target_bounds)}}
 
 
-def _train_sklearn(config: FinetuneConfig, directory: str, train_data, seed: int):
+def _train_sklearn(config: FinetuneConfig, directory: str, train_data, variables: Variables, seed: int):
     url = storage.join(directory, "checkpoints", SKLEARN_FILE)
     if storage.exists(url):
         log.info("reusing the fitted baseline %s", url)
         return pickle.loads(storage.read_bytes(url))
-    model = model_spec(config.model.name).build(config.model, seed)
+    model = model_spec(config.model.name).build(config.model, variables, seed)
     if train_data.target.ndim == 1:
         model.fit_static(train_data.dynamic, train_data.static, train_data.target)
     else:
@@ -93,9 +93,9 @@ def _train_sklearn(config: FinetuneConfig, directory: str, train_data, seed: int
     return model
 
 
-def uses_pretrained_weights(model: str) -> bool:
-    """StefaLand-* models load the pretrained encoder; the transformer and the ablations do not."""
-    return model.startswith("stefaland_") and model != "stefaland_transformer"
+def uses_pretrained_weights(config: FinetuneConfig) -> bool:
+    """A pretrained encoder whose weights the model loads (the registry says which models do)."""
+    return bool(config.model.pretrained) and model_spec(config.model.name).pretrained_encoder
 
 
 def per_fold_pretrained(config: FinetuneConfig, fold: int) -> FinetuneConfig:
@@ -112,7 +112,7 @@ def finetune_fold(store: str, config: FinetuneConfig, out: str, split: str, fold
                   split_file: str | None = None, quiet: bool = False) -> FoldResult:
     """Train on every fold of ``split`` but ``fold``, predict ``fold``; resumable."""
     config = per_fold_pretrained(config, fold)
-    if config.model.pretrained and uses_pretrained_weights(config.model.name):
+    if uses_pretrained_weights(config):
         refuse_leakage(config.model.pretrained, split, fold, config.model.allow_pretraining_leakage)
     dataset = open_store(store)
     folds = fold_assignment(dataset, split, split_file)
@@ -141,7 +141,7 @@ def finetune_temporal(store: str, config: FinetuneConfig, out: str, split_file: 
     else:
         members = np.ones(dataset.sizes["site"], dtype=bool)
     rows = np.flatnonzero(members)
-    if config.model.pretrained and uses_pretrained_weights(config.model.name):
+    if uses_pretrained_weights(config):
         log.info("temporal split: the pretrained encoder may have seen the test years' inputs (never the target)")
     sites = FoldSites(0, rows, rows)
     return _run(store, dataset, config, storage.join(out, TEMPORAL), TEMPORAL, TEMPORAL_FOLD, TEMPORAL_FOLD, sites,
@@ -203,20 +203,21 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
     record = make_record(store, dataset, config, variables, split, fold, [str(s) for s in train_data.sites], split_file)
     write_run_record(directory, record)
     if spec.kind == "sklearn":
-        model = _train_sklearn(config, directory, train_data, config.train.seed)
+        model = _train_sklearn(config, directory, train_data, variables, config.train.seed)
         metrics: list[dict] = []
         test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", HISTORY)
         simulated = predict_sklearn(model, test_data)
     else:
         torch.manual_seed(config.train.seed)  # identical initial weights on a fresh start and a resume
         model = build_torch_model(config.model, variables)
-        warmup = int(getattr(model, "warmup", 0))
+        warmup = spec.warmup(config.model)
         check_window(model, warmup + data.seq_len)
         history = warmup + data.overlap()
         validation = _validation_data(dataset, config, variables, train_data, held_back, split == TEMPORAL, history)
         metrics = train_model(model, train_data, config, directory, _variables_state(variables), quiet, validation)
         test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", history)
-        simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet)
+        simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet,
+                                  warmup=warmup)
         record["best_epoch"] = best_epoch(metrics)
         record["validation"] = None if validation is None else {
             "sites": [str(s) for s in validation.data.sites],

@@ -29,7 +29,7 @@ from stefaland.progress import progress
 
 from .config import FinetuneConfig
 from .data import SiteData, Variables, WindowSampler, batches_per_epoch
-from .models.registry import trainable_parameters
+from .models.registry import model_spec, trainable_parameters
 
 log = logging.getLogger("stefaland.finetune")
 
@@ -116,7 +116,8 @@ def validate(model: nn.Module, validation: Validation, config: FinetuneConfig) -
     from .predict import predict_torch
 
     data, variables = validation.data, validation.variables
-    sim = predict_torch(model, data, config.data.seq_len, config.data.overlap(), config.train.batch_size, quiet=True)
+    sim = predict_torch(model, data, config.data.seq_len, config.data.overlap(), config.train.batch_size, quiet=True,
+                        warmup=model_spec(config.model.name).warmup(config.model))
     obs = data.target if data.target.ndim == 1 else data.target[:, data.history:]
     loss_kind = "mse" if config.train.loss == "nse" else config.train.loss
     loss = float(masked_loss(torch.from_numpy(sim), torch.from_numpy(obs), loss_kind))
@@ -170,7 +171,7 @@ def train_model(model: nn.Module, data: SiteData, config: FinetuneConfig, fold_d
     parameters = trainable_parameters(model)
     if not parameters:
         raise StefaLandError(f"model {config.model.name!r} has no trainable parameters")
-    warmup = int(getattr(model, "warmup", 0))  # input days a model consumes before its first output (HBV)
+    warmup = model_spec(config.model.name).warmup(config.model)  # input days consumed before the first output (HBV)
     spinup = config.data.spinup_days  # outputs that only warm the state up: not in the loss
     length = warmup + config.data.seq_len
     loss_days = config.data.seq_len - spinup

@@ -161,6 +161,7 @@ def _torch_model(fold: FoldModel, variables: Variables, workdir: str) -> torch.n
 def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdir: str, quiet: bool,
                    hbv_sink: dict | None = None) -> np.ndarray:
     """One fold's prediction for ``data`` in the target's units: (n, T), or (n,) for a static target."""
+    from stefaland.finetune.models.registry import model_spec
     from stefaland.finetune.predict import predict_sklearn, predict_torch
 
     target_mean, target_std = float(fold.record["variables"]["target_mean"]), float(fold.record["variables"]["target_std"])
@@ -170,7 +171,8 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
     else:
         model = _torch_model(fold, fold_vars, workdir)
         cfg = fold.config
-        simulated = predict_torch(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size, quiet)
+        simulated = predict_torch(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size, quiet,
+                                  warmup=model_spec(cfg.model.name).warmup(cfg.model))
         if hbv_sink is not None and hasattr(model, "hbv"):
             from .hbv import hbv_outputs
 

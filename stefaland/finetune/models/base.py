@@ -2,14 +2,20 @@
 
 Models take z-scored ``dynamic`` (batch, time, n_dyn) and ``static`` (batch, n_static) with NaN
 for missing cells and return the z-scored target for the last ``time - warmup`` days
-(batch, time - warmup). ``warmup`` is 0 for direct predictors and HBV's spin-up for the hybrids,
-which is how the trainer and the predictor know how long a window must be.
+(batch, time - warmup). ``warmup`` is 0 for direct predictors and HBV's spin-up for the hybrids.
+The class answers it (and its network's output width) for a config *before* a model is built,
+through the registry, which is how the trainer and the predictor know how long a window must be.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..config import ModelSection
 
 
 def lstm_inputs(dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
@@ -21,6 +27,14 @@ def lstm_inputs(dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
 
 
 class FinetuneModel(nn.Module):
-    """Base class: subclasses set ``warmup`` and implement ``forward``."""
+    """Base class: subclasses implement ``forward`` and override the class answers below if they differ."""
 
-    warmup: int = 0
+    @classmethod
+    def warmup_days(cls, config: ModelSection) -> int:
+        """Input days consumed before the first output; 0: every input day has its output."""
+        return 0
+
+    @classmethod
+    def network_width(cls, config: ModelSection) -> int:
+        """Values per day the inner network emits; 1: the z-scored target itself."""
+        return 1

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from stefaland.errors import StefaLandError
-from stefaland.hbv import HBV11p
+from stefaland.hbv import HBV11p, n_outputs
 
-from ..config import HBVConfig
+from ..config import HBVConfig, ModelSection
 from ..data import Variables
 from .base import FinetuneModel
 
@@ -47,7 +47,7 @@ class HBVHybrid(FinetuneModel):
         self.network = network
         self.hbv = HBV11p(config.nmul, config.dynamic_parameters, config.warmup_days, config.routing,
                           dynamic_dropout=config.dynamic_dropout)
-        self.warmup = config.warmup_days
+        self.warmup = self.hbv.warmup_days  # what warmup_days() promised for this config
         columns = [_column(variables, config.precipitation, "precipitation"),
                    *[_column(variables, t, "temperature") for t in config.temperature]]
         if config.pet is not None:
@@ -60,6 +60,15 @@ class HBVHybrid(FinetuneModel):
         self.register_buffer("mean", torch.as_tensor(variables.dynamic_mean[columns], dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(variables.dynamic_std[columns], dtype=torch.float32))
         self.target_mean, self.target_std = float(variables.target_mean), float(variables.target_std)
+
+    @classmethod
+    def warmup_days(cls, config: ModelSection) -> int:
+        return config.hbv.warmup_days
+
+    @classmethod
+    def network_width(cls, config: ModelSection) -> int:
+        """HBV's raw parameter layout (:mod:`stefaland.hbv.parameters`) fixes the network's width."""
+        return n_outputs(config.hbv.nmul)
 
     @property
     def n_outputs(self) -> int:

@@ -1,4 +1,10 @@
-"""The one place that maps a model name in the run config to the code that builds it."""
+"""The one place that maps a model name in the run config to the code that builds it.
+
+Each entry is data a run reads *before* building anything: the model's kind, whether it loads a
+pretrained encoder (so the run knows to check the encoder for leakage), how many input days it
+consumes before its first output, and how wide its network's output is. The last two are asked of
+the model class itself (:class:`~.base.FinetuneModel`), because only HBV knows its parameter layout.
+"""
 
 from __future__ import annotations
 
@@ -21,20 +27,47 @@ from . import sklearn_baselines
 from .base import FinetuneModel
 from .hbv import HBVHybrid
 from .lstm import LSTMNetwork, LSTMSL
+from .sklearn_baselines import SklearnBaseline
 from .stefaland import DirectModel, EncoderFeatures, NoResConnNetwork, ResConnNetwork, TransformerNetwork
 
 log = logging.getLogger("stefaland.finetune")
 
 
+#: ``(spec, config, variables, seed) -> model``; ``spec`` hands the factory its own capabilities.
+Factory = Callable[["ModelSpec", ModelSection, Variables, int], "FinetuneModel | SklearnBaseline"]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
+    """One registry entry: how to build a model, and what a run must know about it beforehand."""
+
     kind: Literal["torch", "sklearn"]
-    build: Callable  # torch: (config, variables) -> FinetuneModel; sklearn: (config, seed) -> SklearnBaseline
+    factory: Factory
     description: str
+    # The class the factory returns; its classmethods answer warm-up and output width for a config.
+    # None for the scikit-learn baselines, which see one day at a time.
+    head: type[FinetuneModel] | None = None
+    # Loads model.pretrained's trained weights (so it needs one, and the leakage check applies);
+    # the ablations borrow only its architecture and the transformer ignores it.
+    pretrained_encoder: bool = False
+
+    def build(self, config: ModelSection, variables: Variables, seed: int = 0) -> "FinetuneModel | SklearnBaseline":
+        """The model for ``config``. ``seed`` seeds the scikit-learn baselines; torch models are seeded
+        by the caller's ``torch.manual_seed`` so a resumed run starts from identical weights."""
+        return self.factory(self, config, variables, seed)
+
+    def warmup(self, config: ModelSection) -> int:
+        """Input days the model consumes before its first output (HBV's spin-up; 0 otherwise)."""
+        return 0 if self.head is None else self.head.warmup_days(config)
+
+    def output_width(self, config: ModelSection) -> int:
+        """Values per day the model's network must emit (1, or HBV's raw parameters)."""
+        return 1 if self.head is None else self.head.network_width(config)
 
 
-def _features(config: ModelSection, variables: Variables, pretrained: bool) -> EncoderFeatures:
+def _features(spec: ModelSpec, config: ModelSection, variables: Variables) -> EncoderFeatures:
     """The encoder front: pretrained weights (StefaLand-*), or the same architecture at random (Ablation)."""
+    pretrained = spec.pretrained_encoder
     n_dyn, n_sta = len(variables.dynamic), len(variables.static)
     if config.pretrained is None:
         if pretrained:
@@ -58,64 +91,63 @@ def _features(config: ModelSection, variables: Variables, pretrained: bool) -> E
     return EncoderFeatures(encoder, config.adapter, config.freeze_encoder, dyn_idx, sta_idx, **gains)
 
 
-def _n_hbv(config: ModelSection) -> int:
-    from stefaland.hbv import n_outputs
+def _wrap(spec: ModelSpec, network: nn.Module, config: ModelSection, v: Variables) -> FinetuneModel:
+    """A network emitting ``spec.output_width`` values a day, as the target (direct) or through HBV."""
+    return HBVHybrid(network, config.hbv, v) if spec.head is HBVHybrid else DirectModel(network)
 
-    return n_outputs(config.hbv.nmul)
 
-
-def _lstm(config: ModelSection, v: Variables) -> FinetuneModel:
+def _lstm(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
     return LSTMSL(len(v.dynamic), len(v.static), config.hidden, config.dropout)
 
 
-def _resconn(pretrained: bool) -> Callable[[ModelSection, Variables], FinetuneModel]:
-    def build(config: ModelSection, v: Variables) -> FinetuneModel:
-        features = _features(config, v, pretrained)
-        return DirectModel(ResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout))
-    return build
+def _lstm_hbv(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
+    network = LSTMNetwork(len(v.dynamic), len(v.static), config.hidden, config.dropout, spec.output_width(config))
+    return HBVHybrid(network, config.hbv, v)
 
 
-def _noresconn(config: ModelSection, v: Variables) -> FinetuneModel:
-    features = _features(config, v, True)
-    return DirectModel(NoResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout))
+def _resconn(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
+    features = _features(spec, config, v)
+    network = ResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout,
+                             spec.output_width(config))
+    return _wrap(spec, network, config, v)
 
 
-def _transformer(config: ModelSection, v: Variables) -> FinetuneModel:
+def _noresconn(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
+    features = _features(spec, config, v)
+    network = NoResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout,
+                               spec.output_width(config))
+    return _wrap(spec, network, config, v)
+
+
+def _transformer(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
     encoder = StefaLandEncoder(len(v.dynamic), len(v.static), config.encoder)
     return DirectModel(TransformerNetwork(encoder))
 
 
-def _lstm_hbv(config: ModelSection, v: Variables) -> FinetuneModel:
-    network = LSTMNetwork(len(v.dynamic), len(v.static), config.hidden, config.dropout, _n_hbv(config))
-    return HBVHybrid(network, config.hbv, v)
+def _linear(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> SklearnBaseline:
+    return sklearn_baselines.linear(config, seed)
 
 
-def _resconn_hbv(pretrained: bool) -> Callable[[ModelSection, Variables], FinetuneModel]:
-    def build(config: ModelSection, v: Variables) -> FinetuneModel:
-        features = _features(config, v, pretrained)
-        network = ResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout, _n_hbv(config))
-        return HBVHybrid(network, config.hbv, v)
-    return build
-
-
-def _noresconn_hbv(config: ModelSection, v: Variables) -> FinetuneModel:
-    features = _features(config, v, True)
-    network = NoResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout, _n_hbv(config))
-    return HBVHybrid(network, config.hbv, v)
+def _random_forest(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> SklearnBaseline:
+    return sklearn_baselines.random_forest(config, seed)
 
 
 MODELS: dict[str, ModelSpec] = {
-    "lstm": ModelSpec("torch", _lstm, "LSTM-SL: supervised LSTM on forcings + statics"),
-    "linear": ModelSpec("sklearn", sklearn_baselines.linear, "linear regression (scikit-learn)"),
-    "random_forest": ModelSpec("sklearn", sklearn_baselines.random_forest, "random forest (scikit-learn)"),
-    "stefaland_resconn": ModelSpec("torch", _resconn(True), "StefaLand-resConn: frozen pretrained encoder, residual LSTM decoder"),
-    "stefaland_noresconn": ModelSpec("torch", _noresconn, "StefaLand-noResConn: encoder features once, then the LSTM"),
-    "stefaland_transformer": ModelSpec("torch", _transformer, "StefaLand-Transformer: the encoder trained from scratch"),
-    "ablation_resconn": ModelSpec("torch", _resconn(False), "Ablation-resConn: resConn with a random encoder"),
-    "lstm_hbv": ModelSpec("torch", _lstm_hbv, "LSTM-HBV1.1: LSTM parameterises HBV 1.1p"),
-    "stefaland_resconn_hbv": ModelSpec("torch", _resconn_hbv(True), "StefaLand-resConn-HBV1.1"),
-    "stefaland_noresconn_hbv": ModelSpec("torch", _noresconn_hbv, "StefaLand-noResConn-HBV1.1"),
-    "ablation_resconn_hbv": ModelSpec("torch", _resconn_hbv(False), "Ablation-resConn-HBV1.1"),
+    "lstm": ModelSpec("torch", _lstm, "LSTM-SL: supervised LSTM on forcings + statics", LSTMSL),
+    "linear": ModelSpec("sklearn", _linear, "linear regression (scikit-learn)"),
+    "random_forest": ModelSpec("sklearn", _random_forest, "random forest (scikit-learn)"),
+    "stefaland_resconn": ModelSpec("torch", _resconn, "StefaLand-resConn: frozen pretrained encoder, residual LSTM decoder",
+                                   DirectModel, pretrained_encoder=True),
+    "stefaland_noresconn": ModelSpec("torch", _noresconn, "StefaLand-noResConn: encoder features once, then the LSTM",
+                                     DirectModel, pretrained_encoder=True),
+    "stefaland_transformer": ModelSpec("torch", _transformer, "StefaLand-Transformer: the encoder trained from scratch",
+                                       DirectModel),
+    "ablation_resconn": ModelSpec("torch", _resconn, "Ablation-resConn: resConn with a random encoder", DirectModel),
+    "lstm_hbv": ModelSpec("torch", _lstm_hbv, "LSTM-HBV1.1: LSTM parameterises HBV 1.1p", HBVHybrid),
+    "stefaland_resconn_hbv": ModelSpec("torch", _resconn, "StefaLand-resConn-HBV1.1", HBVHybrid, pretrained_encoder=True),
+    "stefaland_noresconn_hbv": ModelSpec("torch", _noresconn, "StefaLand-noResConn-HBV1.1", HBVHybrid,
+                                         pretrained_encoder=True),
+    "ablation_resconn_hbv": ModelSpec("torch", _resconn, "Ablation-resConn-HBV1.1", HBVHybrid),
 }
 
 

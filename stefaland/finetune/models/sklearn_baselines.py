@@ -48,8 +48,6 @@ def site_features(dynamic: np.ndarray, static: np.ndarray) -> np.ndarray:
 class SklearnBaseline:
     """Fit on sampled (site, day) rows of the training sites; predict every day of the test sites."""
 
-    warmup = 0
-
     def __init__(self, regressor: RegressorMixin, max_rows: int) -> None:
         self.regressor, self.max_rows = regressor, max_rows
 
