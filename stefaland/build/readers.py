@@ -42,6 +42,8 @@ class SourceReader:
         self._grid: xr.Dataset | xr.DataArray | None = None
 
     def _data(self):
+        if self._lazy is None and self.spec.vector is not None:
+            self._lazy = self._vector()
         if self._lazy is None:
             data = self.source.to_dask()
             if self.spec.gridded is not None:
@@ -66,6 +68,20 @@ class SourceReader:
         return extract_to_sites(grid, table, method, list(self.spec.grid_variables), classes, self.spec.name,
                                 site_chunk=self.shard_size)
 
+    def _vector(self) -> xr.Dataset:
+        """A polygon product becomes one value per site of the site table, computed once for all."""
+        from ..gridded.vector import extract_vector
+
+        if self.sites is None:
+            raise StefaLandError(f"source {self.spec.name}: a vector source needs the site table")
+        try:
+            frame = self.source.read()
+        except StefaLandError as exc:  # the driver names the file; the user also needs the catalog entry
+            message = str(exc)
+            raise StefaLandError(message if message.startswith("source ") else f"source {self.spec.name}: {message}") from exc
+        return extract_vector(frame, self.sites.reset_index(), self.spec.vector, list(self.spec.grid_variables),
+                              self.spec.name)
+
     def _site_dataset(self, data: xr.Dataset) -> xr.Dataset:
         name = self.site_id if self.site_id in data.dims or self.site_id in data.coords else "site"
         if name not in data.dims and name in data.coords:
@@ -89,8 +105,8 @@ class SourceReader:
         return frame.set_index(pd.Index(ids.to_numpy(dtype=object), name="site"))
 
     def site_ids(self) -> set[str]:
-        if self.spec.gridded is not None and self.sites is not None:
-            return set(map(str, self.sites.index))  # a grid covers every site (outside: an error on read)
+        if (self.spec.gridded is not None or self.spec.vector is not None) and self.sites is not None:
+            return set(map(str, self.sites.index))  # a grid or a polygon layer covers every site (or says why not)
         if hasattr(self.source, "site_ids"):
             return set(self.source.site_ids())
         data = self._data()

@@ -50,7 +50,8 @@ class SourceSpec:
     site_id: str | None = None  # None: the driver's own id column (CAMELS: gauge_id), else "site"
     columns: dict[str, str] = field(default_factory=dict)  # sites role: store column → source column
     gridded: dict[str, Any] | None = None
-    grid_variables: tuple[str, ...] = ()  # gridded: the raster variables to extract (before class expansion)
+    grid_variables: tuple[str, ...] = ()  # gridded/vector: the raster variables or polygon fields to extract (before class expansion)
+    vector: dict[str, Any] | None = None  # polygon product: parsed metadata.vector (method, categorical, classes, presence, outside)
     basins: dict[str, Any] | None = None  # sites role: {urlpath, id_column} of basin polygons
     description: str = ""
     driver: str = ""
@@ -154,18 +155,32 @@ def _source(name: str, entry: dict) -> SourceSpec:
         raise StefaLandError(f"catalog source {name}: metadata.variables is empty")
     parsed = tuple(_variable(name, v, s) for v, s in variables.items())
     gridded = metadata.get("gridded")
+    vector = None
     grid_variables: tuple[str, ...] = ()
+    classes = None
+    if gridded is not None and "vector" in metadata:
+        raise StefaLandError(f"catalog source {name}: metadata has both gridded and vector; a source is one or the other")
     if gridded is not None:
         from ..gridded.extract import gridded_options
 
         _, classes = gridded_options(gridded, name)
         grid_variables = tuple(v.source_var for v in parsed)
-        if classes is not None:  # one store variable per class: the fraction of the site it covers
-            parsed = tuple(
-                replace(v, name=f"{v.name}_{label}", source_var=f"{v.source_var}_{label}", units="fraction",
-                        description=f"{v.description} ({label} fraction)".strip())
-                for v in parsed for label in classes.values()
-            )
+    elif "vector" in metadata:
+        from ..gridded.vector import vector_options
+
+        if role != "static":
+            raise StefaLandError(f"catalog source {name}: metadata.vector gives static values; its role must be static (got {role})")
+        vector = vector_options(metadata["vector"], name)
+        classes = vector["classes"]
+        grid_variables = tuple(v.source_var for v in parsed)
+    if classes is not None:  # one store variable per class: the fraction of the site it covers
+        parsed = tuple(
+            replace(v, name=f"{v.name}_{label}", source_var=f"{v.source_var}_{label}", units="fraction",
+                    description=f"{v.description} ({label} fraction)".strip())
+            for v in parsed for label in classes.values()
+        )
+    elif vector is not None and vector["presence"]:  # the share of the site the polygons cover
+        parsed = tuple(replace(v, units="fraction") for v in parsed)
     return SourceSpec(
         name=name,
         role=role,
@@ -174,6 +189,7 @@ def _source(name: str, entry: dict) -> SourceSpec:
         columns=dict(metadata.get("columns") or {}),
         gridded=gridded,
         grid_variables=grid_variables,
+        vector=vector,
         basins=metadata.get("basins"),
         description=str(entry.get("description", "")),
         driver=str(entry.get("driver", "")),
