@@ -19,6 +19,7 @@ from ..errors import StefaLandError
 from ..storage import read_bytes
 from ..units import lookup
 from ..yaml_mapping import load_mapping
+from .include import add_included_sources
 from .template import render_catalog
 
 # intake warns on every parameter expansion that it did not run a shell command; we never ask it to.
@@ -218,6 +219,7 @@ def load_catalog(url: str) -> CatalogSpec:
     raw = read_bytes(url)
     rendered = render_catalog(url, _parse_yaml(url, raw))
     document = rendered.document
+    included = add_included_sources(url, document, rendered.unset)
     top = (document.get("metadata") or {}).get("stefaland") or {}
     sources = {name: _source(name, entry or {}) for name, entry in document["sources"].items()}
     sites = top.get("sites") or next((s.name for s in sources.values() if s.role == "sites"), None)
@@ -233,7 +235,7 @@ def load_catalog(url: str) -> CatalogSpec:
         raise StefaLandError(f"catalog {url}: intake cannot open it: {exc}") from exc
     return CatalogSpec(
         url=url,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=hashlib.sha256(raw + included.encode()).hexdigest(),
         dataset=str(top.get("name", "")),
         sites_source=sites,
         start=str(top["start"]) if top.get("start") else None,
