@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import click
 
+from stefaland.finetune import FinetuneConfig, config_from_dict, load_config
 from stefaland.finetune import finetune as run_finetune
-from stefaland.finetune import load_config
 from stefaland.finetune.models import MODELS
+
+
+def with_overrides(config: FinetuneConfig, source: str, model_name: str | None, task: str | None) -> FinetuneConfig:
+    """The config with the command line's overrides, validated again as a whole: an override is
+    held to the same schema (model names from the registry, one-line errors) as the file."""
+    values = config.model_dump(mode="json")
+    flags = []
+    if model_name:
+        values["model"]["name"] = model_name
+        flags.append(f"--model {model_name}")
+    if task:
+        values["task"] = task
+        flags.append(f"--task {task}")
+    if not flags:
+        return config
+    return config_from_dict(values, f"{source} with {' '.join(flags)}")
 
 
 @click.command("finetune")
@@ -17,19 +33,13 @@ from stefaland.finetune.models import MODELS
 @click.option("--split", required=True, help="Holdout scheme, e.g. pub or pur (store coordinate fold_<split>).")
 @click.option("--split-file", default=None, help="Split file to use instead of the store's fold_<split> column.")
 @click.option("--fold", default="all", show_default=True, help="Held-out fold id, or 'all' to loop over every fold.")
-@click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), default=None,
-              help="Model to train (default: the config's model.name).")
+@click.option("--model", "model_name", metavar="NAME", default=None,
+              help=f"Model to train (default: the config's model.name); one of {', '.join(MODELS)}.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(store: str, config_path: str, out: str, task: str | None, split: str, split_file: str | None,
              fold: str, model_name: str | None, quiet: bool) -> None:
     """Leave-one-fold-out finetuning; re-running an interrupted run resumes it."""
-    config = load_config(config_path)
-    updates = {}
-    if model_name:
-        updates["model"] = config.model.model_copy(update={"name": model_name})
-    if task:
-        updates["task"] = task
-    config = config.model_copy(update=updates)
+    config = with_overrides(load_config(config_path), config_path, model_name, task)
     for result in run_finetune(store, config, out, split, fold, split_file, quiet):
         click.echo(f"fold {result.fold}: {result.n_train_sites} training / {result.n_test_sites} held-out sites "
                    f"-> {result.predictions}")

@@ -203,6 +203,31 @@ def test_bad_input_is_one_clear_line(store: str, tmp_path: Path) -> None:
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "nope.zarr" in result.output
 
 
+
+def test_model_name_is_checked_against_the_registry_in_the_config_and_the_cli_override(tmp_path: Path) -> None:
+    """An unknown model.name is one line listing the known names, from the file and from --model alike,
+    before any store is opened or run folder made; a known --model goes through the same schema."""
+    from stefaland.finetune.models import MODELS
+    from stefaland_cli.finetune import with_overrides
+
+    known = f"known: {', '.join(MODELS)}"
+    with pytest.raises(StefaLandError, match=f"c.yaml: model.name: unknown model 'lstmm'; {known}$"):
+        config_from_dict(tiny(model={"name": "lstmm"}), "c.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny(model={"name": "lstmm"})))
+    for config, extra in ((bad, []), (TINY, ["--model", "lstmm"])):
+        result = CliRunner().invoke(cli, ["finetune", "--store", str(tmp_path / "nope.zarr"), "--config", str(config),
+                                          "--out", str(tmp_path / "o"), "--split", "pub", *extra])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: {config}") and f"model.name: unknown model 'lstmm'; {known}" in result.output
+        assert "nope.zarr" not in result.output and not (tmp_path / "o").exists()
+    assert "with --model lstmm" in result.output
+    base = load_config(TINY)
+    overridden = with_overrides(base, str(TINY), "lstm_hbv", "wosis")
+    assert overridden == base.model_copy(update={"task": "wosis",
+                                                 "model": base.model.model_copy(update={"name": "lstm_hbv"})})
+    assert with_overrides(base, str(TINY), None, None) is base
+
 def test_split_file_replaces_the_store_column(store: str, tmp_path: Path) -> None:
     sites = np.asarray(open_store(store)["site"].values).astype(str)
     import pandas as pd

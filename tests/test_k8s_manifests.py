@@ -334,3 +334,20 @@ def test_config_is_checked_by_the_trainers_schema_before_submitting(tmp_path):
         assert result.exit_code == 1, kind
         assert result.output.count("\n") == 1 and result.output.startswith(f"error: {bad}: ")
         assert "lr_rate" in result.output
+
+
+def test_submit_finetune_refuses_an_unknown_model_before_building_a_job(tmp_path, monkeypatch):
+    """model.name is checked against the registry on the client, not in a pod after GPU scheduling."""
+    from stefaland.finetune.models import MODELS
+
+    args = ["submit", "finetune", "--task", "camels", "--split", "pub", "--folds", "1", "--store", "s3://b/s",
+            "--out", "s3://b/r"]
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("model: {name: stefaland_resconnn}\n")
+    result = CliRunner().invoke(cli, [*args, "--config", str(bad), "--dry-run"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {bad}: model.name: unknown model 'stefaland_resconnn'; known: ")
+    assert all(name in result.output for name in MODELS) and "kind: Job" not in result.output
+    good = tmp_path / "good.yaml"
+    good.write_text("model: {name: stefaland_resconn, pretrained: s3://b/pre}\n")
+    assert any(doc["kind"] == "Job" for doc in dry_run([*args, "--config", str(good)], monkeypatch))

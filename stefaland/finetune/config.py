@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
@@ -116,6 +117,18 @@ class ModelSection(_Strict):
     max_rows: int = Field(200_000, ge=100)  # (site, day) rows sampled for fitting
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        """Refuse a name the registry cannot build while the config is read, not after the data is loaded
+        (and before ``submit`` schedules a GPU pod for it)."""
+        from .models.registry import MODELS  # imported here: the registry imports this module
+
+        if name not in MODELS:
+            raise PydanticCustomError("unknown_model", "unknown model '{name}'; known: {known}",
+                                      {"name": name, "known": ", ".join(MODELS)})
+        return name
 
     def display_label(self) -> str:
         """``label``, else the paper's name of the model, else its registry name."""
