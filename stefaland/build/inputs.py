@@ -10,9 +10,9 @@ behind them. Each input file therefore gets a fingerprint:
 * object on S3 (or any remote store): size and ETag (the server's content hash) — free with the listing;
 * a folder (a zarr or a directory of files): one digest over every file's path, size and mtime.
 
-The files are those named by each selected source's ``urlpath`` after the catalog's templating
-(globs expanded), the site table's, and the basin polygons'. A source whose driver has no
-``urlpath`` is covered by the catalog hash only.
+The files are those named by each selected source's ``urlpath`` (or, for the product drivers,
+their ``input_paths()``) after the catalog's templating (globs expanded), the site table's, and the
+basin polygons'. A source whose driver names no file is covered by the catalog hash only.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _patterns(catalog: CatalogSpec, specs: Iterable[SourceSpec]) -> list[tuple[s
             source = catalog.open(spec.name)
         except Exception:  # noqa: BLE001 - the build itself reports a source that cannot open
             continue
-        urlpath = getattr(source, "urlpath", None)
+        # product drivers know their files (a daily tree per variable, a .bil and its .hdr, a shapefile's parts)
+        urlpath = source.input_paths() if hasattr(source, "input_paths") else getattr(source, "urlpath", None)
         options = getattr(source, "storage_options", None) or None
         for pattern in [urlpath] if isinstance(urlpath, str) else list(urlpath or []):
             patterns.append((str(pattern), options))

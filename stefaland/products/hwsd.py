@@ -113,6 +113,11 @@ class HwsdSource(DataSource):
     version = "1"
     partition_access = False
 
+    def input_paths(self) -> list[str]:
+        """The raster with its header (an ESRI .bil is data + .hdr) and the layer table."""
+        stem = self.raster.rsplit(".", 1)[0]
+        return [f"{stem}.*", self.layers]
+
     def __init__(self, raster: str, layers: str, layer: str = "D1", columns: Sequence[str] = ("SAND", "SILT", "CLAY"),
                  chunks: int = 2048, storage_options: dict | None = None, metadata: dict | None = None):
         super().__init__(storage_options=storage_options, metadata=metadata)

@@ -165,6 +165,12 @@ class NetcdfSource(DataSource):
     version = "1"
     partition_access = False
 
+    def input_paths(self) -> list[str]:
+        """The file patterns the build fingerprints: one per variable of a daily tree."""
+        if PLACEHOLDER in self.urlpath:
+            return [self.urlpath.replace(PLACEHOLDER, v) for v in self.variables]
+        return [self.urlpath]
+
     def __init__(self, urlpath: str, variables: Sequence[str] | None = None, select: Mapping[str, Any] | None = None,
                  engine: str = "h5netcdf", chunks: Any = "auto", storage_options: dict | None = None,
                  metadata: dict | None = None):

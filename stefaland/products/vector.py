@@ -145,6 +145,12 @@ class VectorSource(DataSource):
     version = "1"
     partition_access = False
 
+    def input_paths(self) -> list[str]:
+        """A shapefile is several files (.shp .shx .dbf .prj .cpg): an edited .dbf is changed data too."""
+        if self.urlpath.lower().endswith(".shp"):
+            return [f"{self.urlpath[:-4]}.*"]
+        return [self.urlpath]
+
     def __init__(self, urlpath: str, layer: str | int | None = None, columns: list[str] | None = None,
                  storage_options: dict | None = None, metadata: dict | None = None):
         super().__init__(storage_options=storage_options, metadata=metadata)
