@@ -1,5 +1,5 @@
 """The CLI's cluster flows over real HTTP: real kubernetes client, real kubeconfig loading, real
-CLI, against the small loopback API server of ``stefaland.k8s.fake_api``; configs go to SeaweedFS."""
+CLI, against the small loopback API server of ``tests/_k8s_api_server.py``; configs go to SeaweedFS."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import s3fs
 import yaml
 from click.testing import CliRunner
 
-from stefaland.k8s.fake_api import FakeApiServer, fake_api_server
 from stefaland.k8s.runs import RUN_LABEL
 from stefaland_cli.main import cli
+
+from _k8s_api_server import FakeApiServer, fake_api_server
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "stefaland"  # the fake context's namespace: commands use it when -n is not given

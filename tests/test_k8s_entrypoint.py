@@ -7,7 +7,7 @@ standing in for the image's PATH). ``--gpus 2`` means 2 torchrun processes; the 
 ``device: cpu``, so they meet over gloo. The "pod" is SIGKILLed after its first checkpoint lands
 on S3, started again, must resume and finish, and ``stefaland pull`` then fetches and verifies
 the run. Submit conflicts and refused requests go through the real client to
-``stefaland.k8s.fake_api``; and the S3 secret must appear in none of the outputs.
+``tests/_k8s_api_server.py``; and the S3 secret must appear in none of the outputs.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ import s3fs
 import yaml
 from click.testing import CliRunner
 
-from stefaland.k8s.fake_api import FakeApiServer, fake_api_server
 from stefaland.testing.seaweed import SECRET_KEY, S3Server
 from stefaland_cli.main import cli
+
+from _k8s_api_server import FakeApiServer, fake_api_server
 
 REPO = Path(__file__).resolve().parents[1]
 CONTEXT = "lab-gpu-east"  # a name no server message contains, so finding it proves the CLI put it there

@@ -14,10 +14,11 @@ import xarray as xr
 from click.testing import CliRunner
 
 from stefaland.k8s import client as kube
-from stefaland.k8s.fake_api import fake_api_server
 from stefaland.k8s.manifests import PodOptions, pretrain_objects
 from stefaland.pull import MANIFEST, write_run_manifest
 from stefaland_cli.main import cli
+
+from _k8s_api_server import fake_api_server
 
 
 def s3() -> s3fs.S3FileSystem:

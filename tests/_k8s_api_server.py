@@ -1,11 +1,12 @@
-"""A tiny stand-in for the Kubernetes API server, over real HTTP on loopback, for tests and demos.
+"""A tiny stand-in for the Kubernetes API server, over real HTTP on loopback, for the tests.
 
 No Kubernetes API server can run on the machines StefaLand is developed on, so this serves the
-handful of REST endpoints the CLI calls (see ``client.py``) with the same paths, JSON shapes,
+handful of REST endpoints the CLI calls (see ``stefaland/k8s/client.py``) with the same paths, JSON shapes,
 ``Status`` errors, bearer-token check and label selectors as the real one. It also plays the Job
 controller's smallest part: creating a Job creates its pods (one per completion index) with the
 labels Kubernetes adds, and deleting a Job with a propagation policy deletes them. Every request
 is recorded as a (resource, verb) pair so tests can check the RBAC Role against what was used.
+It lives beside the tests, not in the package: it is a test double, not something a user runs.
 """
 
 from __future__ import annotations
