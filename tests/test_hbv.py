@@ -62,7 +62,7 @@ def test_scaling_maps_network_outputs_into_the_published_ranges():
         assert torch.allclose(values[0], torch.tensor(low, dtype=torch.float64), atol=1e-9)
         assert torch.allclose(values[1], torch.tensor((low + high) / 2, dtype=torch.float64))
         assert torch.allclose(values[2], torch.tensor(high, dtype=torch.float64), atol=1e-9)
-    # the published ranges, spot-checked against NOTES.md
+    # the published ranges, spot-checked against HBV 1.1p's reference (MHPI's hydrodl2)
     assert PARAMETER_RANGES["FC"] == (50.0, 1000.0) and PARAMETER_RANGES["K2"] == (0.001, 0.2)
     assert PARAMETER_RANGES["BETAET"] == (0.3, 5.0) and ROUTING_RANGES["route_b"] == (0.0, 6.5)
     assert len(PARAMETER_NAMES) == 14 and n_outputs(16) == 14 * 16 + 2

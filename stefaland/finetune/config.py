@@ -1,8 +1,9 @@
 """The finetuning run configuration: one validated YAML file per experiment.
 
-Defaults follow the paper's Table C2 and the authors' public release (NOTES.md): CAMELS windows of
-365 days, hidden 256 (512 for the HBV runs, set in their YAML), dropout 0.2, Adadelta, batch 64,
-25 epochs, RMSE loss, seed 111111, period 1989-10-01 .. 2008-09-30. Unknown keys are rejected
+Defaults follow the paper's Table C2 and the authors' public release (where the two differ,
+docs/FINETUNE.md says so): CAMELS windows of 365 days, hidden 256 (512 for the HBV runs, set in
+their YAML), dropout 0.2, Adadelta, batch 64, 25 epochs, RMSE loss, seed 111111, period
+1989-10-01 .. 2008-09-30. Unknown keys are rejected
 (``extra="forbid"``) so a typo in a config never silently falls back to a default.
 """
 

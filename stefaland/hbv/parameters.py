@@ -3,7 +3,8 @@
 A network cannot be told to emit "a field capacity between 50 and 1000 mm", so it emits an
 unbounded number per parameter and component; a sigmoid squashes it into (0, 1) and a linear map
 stretches that into the published range. Keeping that map here (and nowhere else) means the
-ranges in NOTES.md / the paper's Appendix live in exactly one place.
+ranges of HBV 1.1p (Song et al. 2025; MHPI's hydrodl2 is the reference implementation) live in
+exactly one place.
 
 Layout of the raw network output (last dimension, size ``14 * nmul + 2``)::
 

@@ -3,11 +3,11 @@
 from .config import ModelConfig
 from .decoder import ReconstructionDecoder
 from .embedding import VariableEmbedding
-from .encoder import Encoder, EncoderOutput, StefaLandEncoder
+from .encoder import EncoderOutput, StefaLandEncoder
 from .heads import VariableHeads
 from .reconstruction import MaskedReconstructionModel, Reconstruction
 
 __all__ = [
-    "Encoder", "EncoderOutput", "MaskedReconstructionModel", "ModelConfig", "Reconstruction",
+    "EncoderOutput", "MaskedReconstructionModel", "ModelConfig", "Reconstruction",
     "ReconstructionDecoder", "StefaLandEncoder", "VariableEmbedding", "VariableHeads",
 ]

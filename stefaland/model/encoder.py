@@ -72,6 +72,3 @@ class StefaLandEncoder(nn.Module):
         hidden = self.transformer(self.input_dropout(tokens + positions))  # (B, T+1, d)
         return EncoderOutput(hidden[:, :time], hidden[:, time])
 
-
-# The name the issue and downstream code use interchangeably.
-Encoder = StefaLandEncoder

@@ -4,7 +4,8 @@
 decoder starts by trusting its own inputs) → adapter. ``ResConn`` (the paper's main model)
 re-injects the raw forcings and statics before *and* after the LSTM and adds the LSTM output
 back (the residual path); ``NoResConn`` uses the encoder features once, before the LSTM;
-``TransformerDirect`` is the encoder architecture trained on the task with a small head.
+``TransformerNetwork`` (StefaLand-Transformer, wrapped in ``DirectModel``) is the encoder
+architecture trained from scratch on the task with a small head.
 """
 
 from __future__ import annotations
