@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from stefaland.errors import StefaLandError
 
 from .parameters import (
     DEFAULT_DYNAMIC,
@@ -257,9 +256,9 @@ class HBV11p(torch.nn.Module):
     ) -> None:
         super().__init__()
         if nmul < 1:
-            raise StefaLandError(f"HBV nmul must be at least 1, got {nmul}")
+            raise ValueError(f"HBV nmul must be at least 1, got {nmul}")
         if warmup_days < 0:
-            raise StefaLandError(f"HBV warm-up must be >= 0 days, got {warmup_days}")
+            raise ValueError(f"HBV warm-up must be >= 0 days, got {warmup_days}")
         self.nmul = nmul
         self.dynamic_parameters = canonical_names(dynamic_parameters)
         self.warmup_days = warmup_days
@@ -322,24 +321,28 @@ class HBV11p(torch.nn.Module):
 
     def _check_inputs(self, precipitation: torch.Tensor, temperature: torch.Tensor,
                       pet: torch.Tensor, raw: torch.Tensor) -> None:
-        """Shape errors here name the argument; deep inside the loop they would not."""
+        """Shape errors here name the argument; deep inside the loop they would not.
+
+        ValueError, not StefaLandError: the finetuning models build these tensors, so a mismatch is
+        a bug in StefaLand (or in a caller of this API), not something in a user's config.
+        """
         if precipitation.dim() != 2:
-            raise StefaLandError(
+            raise ValueError(
                 f"HBV precipitation must be (time, basin), got shape {tuple(precipitation.shape)}"
             )
         for name, value in (("temperature", temperature), ("pet", pet)):
             if value.shape != precipitation.shape:
-                raise StefaLandError(
+                raise ValueError(
                     f"HBV {name} has shape {tuple(value.shape)}, precipitation "
                     f"{tuple(precipitation.shape)}; they must match (time, basin)"
                 )
         if raw.shape[:2] != precipitation.shape:
-            raise StefaLandError(
+            raise ValueError(
                 f"HBV raw parameters have (time, basin) = {tuple(raw.shape[:2])}, forcings "
                 f"{tuple(precipitation.shape)}; they must match"
             )
         if precipitation.shape[0] <= self.warmup_days:
-            raise StefaLandError(
+            raise ValueError(
                 f"HBV needs more than the {self.warmup_days} warm-up days, got "
                 f"{precipitation.shape[0]} days"
             )

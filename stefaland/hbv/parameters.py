@@ -95,8 +95,8 @@ class HBVParameters:
 
 def split_raw(raw: torch.Tensor, nmul: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Check the width of ``raw`` (time, basin, 14*nmul+2) and cut it into physical and routing."""
-    if raw.dim() != 3 or raw.shape[-1] != n_outputs(nmul):
-        raise StefaLandError(
+    if raw.dim() != 3 or raw.shape[-1] != n_outputs(nmul):  # the caller's network is the wrong width: a bug
+        raise ValueError(
             f"HBV raw parameters must have shape (time, basin, {n_outputs(nmul)}) for nmul={nmul}, "
             f"got {tuple(raw.shape)}"
         )
@@ -158,7 +158,7 @@ def raw_from_physical(
     """
     missing = set(PARAMETER_NAMES) - set(values)
     if missing:
-        raise StefaLandError(f"HBV parameters missing: {', '.join(sorted(missing))}")
+        raise ValueError(f"HBV parameters missing: {', '.join(sorted(missing))}")
     parts = []
     for name in PARAMETER_NAMES:
         low, high = PARAMETER_RANGES[name]
