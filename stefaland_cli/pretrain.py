@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from stefaland.errors import StefaLandError
+
+if TYPE_CHECKING:
+    from stefaland.pretrain.config import PretrainConfig
 
 
 def _default_out(config: str | None) -> str:
@@ -42,30 +46,29 @@ def pretrain(store: str, config_path: str | None, out: str | None, resume: bool 
     ``--split pub --fold all`` pretrains once per fold of the split, each run without that fold's
     sites (the paper's leak-free PUB/PUR setup), into <out>/fold-<k>."""
     from stefaland.pretrain import load_config
+    from stefaland.pretrain.config import with_overrides
 
     out = out or _default_out(config_path)
+    source = config_path or "the default config"
     config = load_config(config_path)  # validate before spawning anything
-    if decoder:
-        config.model.decoder = decoder  # saved in <out>/config.yaml, so the run stays repeatable
+    if decoder:  # saved in <out>/config.yaml, so the run stays repeatable
+        config = with_overrides(config, {"model": {"decoder": decoder}}, f"{source} with --decoder {decoder}")
     if (split is None) != (fold is None):
         raise StefaLandError("--split and --fold go together (e.g. --split pub --fold all)")
     if split_file and split is None:
         raise StefaLandError("--split-file needs --split and --fold")
     if split is None:
-        _pretrain_one(store, config, config_path, out, resume, nproc, decoder, quiet, [])
+        _pretrain_one(store, config, out, resume, nproc, quiet)
         return
     if config.data.exclude is not None:
         raise StefaLandError(f"{config_path}: data.exclude is set and --split/--fold would replace it; "
                              "drop one of them")
     from stefaland import storage
-    from stefaland.pretrain.config import ExcludeFold
 
     for k in _folds(store, split, fold, split_file):
-        fold_config = config.model_copy(deep=True)
-        fold_config.data.exclude = ExcludeFold(split=split, fold=k, split_file=split_file)
-        extra = ["--split", split, "--fold", str(k)] + (["--split-file", split_file] if split_file else [])
-        _pretrain_one(store, fold_config, config_path, storage.join(out, f"fold-{k}"), resume, nproc, decoder,
-                      quiet, extra, launch_out=out)
+        exclude = {"split": split, "fold": k, "split_file": split_file}
+        fold_config = with_overrides(config, {"data": {"exclude": exclude}}, f"{source} with --split {split} --fold {k}")
+        _pretrain_one(store, fold_config, storage.join(out, f"fold-{k}"), resume, nproc, quiet)
 
 
 def _folds(store: str, split: str, fold: str, split_file: str | None) -> list[int]:
@@ -93,27 +96,36 @@ def _folds(store: str, split: str, fold: str, split_file: str | None) -> list[in
     return wanted
 
 
-def _pretrain_one(store: str, config, config_path: str | None, out: str, resume: bool | None, nproc: int,
-                  decoder: str | None, quiet: bool, extra: list[str], launch_out: str | None = None) -> None:
-    """One pretraining run into ``out``: here, or on ``nproc`` local processes (the children get the
-    same command line for this one run: ``extra`` names its fold, ``launch_out`` the root they join
-    it to)."""
+def _pretrain_one(store: str, config: PretrainConfig, out: str, resume: bool | None, nproc: int, quiet: bool) -> None:
+    """One pretraining run of ``config`` into ``out``: here, or on ``nproc`` local processes.
+
+    The workers read the parent's validated config (overrides and the fold's exclusion applied) from
+    a file, rather than a command line rebuilt from this one's options, so they run exactly it.
+    """
     from stefaland.pretrain import pretrain as run_pretraining
-    from stefaland.pretrain.distributed import launch
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["pretrain", "--store", store, "--out", launch_out or out]
-        args += ["--config", config_path] if config_path else []
-        args += [] if resume is None else ["--resume" if resume else "--no-resume"]
-        args += ["--decoder", decoder] if decoder else []
-        args += extra
-        args += ["--quiet"] if quiet else []
-        status = launch(nproc, args)
-        if status != 0:
-            raise StefaLandError(f"pretraining on {nproc} processes failed (torchrun exit status {status}); see the log above")
+        _launch(store, config, out, resume, nproc, quiet)
         return
     result = run_pretraining(store, config, out, resume=resume, quiet=quiet)
     if int(os.environ.get("RANK", 0)) == 0:
         evals = [row for row in result.metrics if row["kind"] == "eval" and "recon" in row]
         summary = f"; masked reconstruction {evals[-1]['recon']:.4f} vs predict-the-mean {evals[-1]['baseline']:.4f}" if evals else ""
         click.echo(f"pretrained {result.global_step} steps ({result.epochs_done} epochs){summary}; run folder {out}")
+
+
+def _launch(store: str, config: PretrainConfig, out: str, resume: bool | None, nproc: int, quiet: bool) -> None:
+    """``stefaland pretrain`` for this one run on ``nproc`` processes (torchrun, gloo on CPU, nccl on GPU)."""
+    import tempfile
+
+    from stefaland.pretrain.distributed import launch
+
+    with tempfile.TemporaryDirectory(prefix="stefaland-pretrain-") as folder:
+        path = os.path.join(folder, "config.yaml")
+        Path(path).write_text(config.to_yaml())
+        args = ["pretrain", "--store", store, "--config", path, "--out", out]
+        args += [] if resume is None else ["--resume" if resume else "--no-resume"]
+        args += ["--quiet"] if quiet else []
+        status = launch(nproc, args)
+    if status != 0:
+        raise StefaLandError(f"pretraining on {nproc} processes failed (torchrun exit status {status}); see the log above")

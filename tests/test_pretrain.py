@@ -98,6 +98,17 @@ def test_bad_configs_fail_with_one_line_naming_the_key(text: str, expected: str,
     assert not (tmp_path / "o").exists()
 
 
+
+def test_command_line_overrides_are_validated_like_the_file(tmp_path: Path, store: str) -> None:
+    """--decoder goes through the config schema (pydantic does not validate assignment): a bidirectional
+    decoder on an odd d_model is one line before anything starts, not a traceback in the first step."""
+    config = _write_config(tmp_path / "odd.yaml", model={"d_model": 15, "n_heads": 3, "decoder": "lstm"})
+    result = CliRunner().invoke(cli, ["pretrain", "--store", store, "--config", config, "--out", str(tmp_path / "o"),
+                                      "--decoder", "bilstm"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {config} with --decoder bilstm: ") and "even d_model" in result.output
+    assert not (tmp_path / "o").exists()
+
 def test_store_problems_name_the_store_and_variable(tmp_path: Path, store: str) -> None:
     incomplete = write_store(str(tmp_path / "half.zarr"), n_sites=8, n_days=100, shard_size=4, complete=False)
     result = CliRunner().invoke(cli, ["pretrain", "--store", incomplete, "--config", str(TINY), "--out", str(tmp_path / "o")])

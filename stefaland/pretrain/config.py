@@ -7,7 +7,7 @@ and the resolved config is saved next to the checkpoints so a run can be repeate
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -153,6 +153,21 @@ def parse_config(text: str, source: str = "config") -> PretrainConfig:
     raw = load_mapping(text, source, "expected a mapping of sections (model, data, masking, loss, optim, train)")
     try:
         return PretrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StefaLandError(f"{source}: {_describe(exc)}") from exc
+
+
+def with_overrides(config: PretrainConfig, overrides: dict[str, dict[str, Any]], source: str) -> PretrainConfig:
+    """``config`` with ``{section: {key: value}}`` replaced, validated again as a whole.
+
+    Why not assign the fields: pydantic does not validate assignment, so ``--decoder bilstm`` on an
+    odd ``d_model`` would pass here and fail as a traceback in the first forward pass of every rank.
+    """
+    values = config.model_dump(mode="json")
+    for section, keys in overrides.items():
+        values[section].update(keys)
+    try:
+        return PretrainConfig.model_validate(values)
     except ValidationError as exc:
         raise StefaLandError(f"{source}: {_describe(exc)}") from exc
 

@@ -1,8 +1,8 @@
 """Process-group setup and teardown for ``torchrun`` runs (gloo on CPU, nccl on GPU).
 
 The trainer reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` from the environment, so the same
-code runs under ``stefaland pretrain --nproc N`` (which spawns torchrun) and under a Kubernetes
-job that calls ``torchrun … -m stefaland_cli.main pretrain …`` itself.
+code runs under ``stefaland pretrain --nproc N`` (torchrun's launcher, run in that process) and
+under a Kubernetes job that calls ``torchrun … -m stefaland_cli.main pretrain …`` itself.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,16 +74,28 @@ def destroy_process_group(context: DistributedContext) -> None:
     dist.destroy_process_group()
 
 
-def torchrun_command(nproc: int, module_args: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run`` on this Python, standalone rendezvous on a free port."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "stefaland_cli.main", *module_args]
-
-
 def launch(nproc: int, module_args: Sequence[str]) -> int:
-    """Run the CLI ``module_args`` on ``nproc`` local processes; returns torchrun's exit status."""
-    command = torchrun_command(nproc, module_args)
-    log.info("launching %d processes: %s", nproc, " ".join(command))
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.call(command, env=env)
+    """Run the CLI ``module_args`` on ``nproc`` local processes; returns 0, or the first failed worker's status.
+
+    Through torchrun's own parser and ``run`` rather than a ``python -m torch.distributed.run`` command
+    line spelt out here: a launcher flag torchrun does not know fails at once, and the launcher's
+    defaults (standalone rendezvous on a free port, restarts, log handling) stay torchrun's.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "--module", "stefaland_cli.main", *module_args])
+    log.info("launching %d processes: stefaland %s", nproc, " ".join(module_args))
+    # One BLAS thread per worker unless the user chose otherwise; torchrun would set it in this
+    # process for good (with a warning), so it is set for the launch only.
+    chosen = "OMP_NUM_THREADS" in os.environ
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        return next((failure.exitcode for failure in exc.failures.values() if failure.exitcode), 1)
+    finally:
+        if not chosen:
+            os.environ.pop("OMP_NUM_THREADS", None)
+    return 0
