@@ -29,26 +29,55 @@ def data() -> None:
 
 @data.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--sites", "n_sites", default=64, show_default=True, help="Number of virtual sites.")
-@click.option("--years", default=6, show_default=True, help="Years of daily data.")
+@click.option("--sites", "n_sites", type=int, default=None,
+              help="Number of sites [default: 64; with --products 4229, the paper's pretraining locations].")
+@click.option("--years", type=int, default=None, help="Years of daily data [default: 6; with --products 3].")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--start-year", default=1980, show_default=True)
 @click.option("--gridded", is_flag=True, help="Also write gridded sources (forcing, elevation, land cover rasters).")
 @click.option("--grid-resolution", default=2.0, show_default=True, help="Degrees, for --gridded.")
+@click.option("--products", is_flag=True,
+              help="Write miniatures of the paper's Table C1 products in their providers' formats and layout "
+                   "(for catalog/global.yaml) instead of the virtual CAMELS world.")
+@click.option("--resolution", type=float, default=None,
+              help="Degrees of the static product grids, for --products [default: 0.5; daily grids max(2.5, this)].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def synth(out_dir: Path, n_sites: int, years: int, seed: int, start_year: int, gridded: bool,
-          grid_resolution: float, quiet: bool) -> None:
-    """Write a virtual world in CAMELS file formats plus an intake catalog into OUT_DIR."""
-    from stefaland.synth import write_virtual_world
-
+def synth(out_dir: Path, n_sites: int | None, years: int | None, seed: int, start_year: int, gridded: bool,
+          grid_resolution: float, products: bool, resolution: float | None, quiet: bool) -> None:
+    """Write a virtual world in CAMELS file formats plus an intake catalog into OUT_DIR
+    (with --products: miniatures of the global pretraining products)."""
     if quiet:
         configure_logging(quiet=True)
-    catalog = write_virtual_world(out_dir, n_sites=n_sites, years=years, seed=seed, start_year=start_year, quiet=quiet)
+    given = {name: value for name, value in (("n_sites", n_sites), ("years", years)) if value is not None}
+    if products:  # unset options take the library's defaults, which differ between the two writers
+        _synth_products(out_dir, given, seed, start_year, gridded, resolution, quiet)
+        return
+    if resolution is not None:
+        raise StefaLandError("--resolution applies to --products; the virtual world's grids use --grid-resolution")
+    from stefaland.synth import write_virtual_world
+
+    catalog = write_virtual_world(out_dir, seed=seed, start_year=start_year, quiet=quiet, **given)
     if gridded:
         from stefaland.synth.gridded import add_gridded_sources
 
         add_gridded_sources(catalog, seed=seed, resolution=grid_resolution)
     click.echo(str(catalog))
+
+
+def _synth_products(out_dir: Path, given: dict[str, int], seed: int, start_year: int, gridded: bool,
+                    resolution: float | None, quiet: bool) -> None:
+    """``synth --products``: write the product miniatures, then say how to build the global catalog from them."""
+    import shlex
+
+    from stefaland.synth.products import BUILD_COMMAND, write_products
+
+    if gridded:
+        raise StefaLandError("--gridded applies to the virtual world, not to --products (whose products are all gridded)")
+    if resolution is not None:
+        given = {**given, "resolution": resolution}
+    root = write_products(out_dir, seed=seed, start_year=start_year, quiet=quiet, **given)
+    click.echo(str(root))
+    click.echo(BUILD_COMMAND.format(root=shlex.quote(str(root))))
 
 
 @data.command()
