@@ -81,3 +81,18 @@ def camels_sample_root(shared_data: Path, tmp_path_factory: pytest.TempPathFacto
     from stefaland.testing.camels_sample import link_camels_sample
 
     return link_camels_sample(shared_data, tmp_path_factory.mktemp("camels"))
+
+
+@pytest.fixture(scope="session")
+def miniature_products(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`stefaland data synth DIR --products`: every Table C1 product in its provider's layout, once
+    per session, 2017-2018 so that the real ISMN sample's dates (2017-08..2018-08) are covered."""
+    from click.testing import CliRunner
+
+    from stefaland_cli.main import cli
+
+    root = tmp_path_factory.mktemp("products") / "global"
+    result = CliRunner().invoke(cli, ["data", "synth", str(root), "--products", "--sites", "40", "--years", "2",
+                                      "--start-year", "2017", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root

@@ -371,3 +371,32 @@ def test_data_build_extracts_products_at_sites(tmp_path: Path) -> None:
     # bilinear elevation of a surface linear in lon: the surface's own value at the site
     expected = 0.02 * (sites["lon"] - lon[0]) * METRES_PER_DEGREE * np.cos(np.deg2rad(41.0))
     np.testing.assert_allclose(static.sel(svar="elevation", site=["s1", "s2", "s3"]).values, expected.to_numpy(), rtol=1e-5)
+
+
+def test_day_tree_fast_path_equals_open_mfdataset(tmp_path: Path) -> None:
+    """The YYYYDDD.nc fast path (dates from the names, one h5py read per day) decodes like xarray:
+    packed int16 with scale/offset and a fill value, on the same dates and grid."""
+    from stefaland.products.daily_files import open_day_tree
+
+    rng = np.random.default_rng(3)
+    files = []
+    for day in range(1, 5):
+        values = rng.uniform(-5, 30, size=(1, 4, 6)).astype(np.float32)
+        values[0, 0, 0] = np.nan
+        ds = xr.Dataset({"air_temperature": (("time", "lat", "lon"), values)},
+                        coords={"time": [pd.Timestamp("2001-01-01") + pd.Timedelta(days=day - 1)],
+                                "lat": np.linspace(7.5, -7.5, 4), "lon": np.linspace(-12.5, 12.5, 6)})
+        path = tmp_path / f"2001{day:03d}.nc"
+        ds.to_netcdf(path, engine="h5netcdf", encoding={"air_temperature": {
+            "dtype": "int16", "scale_factor": 0.01, "add_offset": 10.0, "_FillValue": -32768}})
+        files.append(str(path))
+    fast = open_day_tree(files, "Tmax", None, "h5netcdf", None)
+    assert fast is not None and fast["Tmax"].chunks[0] == (1, 1, 1, 1)
+    slow = xr.open_mfdataset(files, engine="h5netcdf", combine="nested", concat_dim="time")
+    np.testing.assert_array_equal(fast.indexes["time"], slow.indexes["time"])
+    np.testing.assert_allclose(fast["Tmax"].values, slow["air_temperature"].values, rtol=1e-6, equal_nan=True)
+    assert np.isnan(fast["Tmax"].values[:, 0, 0]).all()
+    (tmp_path / "odd").mkdir()
+    renamed = str(tmp_path / "odd" / "day_one.nc")
+    Path(files[0]).rename(renamed)
+    assert open_day_tree([renamed, *files[1:]], "Tmax", None, "h5netcdf", None) is None  # not a dated tree: general path

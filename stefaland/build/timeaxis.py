@@ -3,10 +3,10 @@
 docs/DESIGN.md promises that a store spans the union of its dynamic sources. Taking the span of
 whichever site happens to be first loses data silently: on the real CAMELS sample, basin 01022500
 has forcings from 1980 but was stored from 1993, because basin 01013500 (sorted first) starts then.
-So, unless the user or the catalog gives a window, every dynamic source is asked for the earliest
+So, unless the user gives a window, every dynamic source is asked for the earliest
 and latest date it holds over *all* the store's sites; a site is NaN wherever it has no record, and
 the number of such days is reported per site (log, and the store attribute ``missing_days``), so a
-short record is visible instead of hidden.
+short record is visible instead of hidden. A catalog's declared window clips that union.
 """
 
 from __future__ import annotations
@@ -42,14 +42,24 @@ def union_bounds(readers: Sequence[SourceReader], sites: Sequence[str]) -> tuple
 
 def resolve_time(catalog_url: str, start: str | None, end: str | None, declared: tuple[str | None, str | None],
                  readers: Sequence[SourceReader], sites: Sequence[str]) -> pd.DatetimeIndex:
-    """Daily axis from ``--start/--end``, else the catalog's declared window, else the union of records."""
+    """Daily axis from ``--start/--end``, else the union of records within the catalog's window.
+
+    A catalog's ``start``/``end`` say which period the data set is about (global.yaml: 1980-2019),
+    not that the files hold all of it: a user with five years of MSWX, or the miniature products,
+    gets a store of those five years, not 40 years of NaN.
+    """
+    if not (start and end) and readers:
+        first, last = union_bounds(readers, sites)
+        if declared[0]:
+            first = max(first, pd.Timestamp(declared[0]))
+        if declared[1]:
+            last = min(last, pd.Timestamp(declared[1]))
+        start, end = start or str(first.date()), end or str(last.date())
+        log.info("time axis: union of the dynamic sources over %d sites%s: %s .. %s", len(sites),
+                 " within the catalog's window" if any(declared) else "", start, end)
     start, end = start or declared[0], end or declared[1]
     if not (start and end):
-        if not readers:
-            raise StefaLandError(f"catalog {catalog_url}: no dynamic source; give --start and --end")
-        first, last = union_bounds(readers, sites)
-        start, end = start or str(first.date()), end or str(last.date())
-        log.info("time axis: union of the dynamic sources over %d sites: %s .. %s", len(sites), start, end)
+        raise StefaLandError(f"catalog {catalog_url}: no dynamic source; give --start and --end")
     try:
         time = pd.date_range(start, end, freq="D")
     except (ValueError, TypeError) as exc:

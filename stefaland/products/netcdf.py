@@ -7,7 +7,8 @@ folder name; without the pattern the file's own names are kept (MSWEP's ``precip
 files holding a time axis that a static source does not want (ESA CCI land cover for 2018, Kummu's
 GDP/HDI for 2015) take a ``select`` of one label per dimension, and the dimension is dropped.
 
-Everything stays lazy: every file is opened with dask chunks (``"auto"`` by default: the file's
+A tree of one-day files named YYYYDDD.nc (MSWX, MSWEP) is opened without opening every file
+(:mod:`.daily_files`). Everything stays lazy: every other file set is opened with dask chunks (``"auto"`` by default: the file's
 own chunks grown to dask's chunk size, so a daily file is one chunk and a global map a few), and
 the per-file datasets are concatenated along ``time`` by ``xarray.open_mfdataset``.
 """
@@ -25,6 +26,7 @@ from intake.source.base import DataSource, Schema
 from ..errors import StefaLandError
 from ..gridded.grid import LAT_NAMES, LON_NAMES
 from ..storage import filesystem, is_remote
+from .daily_files import open_day_tree
 
 PLACEHOLDER = "{variable}"
 
@@ -191,6 +193,10 @@ class NetcdfSource(DataSource):
         label = self._label()
         files = expand(pattern, self.storage_options, label)
         keep = None if rename_to is not None else self.variables
+        if len(files) > 1:  # a YYYYDDD.nc tree: dates from the names, each day read only when needed
+            tree = open_day_tree(files, rename_to, keep or None, self.engine, self.storage_options)
+            if tree is not None:
+                return tree
         prepare = _preprocess(rename_to, keep, len(files) > 1, pattern, label)
         return _open_files(files, prepare, self.engine, self.chunks, self.storage_options)
 
