@@ -30,12 +30,11 @@ import xarray as xr
 
 from . import storage
 from .errors import StefaLandError
-from .outputs import claim_output, remove_owned, write_marker
-from .finetune.pretrained import PretrainedCheckpoint, load_by_name_and_shape, read_checkpoint
 from .model import StefaLandEncoder
+from .outputs import claim_output, remove_owned, write_marker
 from .progress import progress
-from .store import open_store, shard_slices
-from .store.reader import _plain_strings
+from .run.pretrained import PretrainedCheckpoint, load_by_name_and_shape, read_checkpoint
+from .store import open_store, plain_strings, shard_slices
 
 log = logging.getLogger("stefaland.embed")
 
@@ -244,4 +243,4 @@ def open_embeddings(url: str) -> xr.Dataset:
         raise StefaLandError(f"{url}: no embeddings zarr found") from exc
     if dataset.attrs.get(COMPLETE_ATTR) is not True:
         raise StefaLandError(f"{url}: embeddings are incomplete (the export was interrupted); run 'stefaland embed' again")
-    return _plain_strings(dataset)
+    return plain_strings(dataset)

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml``, ``checkpoints/``, ``predictions/*.nc``, ``metrics.csv`` and
 ``manifest.json`` (``{"files": [{"path", "size", "sha256"}]}``, paths relative to the folder).
-Trainers call :func:`write_run_manifest` when they finish (or after each checkpoint); ``pull``
+Trainers call :func:`~stefaland.run.manifest.write_run_manifest` when they finish (or after each
+checkpoint; it is also importable from here, as docs/KUBERNETES.md shows it); ``pull``
 downloads everything and checks each file against the nearest manifest above it, so a truncated
 upload or a half-copied checkpoint is caught on the user's machine rather than in a later
 analysis. Finetuning folds may write their own ``fold-<k>/manifest.json``; those count too.
@@ -23,66 +24,19 @@ import logging
 import os
 import posixpath
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
 from stefaland.progress import progress
+from stefaland.run.manifest import CHUNK, MANIFEST, list_run_files, write_run_manifest
+
+__all__ = ["MANIFEST", "PullResult", "expected_files", "list_run_files", "pull_run", "write_run_manifest"]
 
 log = logging.getLogger("stefaland.pull")
 
-MANIFEST = "manifest.json"
 PULLED = ".stefaland/pulled.json"  # {"from": run URL}: what a pulled folder is a copy of
-_CHUNK = 8 * 1024 * 1024
-
-
-def list_run_files(run_url: str) -> dict[str, int]:
-    """Relative path -> size of every file under ``run_url``."""
-    fs, root = storage.filesystem(run_url)
-    root = root.rstrip("/")
-    fs.invalidate_cache()  # a run still training changes under us (and under fsspec's listing cache)
-    if not fs.exists(root):
-        raise StefaLandError(f"{run_url}: run folder not found")
-    found = fs.find(root, detail=True)
-    files = {}
-    for path, info in found.items():
-        if info.get("type") == "directory":
-            continue
-        relative = posixpath.relpath(path.replace(os.sep, "/"), root.replace(os.sep, "/"))
-        files[relative] = int(info.get("size") or 0)
-    return files
-
-
-def _sha256(run_url: str, relative: str) -> str:
-    fs, path = storage.filesystem(storage.join(run_url, relative))
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_run_manifest(run_url: str, quiet: bool = True) -> dict[str, Any]:
-    """List every file of the run with its size and sha256 in ``<run_url>/manifest.json``.
-
-    Call it after the last file of a run (or of a checkpoint) is written; it reads each file
-    back, so the hashes describe what object storage really holds.
-    """
-    files = {path: size for path, size in list_run_files(run_url).items() if path != MANIFEST}
-    entries = [
-        {"path": path, "size": files[path], "sha256": _sha256(run_url, path)}
-        for path in progress(sorted(files), "hashing run files", quiet=quiet)
-    ]
-    manifest = {
-        "version": 1,
-        "run": posixpath.basename(run_url.rstrip("/")),
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": entries,
-    }
-    storage.write_bytes_atomic(storage.join(run_url, MANIFEST), json.dumps(manifest, indent=1).encode())
-    return manifest
 
 
 @dataclass
@@ -141,7 +95,7 @@ class PullResult:
 def _local_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -156,7 +110,7 @@ def _download(run_url: str, relative: str, target: Path, expected: Expected) -> 
     try:
         try:
             with fs.open(path, "rb") as reader, open(partial, "wb") as writer:
-                while chunk := reader.read(_CHUNK):
+                while chunk := reader.read(CHUNK):
                     digest.update(chunk)
                     writer.write(chunk)
                     size += len(chunk)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from stefaland.divergence import DivergenceError, check_finite_step, nonfinite_tensor
 from stefaland.errors import StefaLandError
-from stefaland.pretrain.checkpoint import latest_pointer, load_latest, save_checkpoint
+from stefaland.run.checkpoint import latest_pointer, load_latest, save_checkpoint
 from stefaland_cli.main import cli
 
 from _stores import write_store
@@ -144,7 +144,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(one_epoch_
     latest = run / "checkpoints" / latest_pointer(str(run))["file"]
     assert latest.name == "ckpt-000012.pt"
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # a disk filled mid-copy
-    with caplog.at_level(logging.WARNING, logger="stefaland.pretrain.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="stefaland.run.checkpoint"):
         state = load_latest(str(run))
     assert state["global_step"] == 10
     assert "ckpt-000012.pt: unreadable" in caplog.text and "ckpt-000010.pt" in caplog.text

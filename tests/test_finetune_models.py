@@ -17,9 +17,9 @@ from stefaland.finetune.models import MODELS, build_torch_model
 from stefaland.finetune.models.adapters import ADAPTERS, make_adapter
 from stefaland.finetune.trainer import masked_loss
 from stefaland.model import MaskedReconstructionModel, ModelConfig
-from stefaland.pretrain.checkpoint import save_checkpoint
 from stefaland.pretrain.loss import ReconstructionLoss
 from stefaland.pretrain.objective import PretrainObjective
+from stefaland.run.checkpoint import save_checkpoint
 from stefaland.store import open_store
 
 from _finetune_store import DVARS, SVARS, write_finetune_store

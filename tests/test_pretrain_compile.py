@@ -25,8 +25,8 @@ import torch
 import yaml
 
 from stefaland.pretrain import load_config, pretrain
-from stefaland.pretrain.checkpoint import checkpoint_name, load_latest
 from stefaland.pretrain.trainer import _build
+from stefaland.run.checkpoint import checkpoint_name, load_latest
 from stefaland.storage import join, read_bytes
 
 torch.set_num_threads(1)

@@ -12,14 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from stefaland import storage
-from stefaland.errors import StefaLandError
 from stefaland.model import ModelConfig
-from stefaland.yaml_mapping import load_mapping
+from stefaland.run import config_io
 
 ADAPTERS = ("none", "gated", "bottleneck", "residual")
 
@@ -162,11 +159,9 @@ class TrainConfig(_Strict):
     device: str = "auto"  # auto = cuda when available, else cpu; or cpu, cuda, cuda:1 ...
 
     def torch_device(self) -> "torch.device":
-        import torch
+        from stefaland.run.device import select_device
 
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return select_device(self.device)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (1.0 if self.optimizer == "adadelta" else 1e-3)
@@ -191,27 +186,18 @@ class FinetuneConfig(_Strict):
         return self
 
 
-def _one_line(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "config"
-        problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
+NOT_A_MAPPING = "a finetune config must be a mapping of sections (data, model, train)"
 
 
-def config_from_dict(values: dict, source: str = "config") -> FinetuneConfig:
-    try:
-        return FinetuneConfig.model_validate(values or {})
-    except ValidationError as exc:
-        raise StefaLandError(f"{source}: {_one_line(exc)}") from exc
+def config_from_dict(values: dict | None, source: str = "config") -> FinetuneConfig:
+    return config_io.validate_config(FinetuneConfig, values, source)
+
+
+def parse_config(text: bytes | str, source: str = "config") -> FinetuneConfig:
+    """A YAML document (``source`` names it in errors), e.g. the ``config.yaml`` a fold folder keeps."""
+    return config_io.parse_config(FinetuneConfig, text, source, NOT_A_MAPPING)
 
 
 def load_config(path_or_url: str | Path) -> FinetuneConfig:
     """Read and validate a YAML config; every problem is one line naming the file and key."""
-    url = str(path_or_url)
-    values = load_mapping(storage.read_bytes(url), url, "a finetune config must be a mapping of sections (data, model, train)")
-    return config_from_dict(values, url)
-
-
-def config_yaml(config: FinetuneConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return config_io.read_config(FinetuneConfig, str(path_or_url), NOT_A_MAPPING)

@@ -14,8 +14,7 @@ import torch
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
-
-from .pretrained import resolve_checkpoint
+from stefaland.run.pretrained import resolve_checkpoint
 
 
 def pretraining_exclusion(url: str) -> dict | None:

@@ -19,10 +19,15 @@ import torch
 
 from stefaland import storage
 from stefaland.errors import StefaLandError
-from stefaland.outputs import Claim, adopt_output, lock_output
+from stefaland.outputs import Claim
+from stefaland.run import config_io, folder
+from stefaland.run.device import set_threads
+from stefaland.run.manifest import write_run_manifest
+from stefaland.run.metrics_log import write_metrics
+from stefaland.run.record import write_run_record
 from stefaland.store import open_store
 
-from .config import FinetuneConfig, config_from_dict, config_yaml
+from .config import FinetuneConfig, parse_config
 from .data import (
     FoldSites, SiteData, Variables, drop_unobserved, fold_assignment, fold_ids, load_sites, normalise_to_training,
     resolve_variables, select_fold, split_validation_sites,
@@ -32,7 +37,8 @@ from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
 from .models.sklearn_baselines import HISTORY
 from .predict import predict_sklearn, predict_torch, write_fold_predictions
-from .trainer import Validation, best_epoch, train_model, write_metrics
+from .record import make_record
+from .trainer import Validation, best_epoch, train_model
 
 log = logging.getLogger("stefaland.finetune")
 
@@ -56,15 +62,9 @@ def fold_dir(out: str, fold: int) -> str:
 
 
 def _check_run_folder(directory: str, config: FinetuneConfig) -> None:
-    """Resuming with another config would silently mix two experiments; refuse."""
-    url = storage.join(directory, "config.yaml")
-    if storage.exists(url):
-        import yaml
-
-        saved = config_from_dict(yaml.safe_load(storage.read_bytes(url)), url)
-        if saved != config:
-            raise StefaLandError(f"{url}: this fold folder holds a run with a different config; use a new --out or the same config")
-    storage.write_bytes_atomic(url, config_yaml(config).encode())
+    """Resuming with another config would silently mix two experiments; refuse, then (re)write it."""
+    folder.refuse_other_config(directory, config, parse_config, what="fold folder")
+    folder.write_config(directory, config_io.config_yaml(config))
 
 
 def _variables_state(variables: Variables) -> dict:
@@ -188,8 +188,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
     encoder gains and HBV forcings depend on the scaling), the validation and the test data made.
     """
     spec = model_spec(config.model.name)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    set_threads(config.train.threads)
     data = config.data
     variables = resolve_variables(dataset, data)
     _check_run_folder(directory, config)
@@ -198,8 +197,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
     train_data = drop_unobserved(load_sites(dataset, sites.train, variables, data.train_start, data.train_end, "train"))
     train_data, held_back = split_validation_sites(train_data, data.valid_fraction, config.train.seed)
     variables = normalise_to_training(variables, train_data)
-    from stefaland.predict.record import make_record, write_run_record  # what `predict` needs, beside the fold
-
+    # what `predict` needs beside the fold's weights
     record = make_record(store, dataset, config, variables, split, fold, [str(s) for s in train_data.sites], split_file)
     write_run_record(directory, record)
     if spec.kind == "sklearn":
@@ -225,9 +223,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
         write_run_record(directory, record)
     url = write_fold_predictions(storage.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
                                  config.task, split, label, config.model.display_label())
-    from stefaland.pull import write_run_manifest  # sizes and checksums, so `stefaland pull` can verify
-
-    write_run_manifest(directory)
+    write_run_manifest(directory)  # sizes and checksums, so `stefaland pull` can verify
     return FoldResult(fold, url, len(train_data.sites), len(test_data.sites), metrics)
 
 
@@ -268,7 +264,7 @@ def _locked(directory: str) -> Claim:
     kind of output, and marking a new one); each fold then locks only its own folder, so the pods
     of an Indexed Job train their folds in parallel while two writers of one fold never both run.
     """
-    return lock_output(directory, RUN_KIND).kept_alive()
+    return folder.lock_part(directory, RUN_KIND)
 
 
 def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str | int = "all",
@@ -281,12 +277,12 @@ def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str
             raise StefaLandError("--split temporal has no folds: every site trains on data.train_* and is tested on "
                                  "data.test_*; drop --fold")
         check_temporal_periods(config)
-        adopt_output(out, RUN_KIND)
+        folder.adopt_run_folder(out, RUN_KIND)
         with _locked(storage.join(out, TEMPORAL)):
             results = [finetune_temporal(store, config, out, split_file, quiet)]
     else:
         folds = resolve_folds(store, split, fold, split_file)
-        adopt_output(out, RUN_KIND)
+        folder.adopt_run_folder(out, RUN_KIND)
         results = []
         for k in folds:
             with _locked(fold_dir(out, k)):

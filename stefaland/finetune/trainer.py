@@ -3,13 +3,12 @@
 Randomness is derived from (seed, epoch): the windows an epoch draws and its dropout masks do
 not depend on whether the run was interrupted before it, so a resumed run ends with the same
 weights as an uninterrupted one. Checkpoint files are written whole before ``latest.json`` is
-pointed at them (the pretraining checkpoint module does exactly that), and ``metrics.csv`` is
+pointed at them (:mod:`stefaland.run.checkpoint`), and ``metrics.csv`` is
 rewritten atomically after each epoch.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
@@ -24,17 +23,15 @@ from torch import nn
 from stefaland import storage
 from stefaland.divergence import check_finite_step
 from stefaland.errors import StefaLandError
-from stefaland.pretrain.checkpoint import load_latest, save_checkpoint
 from stefaland.progress import progress
+from stefaland.run.checkpoint import load_latest, save_checkpoint
+from stefaland.run.metrics_log import write_metrics
 
 from .config import FinetuneConfig
 from .data import SiteData, Variables, WindowSampler, batches_per_epoch
 from .models.registry import model_spec, trainable_parameters
 
 log = logging.getLogger("stefaland.finetune")
-
-METRICS_FILE = "metrics.csv"
-
 
 def masked_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,16 +69,6 @@ def make_optimizer(config: FinetuneConfig, parameters: list[nn.Parameter]) -> to
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def write_metrics(fold_dir: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    storage.write_bytes_atomic(storage.join(fold_dir, METRICS_FILE), buffer.getvalue().encode())
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_updates: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -21,18 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from stefaland import storage
 from stefaland.bounds import clip_to_bounds
 from stefaland.errors import StefaLandError
-from stefaland.finetune.config import FinetuneConfig, config_from_dict
+from stefaland.finetune.config import FinetuneConfig, load_config
 from stefaland.finetune.data import SiteData, Variables
-from stefaland.pretrain.checkpoint import load_latest
+from stefaland.finetune.record import read_fold_record, record_from_store
 from stefaland.report.predictions import predictions_dataset
+from stefaland.run.checkpoint import load_latest
 
 from .inputs import check_inputs, read_site_list, select_rows, site_data
-from .record import read_run_record, record_from_store
 from .write import check_output, write_dataset
 
 log = logging.getLogger("stefaland.predict")
@@ -85,8 +84,7 @@ def fold_directories(run: str) -> list[tuple[str, str]]:
 
 
 def load_fold(name: str, directory: str, training_store: str | None) -> FoldModel:
-    config_url = storage.join(directory, "config.yaml")
-    config = config_from_dict(yaml.safe_load(storage.read_bytes(config_url)), config_url)
+    config = load_config(storage.join(directory, "config.yaml"))
     from stefaland.finetune.models.registry import model_spec
 
     kind = model_spec(config.model.name).kind
@@ -100,7 +98,7 @@ def load_fold(name: str, directory: str, training_store: str | None) -> FoldMode
         state = load_latest(directory)
         if state is None:
             raise StefaLandError(f"{directory}: holds no checkpoint (checkpoints/latest.json); did the fold train?")
-    record = read_run_record(directory)
+    record = read_fold_record(directory)
     if record is None:
         if training_store is None:
             raise StefaLandError(

@@ -9,13 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import StefaLandError
 from ..model.config import ModelConfig
-from ..storage import read_bytes
-from ..yaml_mapping import load_mapping
+from ..run import config_io
 
 
 class _Strict(BaseModel):
@@ -137,24 +134,15 @@ class PretrainConfig(_Strict):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return config_io.config_yaml(self)
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"unknown key '{where}'"
-    message = str(first["ctx"]["error"]) if first["type"] == "value_error" and "error" in first.get("ctx", {}) else first["msg"]
-    return message if not first["loc"] else f"{where}: {message}"
+NOT_A_MAPPING = "expected a mapping of sections (model, data, masking, loss, optim, train)"
 
 
-def parse_config(text: str, source: str = "config") -> PretrainConfig:
-    raw = load_mapping(text, source, "expected a mapping of sections (model, data, masking, loss, optim, train)")
-    try:
-        return PretrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise StefaLandError(f"{source}: {_describe(exc)}") from exc
+def parse_config(text: bytes | str, source: str = "config") -> PretrainConfig:
+    """A YAML document (``source`` names it in errors), e.g. the ``config.yaml`` a run folder keeps."""
+    return config_io.parse_config(PretrainConfig, text, source, NOT_A_MAPPING)
 
 
 def with_overrides(config: PretrainConfig, overrides: dict[str, dict[str, Any]], source: str) -> PretrainConfig:
@@ -166,14 +154,11 @@ def with_overrides(config: PretrainConfig, overrides: dict[str, dict[str, Any]],
     values = config.model_dump(mode="json")
     for section, keys in overrides.items():
         values[section].update(keys)
-    try:
-        return PretrainConfig.model_validate(values)
-    except ValidationError as exc:
-        raise StefaLandError(f"{source}: {_describe(exc)}") from exc
+    return config_io.validate_config(PretrainConfig, values, source)
 
 
 def load_config(path: str | Path | None) -> PretrainConfig:
     """Read and validate a run config; ``None`` gives every default."""
     if path is None:
         return PretrainConfig()
-    return parse_config(read_bytes(str(path)).decode("utf-8"), source=str(path))
+    return config_io.read_config(PretrainConfig, str(path), NOT_A_MAPPING)

@@ -1,8 +1,7 @@
-"""What a run shows and leaves behind: the progress bar, ``metrics.csv`` and ``loss.png``."""
+"""What a pretraining run shows and leaves behind besides ``metrics.csv``: the progress bar and ``loss.png``."""
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 
@@ -30,18 +29,6 @@ class TrainingBar(ProgressBoard):
             self.advance(self._epoch, losses=" ".join(f"{name} {value:.3f}" for name, value in losses.items()))
         else:
             self.advance(self._epoch)
-
-
-def write_metrics(out: str, rows: Sequence[dict]) -> None:
-    """Rewrite ``metrics.csv`` from the run's rows (resumed runs drop rows past their checkpoint)."""
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_bytes_atomic(join(out, "metrics.csv"), buffer.getvalue().encode())
 
 
 def plot_loss(out: str, rows: Sequence[dict]) -> None:

@@ -8,7 +8,6 @@ bit for bit on CPU. RNG states are still saved in the checkpoint for anything ou
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -25,17 +24,22 @@ from .. import __version__
 from ..divergence import check_finite_step
 from ..errors import StefaLandError
 from ..model import MaskedReconstructionModel
-from ..outputs import Claim, claim_output
-from ..storage import exists, join, read_bytes, remove, write_bytes_atomic
+from ..outputs import Claim
+from ..run import folder
+from ..run.checkpoint import checkpoint_dir, latest_pointer, load_latest, save_checkpoint
+from ..run.device import select_device, set_threads
+from ..run.manifest import write_run_manifest
+from ..run.metrics_log import write_metrics
+from ..run.record import write_run_record
+from ..storage import remove
 from ..store import open_store
 from . import distributed
-from .checkpoint import checkpoint_dir, latest_pointer, load_latest, save_checkpoint
 from .config import PretrainConfig, parse_config
 from .data import Batch, ShardBatches, StoreSchema, store_schema
 from .loss import ReconstructionLoss
-from .objective import PretrainObjective
 from .metrics import LossAccumulator
-from .report import TrainingBar, plot_loss, write_metrics
+from .objective import PretrainObjective
+from .report import TrainingBar, plot_loss
 
 log = logging.getLogger("stefaland.pretrain.trainer")
 
@@ -48,17 +52,6 @@ class PretrainResult:
     resumed_from: int | None  # global step of the checkpoint the run resumed from
     metrics: list[dict[str, Any]]
     schema: StoreSchema
-
-
-def _device(config: PretrainConfig, context: distributed.DistributedContext) -> torch.device:
-    choice = config.train.device
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise StefaLandError("config train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", context.local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
@@ -94,22 +87,23 @@ def _tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
                  for a in (batch.dynamic, batch.static, batch.dynamic_mask, batch.static_mask))
 
 
-def _check_run_folder(out: str, config: PretrainConfig) -> None:
-    """Refuse to resume a run folder whose saved config differs from this one.
+def _same_run(saved: PretrainConfig, config: PretrainConfig) -> bool:
+    """Whether a run folder started with ``saved`` may be resumed with ``config``.
 
     ``train.compile`` is left out of the comparison: it changes how steps execute, not what they
     compute, and checkpoints hold the uncompiled module's weights either way.
     """
-    url = join(out, "config.yaml")
-    if exists(url):
-        saved = parse_config(read_bytes(url).decode(), source=url)
-        saved = saved.model_copy(update={"train": saved.train.model_copy(update={"compile": config.train.compile})})
-        if saved != config:
-            raise StefaLandError(f"{url}: this run folder holds a run with a different config; use a new --out or the same config")
+    saved = saved.model_copy(update={"train": saved.train.model_copy(update={"compile": config.train.compile})})
+    return saved == config
+
+
+def _check_run_folder(out: str, config: PretrainConfig) -> None:
+    """Refuse to resume a run folder whose saved config differs from this one (:func:`_same_run`)."""
+    folder.refuse_other_config(out, config, parse_config, _same_run)
 
 
 def _write_run_files(out: str, config: PretrainConfig, schema: StoreSchema, context: distributed.DistributedContext, lanes: int) -> None:
-    write_bytes_atomic(join(out, "config.yaml"), config.to_yaml().encode())
+    folder.write_config(out, config.to_yaml())
     run = {
         "stefaland_version": __version__, "torch_version": torch.__version__,
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -117,23 +111,10 @@ def _write_run_files(out: str, config: PretrainConfig, schema: StoreSchema, cont
         "world_size": context.world_size, "lanes": lanes,
         "variables": schema.to_json(),
     }
-    write_bytes_atomic(join(out, "run.json"), json.dumps(run, indent=2, default=str).encode())
+    write_run_record(out, run)
 
 
 RUN_KIND = "pretrain"
-
-
-def claim_run_folder(out: str) -> Claim:
-    """Lock the run folder ``out`` and check it is new (or empty) or a StefaLand pretraining run.
-
-    A folder of other files, a plain file, an S3 prefix holding other things or another kind of
-    output is refused in one line and left untouched; a second process training into the same
-    folder gets "being written by …". The lock is refreshed every minute from a background thread
-    (:meth:`stefaland.outputs.Claim.keep_alive`), so a run killed on another machine (a preempted
-    pod) frees it ten minutes later, and the replacement pod of the same Kubernetes run at once.
-    Only rank 0 of a torchrun launch calls this. Resume rules stay :func:`_check_run_folder`'s.
-    """
-    return claim_output(out, RUN_KIND, resumable=True).kept_alive()
 
 
 def _resume_state(out: str, config: PretrainConfig, resume: bool | None, context: distributed.DistributedContext,
@@ -189,10 +170,11 @@ def pretrain(
 
     ``resume``: None = resume when ``out`` holds a checkpoint; True = require one; False = start
     over even if one exists. Picks up ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` when launched by torchrun.
-    Rank 0 first claims ``out`` (:func:`claim_run_folder`) and holds its lock until it returns.
+    Rank 0 first claims ``out`` (:func:`stefaland.run.folder.claim_run_folder`) and holds its lock
+    until it returns; resume rules are :func:`_check_run_folder`'s.
     """
     context = distributed.context_from_env()
-    claim = claim_run_folder(out) if context.is_main else None
+    claim = folder.claim_run_folder(out, RUN_KIND) if context.is_main else None
     try:
         return _pretrain(store, config, out, resume, quiet, context, claim)
     finally:
@@ -203,9 +185,8 @@ def pretrain(
 def _pretrain(store: str, config: PretrainConfig, out: str, resume: bool | None, quiet: bool,
               context: distributed.DistributedContext, claim: Claim | None) -> PretrainResult:
     train = config.train
-    if train.num_threads:
-        torch.set_num_threads(train.num_threads)
-    device = _device(config, context)
+    set_threads(train.num_threads)
+    device = select_device(train.device, context.local_rank)
     distributed.init_process_group(context, device)
 
     dataset = open_store(store)
@@ -300,9 +281,7 @@ def _pretrain(store: str, config: PretrainConfig, out: str, resume: bool | None,
                          epoch, train.epochs, scores["recon"], scores["baseline"])
     if context.is_main:
         plot_loss(out, metrics)
-        from ..pull import write_run_manifest  # sizes and checksums, so `stefaland pull` can verify
-
-        write_run_manifest(out)
+        write_run_manifest(out)  # sizes and checksums, so `stefaland pull` can verify
     log.debug("rank %d: %d steps in %.1f s", context.rank, global_step, time.perf_counter() - started)
 
     result = PretrainResult(out, global_step, epoch, resumed_from, metrics, schema)

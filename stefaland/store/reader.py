@@ -36,7 +36,7 @@ def _open_zarr(url: str, record: dict | None = None) -> xr.Dataset:
         raise StefaLandError(f"{url}: not a StefaLand store (no zarr group found)") from exc
 
 
-def _plain_strings(dataset: xr.Dataset) -> xr.Dataset:
+def plain_strings(dataset: xr.Dataset) -> xr.Dataset:
     """Zarr 3 hands back numpy's StringDType; most of the ecosystem still expects object strings."""
     fixed = {
         name: coord.astype(object) for name, coord in dataset.coords.items() if coord.dtype.kind == "T"
@@ -67,21 +67,21 @@ def open_store(url: str, allow_incomplete: bool = False) -> xr.Dataset:
             f"{url}: store is incomplete (its build was interrupted); re-run 'stefaland data build' to resume it"
         )
     if not complete:
-        return _plain_strings(dataset)
+        return plain_strings(dataset)
     if record is not None:
         check_on_open(url, record)
         for name, layout in record.get("arrays", {}).items():
             if name in dataset.variables and list(dataset[name].shape) != layout["shape"]:
                 raise StefaLandError(f"{url}: array {name} has shape {list(dataset[name].shape)}, the record says "
                                      f"{layout['shape']}; the store is damaged")
-        return _plain_strings(dataset)
+        return plain_strings(dataset)
     if marker is not None or dataset.attrs.get(INTEGRITY_ATTR):
         raise StefaLandError(f"{url}: the store's integrity record is missing (.stefaland/zarr.json); the store is "
                              "damaged (rebuild it with 'stefaland data build --force')")
     if url not in _WARNED:
         _WARNED.add(url)
         log.debug("%s: no integrity record (written by an older StefaLand or by hand); chunks are not checked", url)
-    return _plain_strings(dataset)
+    return plain_strings(dataset)
 
 
 def shard_size(dataset: xr.Dataset) -> int:

@@ -19,10 +19,10 @@ from torch import nn
 
 from stefaland.errors import StefaLandError
 from stefaland.model import StefaLandEncoder
+from stefaland.run.pretrained import check_variables, load_encoder, read_checkpoint
 
 from ..config import ModelSection
 from ..data import Variables
-from ..pretrained import check_variables, load_encoder, read_checkpoint
 from . import sklearn_baselines
 from .base import FinetuneModel
 from .hbv import HBVHybrid

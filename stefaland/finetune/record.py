@@ -6,25 +6,26 @@ statistics. The store a run was trained on may be gone (or on someone else's buc
 folder says it all: variables, units, normalisation statistics, target scaling, split and fold,
 training sites, store provenance, package version.
 
-The finetune writer calls :func:`write_run_record` once per fold (``<out>/fold-<k>/run.json``);
-for a run written before that existed, :func:`record_from_store` rebuilds it from the training store.
+The finetune writer makes it with :func:`make_record` and writes it with
+:func:`stefaland.run.record.write_run_record` once per fold (``<out>/fold-<k>/run.json``);
+``predict`` reads it with :func:`read_fold_record`, and for a run written before that existed,
+:func:`record_from_store` rebuilds it from the training store.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from stefaland import __version__, storage
+from stefaland import __version__
 from stefaland.bounds import bounds_to_json
-from stefaland.errors import StefaLandError
+from stefaland.run.record import read_run_record
 
-RECORD_FILE = "run.json"
 RECORD_VERSION = 1
+FOLD_RECORD_KEYS = ("variables", "task", "model")  # what every fold record holds, whatever its version
 
 
 def _units(dataset: xr.Dataset, prefix: str, index: np.ndarray) -> list[str]:
@@ -73,31 +74,16 @@ def pretrained_section(config: Any) -> dict | None:
     pretraining checkpoint itself (its weights are in the fold's own checkpoint anyway)."""
     if not getattr(config.model, "pretrained", None):
         return None
-    from stefaland.finetune.pretrained import read_checkpoint
+    from stefaland.run.pretrained import read_checkpoint
 
     checkpoint = read_checkpoint(config.model.pretrained)
     return {"url": checkpoint.url, "config": checkpoint.config.model_dump(mode="json") if checkpoint.config else None,
             "dynamic_vars": checkpoint.dynamic_vars, "static_vars": checkpoint.static_vars}
 
 
-def write_run_record(directory: str, record: dict) -> str:
-    url = storage.join(directory, RECORD_FILE)
-    storage.write_bytes_atomic(url, json.dumps(record, indent=2, default=str).encode())
-    return url
-
-
-def read_run_record(directory: str) -> dict | None:
-    url = storage.join(directory, RECORD_FILE)
-    if not storage.exists(url):
-        return None
-    try:
-        record = json.loads(storage.read_bytes(url))
-    except json.JSONDecodeError as exc:
-        raise StefaLandError(f"{url}: corrupt run record ({exc})") from exc
-    missing = [k for k in ("variables", "task", "model") if k not in record]
-    if missing:
-        raise StefaLandError(f"{url}: run record lacks {missing[0]!r}")
-    return record
+def read_fold_record(directory: str) -> dict | None:
+    """The record of the fold folder ``directory`` (None when it has none); one line when it is corrupt."""
+    return read_run_record(directory, FOLD_RECORD_KEYS)
 
 
 def record_from_store(store: str, config: Any, state: dict | None, split: str | None = None,
@@ -109,8 +95,9 @@ def record_from_store(store: str, config: Any, state: dict | None, split: str | 
     """
     from dataclasses import replace
 
-    from stefaland.finetune.data import resolve_variables
     from stefaland.store import open_store
+
+    from .data import resolve_variables
 
     dataset = open_store(store)
     variables = resolve_variables(dataset, config.data)

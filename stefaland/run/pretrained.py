@@ -1,4 +1,7 @@
-"""Load a pretrained StefaLand encoder for finetuning: by name and shape, loudly.
+"""Load a pretrained StefaLand encoder (for finetuning, ``embed`` and ``predict``): by name and shape, loudly.
+
+Here, below the stages that read it, because finetuning, ``stefaland embed`` and the run record
+``predict`` relies on all open the same pretraining checkpoints.
 
 A silent partial load is the worst outcome (a "pretrained" model that is really half random), so
 every tensor that did or did not load is reported, and a checkpoint trained on other variables
@@ -25,7 +28,7 @@ from stefaland import storage
 from stefaland.errors import StefaLandError
 from stefaland.model import ModelConfig, StefaLandEncoder
 
-log = logging.getLogger("stefaland.finetune")
+log = logging.getLogger("stefaland.run.pretrained")
 
 POINTER = "latest.json"
 

@@ -23,7 +23,7 @@ from ..divergence import nonfinite_tensor
 from ..errors import StefaLandError
 from ..storage import exists, filesystem, join, read_bytes, remove, write_bytes_atomic
 
-log = logging.getLogger("stefaland.pretrain.checkpoint")
+log = logging.getLogger("stefaland.run.checkpoint")
 
 POINTER = "latest.json"
 
