@@ -158,11 +158,6 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     device: str = "auto"  # auto = cuda when available, else cpu; or cpu, cuda, cuda:1 ...
 
-    def torch_device(self) -> "torch.device":
-        from stefaland.run.device import select_device
-
-        return select_device(self.device)
-
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (1.0 if self.optimizer == "adadelta" else 1e-3)
 

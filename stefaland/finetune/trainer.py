@@ -25,13 +25,16 @@ from stefaland.divergence import check_finite_step
 from stefaland.errors import StefaLandError
 from stefaland.progress import progress
 from stefaland.run.checkpoint import load_latest, save_checkpoint
+from stefaland.run.device import select_device
 from stefaland.run.metrics_log import write_metrics
+from stefaland.run.trainer import Trainer, derived_seed, warmup_cosine
 
 from .config import FinetuneConfig
-from .data import SiteData, Variables, WindowSampler, batches_per_epoch
+from .data import Batch, SiteData, Variables, WindowSampler, batches_per_epoch
 from .models.registry import model_spec, trainable_parameters
 
 log = logging.getLogger("stefaland.finetune")
+
 
 def masked_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,23 +70,10 @@ def make_optimizer(config: FinetuneConfig, parameters: list[nn.Parameter]) -> to
     return torch.optim.AdamW(parameters, lr=lr)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
 def lr_schedule(optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_updates: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then constant or cosine decay to ``lr * lr_final`` over the planned updates."""
     train = config.train
-    warmup, final = train.warmup_updates, train.lr_final
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if train.lr_schedule == "constant":
-            return 1.0
-        progress_ = min(1.0, (step - warmup) / max(total_updates - warmup, 1))
-        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress_))
-
+    factor = warmup_cosine(train.warmup_updates, train.lr_schedule, train.lr_final, total_updates)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -144,95 +134,147 @@ def _warn_if_undertrained(metrics: list[dict[str, Any]], updates: int, stopped_e
                     "more epochs would probably help", losses[-3], losses[-1])
 
 
-def train_model(model: nn.Module, data: SiteData, config: FinetuneConfig, fold_dir: str,
-                extra_state: dict[str, Any] | None = None, quiet: bool = False,
-                validation: Validation | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` on ``data`` (training sites only) for ``config.train.epochs``; resume from ``fold_dir``.
+class FinetuneTrainer(Trainer):
+    """Train ``model`` on ``data`` (training sites only) into ``fold_dir``, a checkpoint after every epoch.
 
     With ``validation``, every epoch is scored on it; the best epoch's weights are kept beside the
     checkpoints and loaded into ``model`` at the end, and ``train.patience`` stops the run early.
     """
-    train = config.train
-    device = train.torch_device()
-    model.to(device)
-    parameters = trainable_parameters(model)
-    if not parameters:
-        raise StefaLandError(f"model {config.model.name!r} has no trainable parameters")
-    warmup = model_spec(config.model.name).warmup(config.model)  # input days consumed before the first output (HBV)
-    spinup = config.data.spinup_days  # outputs that only warm the state up: not in the loss
-    length = warmup + config.data.seq_len
-    loss_days = config.data.seq_len - spinup
-    per_epoch = batches_per_epoch(data, train.batch_size, length, loss_days, train.iterations_per_epoch,
-                                  train.min_updates, train.epochs)
-    optimizer = make_optimizer(config, parameters)
-    scheduler = lr_schedule(optimizer, config, per_epoch * train.epochs)
-    weights = torch.from_numpy(nse_weights(data)).to(device) if train.loss == "nse" else None
-    metrics: list[dict[str, Any]] = []
-    start_epoch, best, stopped_early = 0, {"epoch": 0, "nse": -math.inf}, False
-    state = load_latest(fold_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])  # copies into the tensors already on `device`
-        optimizer.load_state_dict(state["optimizer"])
+
+    run_name = "finetuning"
+
+    def __init__(self, model: nn.Module, data: SiteData, config: FinetuneConfig, fold_dir: str,
+                 extra_state: dict[str, Any] | None = None, quiet: bool = False,
+                 validation: Validation | None = None) -> None:
+        super().__init__(config.train.epochs)
+        self.model, self.data, self.config, self.fold_dir = model, data, config, fold_dir
+        self.extra_state, self.quiet, self.validation = extra_state or {}, quiet, validation
+        self.train = config.train
+        self.best: dict[str, Any] = {"epoch": 0, "nse": -math.inf}
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        super().setup()
+        log.info("%d batches an epoch x %d epochs = %d updates (batch %d, %d loss days per window)", self.per_epoch,
+                 self.train.epochs, self.per_epoch * self.train.epochs, self.train.batch_size, self.loss_days)
+
+    def setup_device(self) -> None:
+        self.device = select_device(self.train.device)
+
+    def setup_data(self) -> None:
+        """Window lengths and batches per epoch; the NSE* weights of the training sites."""
+        self.warmup = model_spec(self.config.model.name).warmup(self.config.model)  # input days consumed before the first output (HBV)
+        self.spinup = self.config.data.spinup_days  # outputs that only warm the state up: not in the loss
+        self.length = self.warmup + self.config.data.seq_len
+        self.loss_days = self.config.data.seq_len - self.spinup
+        self.per_epoch = batches_per_epoch(self.data, self.train.batch_size, self.length, self.loss_days,
+                                           self.train.iterations_per_epoch, self.train.min_updates, self.train.epochs)
+        self.weights = torch.from_numpy(nse_weights(self.data)).to(self.device) if self.train.loss == "nse" else None
+
+    def load_state(self) -> dict[str, Any] | None:
+        return load_latest(self.fold_dir)
+
+    def setup_model(self) -> None:
+        self.model.to(self.device)
+        self.parameters = trainable_parameters(self.model)
+        if not self.parameters:
+            raise StefaLandError(f"model {self.config.model.name!r} has no trainable parameters")
+
+    def setup_optimiser(self) -> None:
+        self.optimizer = make_optimizer(self.config, self.parameters)
+        self.scheduler = lr_schedule(self.optimizer, self.config, self.per_epoch * self.train.epochs)
+
+    def resume(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])  # copies into the tensors already on `device`
+        self.optimizer.load_state_dict(state["optimizer"])
         if "scheduler" in state:
-            scheduler.load_state_dict(state["scheduler"])
-        start_epoch, metrics = int(state["epoch"]), list(state["metrics"])
-        best, stopped_early = dict(state.get("best") or best), bool(state.get("stopped_early", False))
-        log.info("resuming %s after epoch %d of %d", fold_dir, start_epoch, train.epochs)
-    log.info("%d batches an epoch x %d epochs = %d updates (batch %d, %d loss days per window)", per_epoch,
-             train.epochs, per_epoch * train.epochs, train.batch_size, loss_days)
-    for epoch in range(start_epoch, train.epochs):
-        if stopped_early:
-            break
-        started = time.perf_counter()
-        seed = epoch_seed(train.seed, epoch)
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.metrics = int(state["epoch"]), list(state["metrics"])
+        self.best, self.stopped = dict(state.get("best") or self.best), bool(state.get("stopped_early", False))
+        log.info("resuming %s after epoch %d of %d", self.fold_dir, self.epoch, self.train.epochs)
+
+    # ------------------------------------------------------------------ the epochs
+
+    def train_epoch(self) -> None:
+        self.epoch_started = time.perf_counter()
+        seed = derived_seed(self.train.seed, self.epoch)
         torch.manual_seed(seed)
-        sampler = WindowSampler(data, train.batch_size, length, loss_days, per_epoch,
+        sampler = WindowSampler(self.data, self.train.batch_size, self.length, self.loss_days, self.per_epoch,
                                 np.random.default_rng(seed))
-        model.train()
-        total, batches = 0.0, 0
-        for batch in progress(sampler, f"epoch {epoch + 1}/{train.epochs}", total=len(sampler), quiet=quiet):
-            prediction = model(batch.dynamic.to(device), batch.static.to(device))  # (B, seq_len)
-            row_weights = None if weights is None else weights[torch.from_numpy(batch.rows).to(device)]
-            if batch.target.dim() == 1:  # a static target: the window's mean daily output
-                loss = masked_loss(prediction.mean(1), batch.target.to(device), train.loss, row_weights)
-            else:
-                loss = masked_loss(prediction[:, spinup:], batch.target[:, warmup + spinup:].to(device), train.loss,
-                                   row_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip if train.grad_clip is not None else math.inf)
-            check_finite_step(loss.detach(), norm, None, epoch + 1, batches + 1, "finetuning")  # before the step
-            optimizer.step()
-            scheduler.step()
-            total, batches = total + float(loss.detach()), batches + 1
-        check_finite_step(None, None, model, epoch + 1, batches, "finetuning")  # weights, once an epoch
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(batches, 1), "batches": batches,
-                               "lr": optimizer.param_groups[0]["lr"]}
-        if validation is not None:
-            row["valid_loss"], row["valid_nse"] = validate(model, validation, config)
-            if np.isfinite(row["valid_nse"]) and row["valid_nse"] > best["nse"]:
-                best = {"epoch": epoch + 1, "nse": row["valid_nse"]}
-                _save_best(fold_dir, model)
-            if train.patience is not None and epoch + 1 - best["epoch"] >= train.patience:
-                stopped_early = True
-                log.info("early stop after epoch %d: no better validation NSE since epoch %d", epoch + 1, best["epoch"])
-        row["seconds"] = round(time.perf_counter() - started, 3)
-        metrics.append(row)
-        save_checkpoint(fold_dir, epoch + 1, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1, "metrics": metrics, "best": best, "stopped_early": stopped_early,
-            "config": config.model_dump(mode="json"), **(extra_state or {}),
+        self.model.train()
+        self.total, self.batches = 0.0, 0
+        for batch in progress(sampler, f"epoch {self.epoch + 1}/{self.epochs}", total=len(sampler), quiet=self.quiet):
+            loss = self.train_step(batch)
+            self.total, self.batches = self.total + float(loss.detach()), self.batches + 1
+        check_finite_step(None, None, self.model, self.epoch + 1, self.batches, self.run_name)  # weights, once an epoch
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        device, spinup = self.device, self.spinup
+        prediction = self.model(batch.dynamic.to(device), batch.static.to(device))  # (B, seq_len)
+        row_weights = None if self.weights is None else self.weights[torch.from_numpy(batch.rows).to(device)]
+        if batch.target.dim() == 1:  # a static target: the window's mean daily output
+            loss = masked_loss(prediction.mean(1), batch.target.to(device), self.train.loss, row_weights)
+        else:
+            loss = masked_loss(prediction[:, spinup:], batch.target[:, self.warmup + spinup:].to(device),
+                               self.train.loss, row_weights)
+        grad_clip = self.train.grad_clip if self.train.grad_clip is not None else math.inf
+        self.optimise(loss, self.parameters, grad_clip, self.epoch + 1, self.batches + 1)
+        return loss
+
+    def end_epoch(self) -> None:
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "train_loss": self.total / max(self.batches, 1),
+                               "batches": self.batches, "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update(self.evaluate())
+        row["seconds"] = round(time.perf_counter() - self.epoch_started, 3)
+        self.metrics.append(row)
+        self.epoch += 1
+        self.checkpoint()
+        log.info("epoch %d/%d: train %s %.4f%s (%d batches, %.1f s)", self.epoch, self.epochs, self.train.loss,
+                 row["train_loss"], f", valid NSE {row['valid_nse']:.3f}" if self.validation is not None else "",
+                 self.batches, row["seconds"])
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and median NSE of epoch ``epoch + 1``; keeps the best epoch's weights and
+        stops the run after ``train.patience`` epochs without a better one."""
+        if self.validation is None:
+            return {}
+        loss, nse = validate(self.model, self.validation, self.config)
+        epoch = self.epoch + 1
+        if np.isfinite(nse) and nse > self.best["nse"]:
+            self.best = {"epoch": epoch, "nse": nse}
+            _save_best(self.fold_dir, self.model)
+        if self.train.patience is not None and epoch - self.best["epoch"] >= self.train.patience:
+            self.stopped = True
+            log.info("early stop after epoch %d: no better validation NSE since epoch %d", epoch, self.best["epoch"])
+        return {"valid_loss": loss, "valid_nse": nse}
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.fold_dir, self.epoch, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "metrics": self.metrics,
+            "best": self.best, "stopped_early": self.stopped,
+            "config": self.config.model_dump(mode="json"), **self.extra_state,
         }, keep=2)
-        write_metrics(fold_dir, metrics)
-        log.info("epoch %d/%d: train %s %.4f%s (%d batches, %.1f s)", epoch + 1, train.epochs, train.loss,
-                 row["train_loss"], f", valid NSE {row['valid_nse']:.3f}" if validation is not None else "",
-                 batches, row["seconds"])
-    _warn_if_undertrained(metrics, sum(int(r.get("batches", 0)) for r in metrics), stopped_early)
-    if validation is not None and best["epoch"] > 0:
-        _load_best(fold_dir, model)
-        log.info("predicting with the best validation epoch %d (median NSE %.3f)", best["epoch"], best["nse"])
-    model.eval()
-    return metrics
+        write_metrics(self.fold_dir, self.metrics)
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> None:
+        """Warn when the run looks undertrained; predict with the best validation epoch's weights."""
+        _warn_if_undertrained(self.metrics, sum(int(r.get("batches", 0)) for r in self.metrics), self.stopped)
+        if self.validation is not None and self.best["epoch"] > 0:
+            _load_best(self.fold_dir, self.model)
+            log.info("predicting with the best validation epoch %d (median NSE %.3f)", self.best["epoch"], self.best["nse"])
+        self.model.eval()
+
+
+def train_model(model: nn.Module, data: SiteData, config: FinetuneConfig, fold_dir: str,
+                extra_state: dict[str, Any] | None = None, quiet: bool = False,
+                validation: Validation | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` on ``data`` (training sites only) for ``config.train.epochs``; resume from
+    ``fold_dir``; returns the metrics rows (see :class:`FinetuneTrainer`)."""
+    return FinetuneTrainer(model, data, config, fold_dir, extra_state, quiet, validation).fit()
 
 
 def best_epoch(metrics: list[dict[str, Any]]) -> int | None:

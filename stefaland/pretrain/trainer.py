@@ -4,12 +4,15 @@ Determinism is by construction rather than by bookkeeping: the data, the masks a
 of step ``k`` of epoch ``e`` come from generators seeded by ``(seed, e, k, rank)``, so a run
 resumed from a checkpoint (model, optimiser, scheduler, position) repeats the uninterrupted run
 bit for bit on CPU. RNG states are still saved in the checkpoint for anything outside that.
+
+:class:`PretrainTrainer` fills in the steps of :class:`stefaland.run.trainer.Trainer`; what is
+particular to pretraining is the process group (torchrun), checkpoints within an epoch, and
+``torch.compile`` / DDP wrapping of the module that runs the forward pass.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from ..run.device import select_device, set_threads
 from ..run.manifest import write_run_manifest
 from ..run.metrics_log import write_metrics
 from ..run.record import write_run_record
+from ..run.trainer import Trainer, derived_seed, warmup_cosine
 from ..storage import remove
 from ..store import open_store
 from . import distributed
@@ -52,24 +56,6 @@ class PretrainResult:
     resumed_from: int | None  # global step of the checkpoint the run resumed from
     metrics: list[dict[str, Any]]
     schema: StoreSchema
-
-
-def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0])
-
-
-def _schedule(config: PretrainConfig, total_steps: int):
-    optim = config.optim
-
-    def factor(step: int) -> float:
-        if optim.warmup_steps and step < optim.warmup_steps:
-            return (step + 1) / optim.warmup_steps
-        if optim.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
-        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def _rng_states() -> dict[str, Any]:
@@ -147,16 +133,186 @@ def _resume_state(out: str, config: PretrainConfig, resume: bool | None, context
 
 def _build(config: PretrainConfig, schema: StoreSchema, steps_per_epoch: int, device: torch.device):
     """Model + learnable loss weights, their optimiser and learning-rate schedule."""
+    objective = build_objective(config, schema, device)
+    optimizer, scheduler = build_optimiser(config, objective, config.train.epochs * steps_per_epoch)
+    return objective, optimizer, scheduler
+
+
+def build_objective(config: PretrainConfig, schema: StoreSchema, device: torch.device) -> PretrainObjective:
+    """The masked-reconstruction model with its learnable loss weights, the same initial weights on every rank."""
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     n_dynamic, n_static = len(schema.dynamic_vars), len(schema.static_vars)
     model = MaskedReconstructionModel(n_dynamic, n_static, config.model)
     loss = ReconstructionLoss(n_dynamic, n_static, config.loss.dynamic_weight, config.loss.static_weight,
                               config.loss.learn_weights)
-    objective = PretrainObjective(model, loss).to(device)
+    return PretrainObjective(model, loss).to(device)
+
+
+def build_optimiser(config: PretrainConfig, objective: PretrainObjective,
+                    total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optim = config.optim
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad],
-                                  lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, config.train.epochs * steps_per_epoch))
-    return objective, optimizer, scheduler
+                                  lr=optim.lr, weight_decay=optim.weight_decay)
+    factor = warmup_cosine(optim.warmup_steps, optim.schedule, optim.min_lr_ratio, total_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class PretrainTrainer(Trainer):
+    """One pretraining run (one process of it, under torchrun) into the run folder ``out``.
+
+    ``objective`` (never wrapped) is what is saved, loaded and evaluated; ``runner`` (DDP and/or
+    ``torch.compile`` around it) runs the training forward.
+    """
+
+    run_name = "pretraining"
+
+    def __init__(self, store: str, config: PretrainConfig, out: str, resume: bool | None, quiet: bool,
+                 context: distributed.DistributedContext, claim: Claim | None) -> None:
+        super().__init__(config.train.epochs)
+        self.store, self.config, self.out, self.resume_mode, self.quiet = store, config, out, resume, quiet
+        self.context, self.claim = context, claim
+        self.train = config.train
+        self.step_in_epoch, self.global_step = 0, 0
+        self.resumed_from: int | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def setup_device(self) -> None:
+        set_threads(self.train.num_threads)
+        self.device = select_device(self.train.device, self.context.local_rank)
+        distributed.init_process_group(self.context, self.device)
+
+    def setup_data(self) -> None:
+        dataset = open_store(self.store)
+        self.schema = store_schema(dataset, self.config, self.store)
+        self.data = ShardBatches(dataset, self.schema, self.config, self.context.rank, self.context.world_size)
+
+    def load_state(self) -> dict[str, Any] | None:
+        return _resume_state(self.out, self.config, self.resume_mode, self.context, self.schema, self.data.n_lanes,
+                             self.claim)
+
+    def setup_model(self) -> None:
+        self.objective = build_objective(self.config, self.schema, self.device)
+
+    def setup_optimiser(self) -> None:
+        self.optimizer, self.scheduler = build_optimiser(self.config, self.objective,
+                                                         self.train.epochs * self.data.steps_per_epoch)
+
+    def resume(self, state: dict[str, Any]) -> None:
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.metrics, self.resumed_from = list(state["metrics"]), self.global_step
+        if self.context.is_main:
+            log.info("resuming %s at epoch %d, step %d (global step %d)", self.out, self.epoch + 1,
+                     self.step_in_epoch, self.global_step)
+
+    def wrap_model(self) -> None:
+        use_cuda = self.device.type == "cuda"
+        self.autocast = self.train.precision == "bf16" or (self.train.precision == "auto" and use_cuda)
+        compiled = self.train.compile == "on" or (self.train.compile == "auto" and use_cuda)
+        # Checkpoint keys then carry no ``module.`` / ``_orig_mod.`` prefix, so compiled, eager, 1- and
+        # N-process runs read each other's checkpoints. Compiling the DDP wrapper (not the inner
+        # module) lets dynamo split graphs at DDP's gradient buckets; checked with gloo on CPU.
+        runner: torch.nn.Module = self.objective
+        if self.context.enabled:
+            runner = DistributedDataParallel(self.objective, device_ids=[self.device.index] if use_cuda else None)
+        if compiled:
+            if self.context.is_main:
+                log.info("torch.compile on: the first step also compiles (tens of seconds on CPU)")
+            runner = torch.compile(runner)
+        self.runner = runner
+        self.accumulator = LossAccumulator(self.schema, self.config)
+        self.started = time.perf_counter()
+
+    def display(self) -> TrainingBar:
+        self.bar = TrainingBar(self.quiet or not self.context.is_main)
+        return self.bar
+
+    # ------------------------------------------------------------------ the epochs
+
+    def train_epoch(self) -> None:
+        self.bar.start_epoch(self.epoch, self.epochs, self.data.steps_per_epoch, self.step_in_epoch)
+        self.objective.train()
+        for step in range(self.step_in_epoch, self.data.steps_per_epoch):
+            torch.manual_seed(derived_seed(self.train.seed, self.epoch, step, self.context.rank))  # dropout of this step
+            self.train_step(self.data.batch(self.epoch, step))
+            self._log_step(step)
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            output = self.runner(*_tensors(batch, self.device), len(self.data.lanes))
+        self.optimise(output.total, self.objective.parameters(), self.config.optim.grad_clip,
+                      self.epoch + 1, self.global_step + 1)
+        check_finite_step(None, None, self.objective, self.epoch + 1, self.global_step + 1, self.run_name)
+        self.global_step += 1
+        self.accumulator.add(output.sums, output.total)
+        return output.total
+
+    def _log_step(self, step: int) -> None:
+        """A metrics row every ``log_every`` steps, at the epoch's last step and at each checkpoint
+        (so no partial sums need saving in it); a checkpoint every ``checkpoint_every`` steps."""
+        last_step = step == self.data.steps_per_epoch - 1
+        checkpoint_due = self.global_step % self.train.checkpoint_every == 0 and not last_step
+        if self.global_step % self.train.log_every == 0 or last_step or checkpoint_due:
+            row = {"kind": "train", "epoch": self.epoch + 1, "step": self.global_step,
+                   "lr": self.scheduler.get_last_lr()[0], **self.accumulator.summary(self.context),
+                   "time": round(time.time(), 3)}  # wall clock, for throughput
+            self.metrics.append(row)
+            self.bar.update({k: v for k, v in row.items() if ":" in k or k == "recon"})
+        else:
+            self.bar.update({})
+        if checkpoint_due:
+            self.step_in_epoch = step + 1
+            self.checkpoint()
+
+    def end_epoch(self) -> None:
+        scores = self.evaluate()
+        if scores:
+            self.metrics.append({"kind": "eval", "epoch": self.epoch + 1, "step": self.global_step, **scores})
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.checkpoint()
+        if self.context.is_main and scores:
+            log.info("epoch %d/%d: masked reconstruction %.4f (predict-the-mean %.4f)",
+                     self.epoch, self.epochs, scores["recon"], scores["baseline"])
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.objective, self.data, self.device, self.train.eval_batches, self.context, self.schema,
+                        self.config)
+
+    def checkpoint(self) -> None:
+        """Rank 0 saves the state at (``epoch``, ``step_in_epoch``); every rank waits for it."""
+        if self.context.is_main:
+            if self.claim is not None:
+                self.claim.check()  # another process took the run folder over: stop rather than mix runs
+            save_checkpoint(self.out, self.global_step, {
+                "objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": _rng_states(),
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                "config": self.config.model_dump(mode="json"), "metrics": self.metrics,
+                "schema": self.schema.to_json(), "stefaland_version": __version__, "lanes": self.data.n_lanes,
+            }, keep=self.train.keep_checkpoints)
+            write_metrics(self.out, self.metrics)
+        distributed.barrier(self.context)
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> None:
+        if self.context.is_main:
+            plot_loss(self.out, self.metrics)
+            write_run_manifest(self.out)  # sizes and checksums, so `stefaland pull` can verify
+        log.debug("rank %d: %d steps in %.1f s", self.context.rank, self.global_step, time.perf_counter() - self.started)
+
+    def teardown(self) -> PretrainResult:
+        """The known-good gloo teardown, in this order: barrier, free the DDP module and optimiser,
+        collect, destroy (:func:`stefaland.pretrain.distributed.destroy_process_group`)."""
+        result = PretrainResult(self.out, self.global_step, self.epoch, self.resumed_from, self.metrics, self.schema)
+        distributed.barrier(self.context)
+        del self.runner, self.objective, self.optimizer, self.scheduler
+        distributed.destroy_process_group(self.context)
+        return result
 
 
 def pretrain(
@@ -176,119 +332,10 @@ def pretrain(
     context = distributed.context_from_env()
     claim = folder.claim_run_folder(out, RUN_KIND) if context.is_main else None
     try:
-        return _pretrain(store, config, out, resume, quiet, context, claim)
+        return PretrainTrainer(store, config, out, resume, quiet, context, claim).fit()
     finally:
         if claim is not None:
             claim.release()
-
-
-def _pretrain(store: str, config: PretrainConfig, out: str, resume: bool | None, quiet: bool,
-              context: distributed.DistributedContext, claim: Claim | None) -> PretrainResult:
-    train = config.train
-    set_threads(train.num_threads)
-    device = select_device(train.device, context.local_rank)
-    distributed.init_process_group(context, device)
-
-    dataset = open_store(store)
-    schema = store_schema(dataset, config, store)
-    data = ShardBatches(dataset, schema, config, context.rank, context.world_size)
-
-    state = _resume_state(out, config, resume, context, schema, data.n_lanes, claim)
-    objective, optimizer, scheduler = _build(config, schema, data.steps_per_epoch, device)
-    epoch, step_in_epoch, global_step, metrics, resumed_from = 0, 0, 0, [], None
-    if state is not None:
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        metrics, resumed_from = list(state["metrics"]), global_step
-        if context.is_main:
-            log.info("resuming %s at epoch %d, step %d (global step %d)", out, epoch + 1, step_in_epoch, global_step)
-
-    use_cuda = device.type == "cuda"
-    autocast = config.train.precision == "bf16" or (config.train.precision == "auto" and use_cuda)
-    compiled = config.train.compile == "on" or (config.train.compile == "auto" and use_cuda)
-    # ``runner`` runs the training forward; ``objective`` (never wrapped) is what is saved, loaded
-    # and evaluated, so checkpoint keys carry no ``module.`` / ``_orig_mod.`` prefix and compiled,
-    # eager, 1- and N-process runs read each other's checkpoints. Compiling the DDP wrapper (not
-    # the inner module) lets dynamo split graphs at DDP's gradient buckets; checked with gloo on CPU.
-    runner: torch.nn.Module = objective
-    if context.enabled:
-        runner = DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
-    if compiled:
-        if context.is_main:
-            log.info("torch.compile on: the first step also compiles (tens of seconds on CPU)")
-        runner = torch.compile(runner)
-
-    def checkpoint(next_epoch: int, next_step: int) -> None:
-        if context.is_main:
-            if claim is not None:
-                claim.check()  # another process took the run folder over: stop rather than mix runs
-            save_checkpoint(out, global_step, {
-                "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_states(),
-                "epoch": next_epoch, "step_in_epoch": next_step, "global_step": global_step,
-                "config": config.model_dump(mode="json"), "metrics": metrics,
-                "schema": schema.to_json(), "stefaland_version": __version__, "lanes": data.n_lanes,
-            }, keep=train.keep_checkpoints)
-            write_metrics(out, metrics)
-        distributed.barrier(context)
-
-    accumulator = LossAccumulator(schema, config)
-    n_local_lanes = len(data.lanes)
-    started = time.perf_counter()
-    with TrainingBar(quiet or not context.is_main) as bar:
-        while epoch < train.epochs:
-            bar.start_epoch(epoch, train.epochs, data.steps_per_epoch, step_in_epoch)
-            objective.train()
-            for step in range(step_in_epoch, data.steps_per_epoch):
-                torch.manual_seed(_step_seed(train.seed, epoch, step, context.rank))  # dropout of this step
-                tensors = _tensors(data.batch(epoch, step), device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    output = runner(*tensors, n_local_lanes)
-                optimizer.zero_grad(set_to_none=True)
-                output.total.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), config.optim.grad_clip)
-                # before the step: a NaN gradient must not reach the weights (DDP has averaged the
-                # gradients, so every rank sees the same norm and stops at the same step)
-                check_finite_step(output.total, grad_norm, None, epoch + 1, global_step + 1, "pretraining")
-                optimizer.step()
-                scheduler.step()
-                check_finite_step(None, None, objective, epoch + 1, global_step + 1, "pretraining")
-                global_step += 1
-                accumulator.add(output.sums, output.total)
-                last_step = step == data.steps_per_epoch - 1
-                checkpoint_due = global_step % train.checkpoint_every == 0 and not last_step
-                # a row is also logged at each checkpoint, so no partial sums need saving in it
-                if global_step % train.log_every == 0 or last_step or checkpoint_due:
-                    row = {"kind": "train", "epoch": epoch + 1, "step": global_step,
-                           "lr": scheduler.get_last_lr()[0], **accumulator.summary(context),
-                           "time": round(time.time(), 3)}  # wall clock, for throughput
-                    metrics.append(row)
-                    bar.update({k: v for k, v in row.items() if ":" in k or k == "recon"})
-                else:
-                    bar.update({})
-                if checkpoint_due:
-                    checkpoint(epoch, step + 1)
-            scores = evaluate(objective, data, device, train.eval_batches, context, schema, config)
-            if scores:
-                metrics.append({"kind": "eval", "epoch": epoch + 1, "step": global_step, **scores})
-            epoch, step_in_epoch = epoch + 1, 0
-            checkpoint(epoch, 0)
-            if context.is_main and scores:
-                log.info("epoch %d/%d: masked reconstruction %.4f (predict-the-mean %.4f)",
-                         epoch, train.epochs, scores["recon"], scores["baseline"])
-    if context.is_main:
-        plot_loss(out, metrics)
-        write_run_manifest(out)  # sizes and checksums, so `stefaland pull` can verify
-    log.debug("rank %d: %d steps in %.1f s", context.rank, global_step, time.perf_counter() - started)
-
-    result = PretrainResult(out, global_step, epoch, resumed_from, metrics, schema)
-    distributed.barrier(context)  # the known-good gloo teardown: barrier, free, collect, destroy
-    del runner, objective, optimizer, scheduler
-    distributed.destroy_process_group(context)
-    return result
 
 
 @torch.no_grad()

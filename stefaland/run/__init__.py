@@ -10,5 +10,6 @@ pulls in only what it uses and the GPU suite can import stage modules without za
 * :mod:`.record` — ``run.json``, the record a run leaves beside its weights;
 * :mod:`.manifest` — ``manifest.json``, sizes and checksums that ``stefaland pull`` verifies;
 * :mod:`.metrics_log` — ``metrics.csv``, rewritten whole after every checkpoint;
-* :mod:`.config_io` — a run config read from YAML and validated, every problem on one line.
+* :mod:`.config_io` — a run config read from YAML and validated, every problem on one line;
+* :mod:`.trainer` — the training-loop skeleton that pretraining and finetuning specialise.
 """
