@@ -73,7 +73,7 @@ def pretrain(store: str, config_path: str | None, out: str | None, resume: bool 
 
 def _folds(store: str, split: str, fold: str, split_file: str | None) -> list[int]:
     """The fold ids of ``--fold`` (all / 3 / 1,3,5 / 1-10), each checked against the split."""
-    from stefaland.finetune.data import fold_assignment, fold_ids
+    from stefaland.run.folds import fold_assignment, fold_ids
     from stefaland.store import open_store
 
     known = fold_ids(fold_assignment(open_store(store), split, split_file))

@@ -16,10 +16,11 @@ from torch import nn
 from stefaland.errors import StefaLandError
 from stefaland.finetune import config_from_dict, finetune_fold, load_config
 from stefaland.finetune.data import (
-    PredictionWindows, WindowSampler, drop_unobserved, fold_assignment, load_sites, resolve_variables, select_fold,
+    PredictionWindows, WindowSampler, drop_unobserved, load_sites, resolve_variables, select_fold,
 )
 from stefaland.finetune.predict import predict_torch
 from stefaland.report.predictions import read_predictions
+from stefaland.run.folds import fold_assignment
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Which variables and which days; ``None`` variable lists mean "every one in the store"."""
 
-    dynamic: list[str] | None = None
+    dynamic: list[str] | None = None  # pretraining's data.dynamic_vars (stefaland.run.variables looks both up)
     static: list[str] | None = None
     target: str = "streamflow"
     # Variables hidden from the inputs (NaN: the encoder's mask vector, the mean for the LSTMs),
@@ -155,7 +155,7 @@ class TrainConfig(_Strict):
     # improvement; predictions always come from the best validation epoch when validation is on.
     patience: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(1.0, gt=0.0)
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)  # CPU threads (None = torch's default); pretraining's train.num_threads
     device: str = "auto"  # auto = cuda when available, else cpu; or cpu, cuda, cuda:1 ...
 
     def learning_rate(self) -> float:

@@ -22,8 +22,9 @@ import torch
 import xarray as xr
 from numpy.lib.stride_tricks import sliding_window_view
 
-from stefaland import storage
 from stefaland.errors import StefaLandError
+from stefaland.run.folds import fold_ids
+from stefaland.run.variables import variable_columns
 
 from .config import DataConfig
 
@@ -40,36 +41,6 @@ class FoldSites:
     fold: int
     train: np.ndarray  # (n_train,) int
     test: np.ndarray  # (n_test,) int
-
-
-def fold_assignment(dataset: xr.Dataset, split: str, split_file: str | None = None) -> np.ndarray:
-    """Fold id per store site (-1 = not in the scheme), from ``fold_<split>`` or a split file."""
-    sites = np.asarray(dataset["site"].values).astype(str)
-    if split_file is not None:
-        if not storage.exists(split_file):
-            raise StefaLandError(f"{split_file}: split file not found")
-        from stefaland.splits import apply_split
-
-        # subset: a store may hold more sites than the scheme (671 CAMELS basins, a 531-basin split)
-        groups = apply_split(list(sites), split_file, subset=True, scheme=None if split == "temporal" else split)
-        position = {site: i for i, site in enumerate(sites)}
-        folds = np.full(len(sites), -1, dtype=np.int64)
-        for fold, members in groups.items():
-            for site in members:
-                folds[position[str(site)]] = int(fold)
-        return folds
-    name = f"fold_{split}"
-    if name not in dataset.coords and name not in dataset:
-        known = sorted(str(c)[5:] for c in dataset.coords if str(c).startswith("fold_"))
-        raise StefaLandError(
-            f"store has no coordinate {name!r} for split {split!r} (known splits: {', '.join(known) or 'none'}); "
-            "pass --split-file"
-        )
-    return np.asarray(dataset[name].values, dtype=np.int64)
-
-
-def fold_ids(folds: np.ndarray) -> list[int]:
-    return sorted(int(f) for f in np.unique(folds) if f >= 0)
 
 
 def select_fold(folds: np.ndarray, fold: int) -> FoldSites:
@@ -111,14 +82,8 @@ class Variables:
 
 
 def _index(dataset: xr.Dataset, dim: str, names: list[str] | None, what: str) -> tuple[list[str], np.ndarray]:
-    available = [str(v) for v in dataset[dim].values]
-    names = available if names is None else list(names)
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise StefaLandError(
-            f"{what} variable {missing[0]!r} is not in the store (it has: {', '.join(available)})"
-        )
-    return names, np.asarray([available.index(n) for n in names], dtype=np.int64)
+    names, columns = variable_columns(dataset[dim].values, names, what)
+    return names, np.asarray(columns, dtype=np.int64)
 
 
 def _std(values: np.ndarray) -> np.ndarray:
@@ -286,7 +251,9 @@ def subset_sites(data: SiteData, keep: np.ndarray) -> SiteData:
 
 
 @dataclass
-class Batch:
+class WindowBatch:
+    """Training windows of some sites with their target, as tensors (pretraining's is ``MaskedBatch``)."""
+
     dynamic: torch.Tensor  # (B, T, n_dyn) z-scores, NaN = missing
     static: torch.Tensor  # (B, n_static) z-scores, NaN = missing
     target: torch.Tensor  # (B, T) z-scores, NaN = missing; (B,) for a static target
@@ -322,13 +289,13 @@ class WindowRows:
 
 
 def make_batch(data: SiteData, site_rows: np.ndarray, starts: np.ndarray, length: int,
-               rows: WindowRows | None = None, target: np.ndarray | None = None) -> Batch:
+               rows: WindowRows | None = None, target: np.ndarray | None = None) -> WindowBatch:
     """Windows ``starts[i] .. starts[i] + length`` of sites ``site_rows[i]``.
 
     Pass ``rows`` when calling often, and ``target`` when the target windows were already gathered.
     """
     rows = rows if rows is not None else WindowRows.of(data, length)
-    return Batch(
+    return WindowBatch(
         dynamic=torch.from_numpy(rows.dynamic[site_rows, starts].reshape(len(site_rows), length, -1)),  # (B, L, n_dyn)
         static=torch.from_numpy(data.static[site_rows]),  # (B, n_static)
         target=torch.from_numpy(rows.target_windows(data, site_rows, starts) if target is None else target),

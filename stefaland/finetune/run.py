@@ -22,6 +22,7 @@ from stefaland.errors import StefaLandError
 from stefaland.outputs import Claim
 from stefaland.run import config_io, folder
 from stefaland.run.device import set_threads
+from stefaland.run.folds import fold_assignment, fold_ids
 from stefaland.run.manifest import write_run_manifest
 from stefaland.run.metrics_log import write_metrics
 from stefaland.run.record import write_run_record
@@ -29,8 +30,8 @@ from stefaland.store import open_store
 
 from .config import FinetuneConfig, parse_config
 from .data import (
-    FoldSites, SiteData, Variables, drop_unobserved, fold_assignment, fold_ids, load_sites, normalise_to_training,
-    resolve_variables, select_fold, split_validation_sites,
+    FoldSites, SiteData, Variables, drop_unobserved, load_sites, normalise_to_training, resolve_variables, select_fold,
+    split_validation_sites,
 )
 from .labels import fold_label
 from .leakage import refuse_leakage

@@ -30,7 +30,7 @@ from stefaland.run.metrics_log import write_metrics
 from stefaland.run.trainer import Trainer, derived_seed, warmup_cosine
 
 from .config import FinetuneConfig
-from .data import Batch, SiteData, Variables, WindowSampler, batches_per_epoch
+from .data import SiteData, Variables, WindowBatch, WindowSampler, batches_per_epoch
 from .models.registry import model_spec, trainable_parameters
 
 log = logging.getLogger("stefaland.finetune")
@@ -209,7 +209,7 @@ class FinetuneTrainer(Trainer):
             self.total, self.batches = self.total + float(loss.detach()), self.batches + 1
         check_finite_step(None, None, self.model, self.epoch + 1, self.batches, self.run_name)  # weights, once an epoch
 
-    def train_step(self, batch: Batch) -> torch.Tensor:
+    def train_step(self, batch: WindowBatch) -> torch.Tensor:
         device, spinup = self.device, self.spinup
         prediction = self.model(batch.dynamic.to(device), batch.static.to(device))  # (B, seq_len)
         row_weights = None if self.weights is None else self.weights[torch.from_numpy(batch.rows).to(device)]

@@ -146,7 +146,7 @@ def folds_in_store(store: str, split: str, split_file: str | None = None) -> lis
     """
     import xarray as xr
 
-    from stefaland.finetune.data import fold_assignment, fold_ids
+    from stefaland.run.folds import fold_assignment, fold_ids
 
     options = storage.storage_options_for(store) if storage.is_remote(store) else None
     try:

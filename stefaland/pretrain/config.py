@@ -45,7 +45,9 @@ class DataConfig(_Strict):
     batch_size: int = Field(256, ge=1)
     lanes: int = Field(1, ge=1)
     samples_per_site: float = Field(1.0, gt=0)  # per epoch; sets the number of steps in an epoch
-    dynamic_vars: list[str] | None = None  # None = every dynamic variable in the store
+    # None = every dynamic variable in the store. Finetuning names these data.dynamic/static; both
+    # keys are in shipped configs and docs, and both are looked up by stefaland.run.variables.
+    dynamic_vars: list[str] | None = None
     static_vars: list[str] | None = None
     start: str | None = None  # time window of the store to train on (ISO dates)
     end: str | None = None
@@ -113,7 +115,8 @@ class TrainConfig(_Strict):
     # Execution only: checkpoints are saved from the uncompiled module, so a run may be resumed
     # with the other setting (the run folder's config check ignores this key).
     compile: Literal["auto", "on", "off"] = "auto"
-    num_threads: int | None = Field(None, ge=1)  # CPU threads per process (None = torch's default)
+    # CPU threads per process (None = torch's default); finetuning's train.threads, set by the same code
+    num_threads: int | None = Field(None, ge=1)
 
 
 class PretrainConfig(_Strict):

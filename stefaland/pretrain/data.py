@@ -20,6 +20,8 @@ import xarray as xr
 
 from ..errors import StefaLandError
 from ..masking import StaticGrouping, dynamic_mask, static_mask
+from ..run.folds import coordinate_folds, folds_of_sites, store_sites
+from ..run.variables import variable_columns
 from ..store import read_shard, shard_slices
 from .config import PretrainConfig
 
@@ -56,15 +58,6 @@ def _names(dataset: xr.Dataset, dim: str) -> list[str]:
     return [str(v) for v in dataset[dim].values]
 
 
-def _select(available: list[str], wanted: list[str] | None, kind: str, url: str) -> list[int]:
-    if wanted is None:
-        return list(range(len(available)))
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        raise StefaLandError(f"{url}: {kind} variable '{missing[0]}' is not in the store (it has: {', '.join(available)})")
-    return [available.index(name) for name in wanted]
-
-
 def _coord(dataset: xr.Dataset, name: str, default: object, size: int) -> list:
     if name in dataset.coords:
         return [v.item() if hasattr(v, "item") else v for v in dataset[name].values]
@@ -87,8 +80,8 @@ def _statistics(dataset: xr.Dataset, block: str, index: list[int], names: list[s
 def store_schema(dataset: xr.Dataset, config: PretrainConfig, url: str) -> StoreSchema:
     """Resolve the run's variables against the store and check the config fits it."""
     dvars, svars = _names(dataset, "dvar"), _names(dataset, "svar")
-    d_index = _select(dvars, config.data.dynamic_vars, "dynamic", url)
-    s_index = _select(svars, config.data.static_vars, "static", url)
+    d_names, d_index = variable_columns(dvars, config.data.dynamic_vars, "dynamic", url)
+    s_names, s_index = variable_columns(svars, config.data.static_vars, "static", url)
     if not d_index or not s_index:
         raise StefaLandError(f"{url}: pretraining needs at least one dynamic and one static variable")
     never = [bool(v) for v in _coord(dataset, "svar_never_mask", False, len(svars))]
@@ -105,7 +98,6 @@ def store_schema(dataset: xr.Dataset, config: PretrainConfig, url: str) -> Store
         raise StefaLandError(
             f"{url}: data.seq_len {config.data.seq_len} exceeds the {time.size} days available in the training period"
         )
-    d_names, s_names = [dvars[i] for i in d_index], [svars[i] for i in s_index]
     d_mean, d_std = _statistics(dataset, "dynamic", d_index, d_names, url)
     s_mean, s_std = _statistics(dataset, "static", s_index, s_names, url)
     slices = shard_slices(dataset)
@@ -123,8 +115,12 @@ def store_schema(dataset: xr.Dataset, config: PretrainConfig, url: str) -> Store
 
 
 @dataclass
-class Batch:
-    """One (local) batch, already normalised: what the model and the loss consume."""
+class MaskedBatch:
+    """One (local) pretraining batch, already normalised, with the CVGM masks: what the model and the loss consume.
+
+    Not finetuning's :class:`stefaland.finetune.data.WindowBatch` (tensors with a target): the two
+    stages' batches share only the input arrays, so each has its own name.
+    """
 
     dynamic: np.ndarray  # (B, T, n_dynamic) float32 z-scores, NaN = missing
     static: np.ndarray  # (B, n_static) float32
@@ -210,22 +206,20 @@ class ShardBatches:
         s_mask = static_mask(rng, n, self.grouping, masking.static_ratio)
         return dynamic, static, d_mask, s_mask
 
-    def batch(self, epoch: int, step: int, stream: int = TRAIN_STREAM) -> Batch:
+    def batch(self, epoch: int, step: int, stream: int = TRAIN_STREAM) -> MaskedBatch:
         parts = [self._lane_batch(epoch, step, lane, stream) for lane in self.lanes]
         dynamic, static, d_mask, s_mask = (np.concatenate(block) for block in zip(*parts))
-        return Batch(dynamic, static, d_mask, s_mask, list(self.lanes))
+        return MaskedBatch(dynamic, static, d_mask, s_mask, list(self.lanes))
 
-    def eval_batch(self, index: int) -> Batch:
+    def eval_batch(self, index: int) -> MaskedBatch:
         """A fixed batch (same windows and masks every epoch) to compare checkpoints on."""
         return self.batch(epoch=0, step=index, stream=EVAL_STREAM)
 
 
 def _kept_sites(dataset: xr.Dataset, exclude, url: str) -> np.ndarray:
     """Boolean per store site: False for the held-out fold that pretraining must not see."""
-    keep = np.ones(dataset.sizes["site"], dtype=bool)
     if exclude is None:
-        return keep
-    name = f"fold_{exclude.split}"
+        return np.ones(dataset.sizes["site"], dtype=bool)
     if exclude.split_file:
         from ..splits import read_split
 
@@ -233,14 +227,12 @@ def _kept_sites(dataset: xr.Dataset, exclude, url: str) -> np.ndarray:
         if split.scheme and split.scheme != exclude.split:  # a PUB file excluding a "pur" fold: the wrong sites
             raise StefaLandError(f"{exclude.split_file}: split file scheme is {split.scheme!r} but data.exclude.split "
                                  f"is {exclude.split!r}; give the split file of that scheme")
-        assigned = split.folds
-        sites = [str(s) for s in dataset["site"].values]
-        folds = np.asarray([int(assigned.get(s, -1)) for s in sites])
-    elif name in dataset.coords:
-        folds = np.asarray(dataset[name].values)
+        folds = folds_of_sites(store_sites(dataset), split.folds)
     else:
-        raise StefaLandError(f"{url}: data.exclude names split {exclude.split!r}, but the store has no {name} "
-                             "coordinate; give data.exclude.split_file")
+        folds = coordinate_folds(dataset, exclude.split)
+        if folds is None:
+            raise StefaLandError(f"{url}: data.exclude names split {exclude.split!r}, but the store has no "
+                                 f"fold_{exclude.split} coordinate; give data.exclude.split_file")
     if not (folds == exclude.fold).any():
         raise StefaLandError(f"{url}: data.exclude: no site is in fold {exclude.fold} of {exclude.split}")
     return folds != exclude.fold

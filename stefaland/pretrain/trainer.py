@@ -39,7 +39,7 @@ from ..storage import remove
 from ..store import open_store
 from . import distributed
 from .config import PretrainConfig, parse_config
-from .data import Batch, ShardBatches, StoreSchema, store_schema
+from .data import MaskedBatch, ShardBatches, StoreSchema, store_schema
 from .loss import ReconstructionLoss
 from .metrics import LossAccumulator
 from .objective import PretrainObjective
@@ -68,7 +68,7 @@ def _restore_rng(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
 
 
-def _tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _tensors(batch: MaskedBatch, device: torch.device) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device)
                  for a in (batch.dynamic, batch.static, batch.dynamic_mask, batch.static_mask))
 
@@ -241,7 +241,7 @@ class PretrainTrainer(Trainer):
             self.train_step(self.data.batch(self.epoch, step))
             self._log_step(step)
 
-    def train_step(self, batch: Batch) -> torch.Tensor:
+    def train_step(self, batch: MaskedBatch) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             output = self.runner(*_tensors(batch, self.device), len(self.data.lanes))
         self.optimise(output.total, self.objective.parameters(), self.config.optim.grad_clip,

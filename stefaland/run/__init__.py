@@ -11,5 +11,7 @@ pulls in only what it uses and the GPU suite can import stage modules without za
 * :mod:`.manifest` — ``manifest.json``, sizes and checksums that ``stefaland pull`` verifies;
 * :mod:`.metrics_log` — ``metrics.csv``, rewritten whole after every checkpoint;
 * :mod:`.config_io` — a run config read from YAML and validated, every problem on one line;
+* :mod:`.variables` — a run's variables looked up in a store;
+* :mod:`.folds` — which fold of a holdout split each store site is in;
 * :mod:`.trainer` — the training-loop skeleton that pretraining and finetuning specialise.
 """

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from stefaland.finetune.data import Batch, SiteData
+from stefaland.finetune.data import SiteData, WindowBatch
 
 
 def reference_batches(data: SiteData, batch_size: int, length: int, loss_days: int, iterations: int,
-                      rng: np.random.Generator) -> Iterator[Batch]:
+                      rng: np.random.Generator) -> Iterator[WindowBatch]:
     n_sites, n_time = data.dynamic.shape[:2]
 
     def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,5 +33,5 @@ def reference_batches(data: SiteData, batch_size: int, length: int, loss_days: i
             sites[empty], starts[empty] = draw(int(empty.sum()))
         days = starts[:, None] + np.arange(length)[None, :]
         target = data.target[sites] if data.target.ndim == 1 else data.target[sites[:, None], days]
-        yield Batch(torch.from_numpy(data.dynamic[sites[:, None], days]), torch.from_numpy(data.static[sites]),
+        yield WindowBatch(torch.from_numpy(data.dynamic[sites[:, None], days]), torch.from_numpy(data.static[sites]),
                     torch.from_numpy(target), data.sites[sites])
