@@ -108,7 +108,7 @@ def _holdout_from_report(url: str, model: str) -> list[dict]:
 
 def model_card(run: str, report: str | None = None) -> str:
     """The card's markdown for the run folder ``run`` (one fold or ``fold-<k>/`` folders)."""
-    from .finetune.models.registry import MODELS
+    from .finetune.models.registry import known_models
     from .predict.run import fold_directories, load_fold
 
     folds = fold_directories(run)
@@ -123,7 +123,7 @@ def model_card(run: str, report: str | None = None) -> str:
     record, config = first.record, first.config
     v = record["variables"]
     provenance = record.get("store_provenance") or {}
-    spec = MODELS.get(config.model.name)
+    spec = known_models().get(config.model.name)
     label = config.model.display_label()
     lines = [
         f"# Model card: {label} ({config.task})", "",

@@ -6,7 +6,7 @@ import click
 
 from stefaland.finetune import FinetuneConfig, config_from_dict, load_config
 from stefaland.finetune import finetune as run_finetune
-from stefaland.finetune.models import MODELS
+from stefaland.finetune.models import known_models
 
 
 def with_overrides(config: FinetuneConfig, source: str, model_name: str | None, task: str | None) -> FinetuneConfig:
@@ -34,7 +34,7 @@ def with_overrides(config: FinetuneConfig, source: str, model_name: str | None, 
 @click.option("--split-file", default=None, help="Split file to use instead of the store's fold_<split> column.")
 @click.option("--fold", default="all", show_default=True, help="Held-out fold id, or 'all' to loop over every fold.")
 @click.option("--model", "model_name", metavar="NAME", default=None,
-              help=f"Model to train (default: the config's model.name); one of {', '.join(MODELS)}.")
+              help=f"Model to train (default: the config's model.name); one of {', '.join(known_models())}.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(store: str, config_path: str, out: str, task: str | None, split: str, split_file: str | None,
              fold: str, model_name: str | None, quiet: bool) -> None:

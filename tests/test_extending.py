@@ -179,3 +179,28 @@ def test_an_unregistered_driver_is_named(tmp_path: Path) -> None:
         pytest.skip("my_jsonl is installed in this environment")
     message = _build_error(_copy_example(tmp_path))
     assert "unknown driver 'my_jsonl'" in message
+
+
+def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """What `pip install` of a plug-in package leaves: a dist-info with a `stefaland.models` entry point."""
+    from stefaland.finetune.models import registry
+
+    (tmp_path / "stefaland_plugin_demo.py").write_text(
+        "import dataclasses\nfrom stefaland.finetune.models import MODELS\n"
+        "SPEC = dataclasses.replace(MODELS['lstm'], description='plug-in LSTM (entry-point test)')\n")
+    info = tmp_path / "stefaland_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stefaland-plugin-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stefaland.models]\nplugin_lstm = stefaland_plugin_demo:SPEC\n"
+                                           "plugin_broken = stefaland_plugin_missing:SPEC\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    try:
+        with caplog.at_level("WARNING", logger="stefaland.finetune"):
+            assert "plugin_lstm" in registry.known_models()
+        assert registry.MODELS["plugin_lstm"].description == "plug-in LSTM (entry-point test)"
+        assert config_from_dict({"model": {"name": "plugin_lstm"}}).model.name == "plugin_lstm"
+        assert "plugin_broken" not in registry.MODELS and "plugin_broken" in caplog.text  # logged, not fatal
+    finally:
+        registry.MODELS.pop("plugin_lstm", None)

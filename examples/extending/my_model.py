@@ -24,7 +24,7 @@ from torch import nn
 
 from stefaland.finetune.config import ModelSection
 from stefaland.finetune.data import Variables
-from stefaland.finetune.models import MODELS, ModelSpec
+from stefaland.finetune.models import ModelSpec, register_model
 from stefaland.finetune.models.base import FinetuneModel, lstm_inputs
 
 #: The value of ``model.name`` in a finetune config. Lower case, no spaces: it is also the run
@@ -71,13 +71,11 @@ SPEC = ModelSpec("torch", build, "GRU baseline on forcings + statics (docs/EXTEN
 
 
 def register() -> None:
-    """Add ``NAME`` to the finetuning registry. The registry is a plain dict with no ``register``
-    function, so this assignment is the supported path; refusing to overwrite keeps a plug-in from
-    silently replacing a built-in model of the same name."""
-    existing = MODELS.get(NAME)
-    if existing is not None and existing is not SPEC:
-        raise ValueError(f"model name {NAME!r} is already registered ({existing.description})")
-    MODELS[NAME] = SPEC
+    """Add ``NAME`` to the finetuning registry (``register_model`` refuses a different model that
+    already has the name, so a plug-in cannot silently replace a built-in one). An installed package
+    declares the entry point instead, and every ``stefaland`` command finds it:
+    ``[project.entry-points."stefaland.models"] my_gru = "my_model:SPEC"``."""
+    register_model(NAME, SPEC)
 
 
 register()

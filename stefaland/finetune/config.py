@@ -121,11 +121,12 @@ class ModelSection(_Strict):
     def _registered(cls, name: str) -> str:
         """Refuse a name the registry cannot build while the config is read, not after the data is loaded
         (and before ``submit`` schedules a GPU pod for it)."""
-        from .models.registry import MODELS  # imported here: the registry imports this module
+        from .models.registry import known_models  # imported here: the registry imports this module
 
-        if name not in MODELS:
+        models = known_models()
+        if name not in models:
             raise PydanticCustomError("unknown_model", "unknown model '{name}'; known: {known}",
-                                      {"name": name, "known": ", ".join(MODELS)})
+                                      {"name": name, "known": ", ".join(models)})
         return name
 
     def display_label(self) -> str:

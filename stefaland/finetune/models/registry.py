@@ -151,10 +151,46 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+#: Installed packages add models under this entry-point group (``name = "module:SPEC"``), so the
+#: ``stefaland`` command and Kubernetes pods see a plug-in without a wrapper script.
+ENTRY_POINT_GROUP = "stefaland.models"
+_plugins_loaded = False
+
+
+def register_model(name: str, spec: ModelSpec) -> None:
+    """Add a model to the registry; a different model already under ``name`` is refused, so a
+    plug-in can never silently replace a built-in one (registering the same spec twice is fine)."""
+    existing = MODELS.get(name)
+    if existing is not None and existing is not spec:
+        raise ValueError(f"model name {name!r} is already registered ({existing.description})")
+    MODELS[name] = spec
+
+
+def known_models() -> dict[str, ModelSpec]:
+    """The registry, with the models of installed plug-ins (loaded once, on first use)."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                spec = point.load()
+            except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the built-in models
+                log.warning("model plug-in %s (%s) cannot be loaded: %s", point.name, point.value, exc)
+                continue
+            if not isinstance(spec, ModelSpec):
+                log.warning("model plug-in %s (%s) is not a ModelSpec; ignored", point.name, point.value)
+                continue
+            register_model(point.name, spec)
+    return MODELS
+
+
 def model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise StefaLandError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name]
+    models = known_models()
+    if name not in models:
+        raise StefaLandError(f"unknown model {name!r}; known: {', '.join(models)}")
+    return models[name]
 
 
 def build_torch_model(config: ModelSection, variables: Variables) -> nn.Module:
