@@ -148,3 +148,29 @@ def test_cls_entry_is_refused(tmp_path: Path, camels_sample_root: Path) -> None:
     catalog.write_text(catalog.read_text().replace("  forcing:\n", "  forcing:\n    cls: os._wrap_close\n"))
     with pytest.raises(StefaLandError, match="source forcing: 'cls' entries are not allowed"):
         load_catalog(str(catalog))
+
+
+def test_optional_setting_falls_back_to_the_catalog_and_joins_its_digest(tmp_path: Path, camels_sample_root: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``env(NAME, literal)``: the environment when set, else the catalog's literal; never "unset"; a bool
+    read as a word ("false" is False, unlike intake's coerce); the value is part of the catalog's digest."""
+    extra = """    layer: {description: a setting, type: float, default: "env(SANDBOX_LAYER, 0.10)"}
+    strict: {description: a switch, type: bool, default: "env(SANDBOX_STRICT, false)"}"""
+    catalog = _catalog(tmp_path, "{{ root }}/camels_attributes_v2.0/camels_topo.txt", camels_sample_root, extra=extra)
+    text = catalog.read_text().replace("urlpath: \"{{ root }}/camels_attributes_v2.0/camels_topo.txt\"",
+                                       "urlpath: \"{{ root }}/camels_attributes_v2.0/camels_topo.txt\"\n      layer: \"{{ layer }}\"\n      strict: \"{{ strict }}\"")
+    catalog.write_text(text)
+    for name in ("SANDBOX_LAYER", "SANDBOX_STRICT"):
+        monkeypatch.delenv(name, raising=False)
+    spec = load_catalog(str(catalog))
+    entry = spec.catalog._entries["sites"].describe()["args"]
+    assert (entry["layer"], entry["strict"]) == (0.1, False) and not spec.unset
+    monkeypatch.setenv("SANDBOX_LAYER", "0.2")
+    monkeypatch.setenv("SANDBOX_STRICT", "true")
+    changed = load_catalog(str(catalog))
+    entry = changed.catalog._entries["sites"].describe()["args"]
+    assert (entry["layer"], entry["strict"]) == (0.2, True)
+    assert changed.sha256 != spec.sha256  # a store built with another setting is not "up to date"
+    monkeypatch.setenv("SANDBOX_STRICT", "maybe")
+    with pytest.raises(StefaLandError, match=r"parameter strict: 'maybe' is not a bool \(use true or false\)"):
+        load_catalog(str(catalog))

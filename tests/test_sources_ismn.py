@@ -59,6 +59,7 @@ def _catalog(tmp: Path, archive: Path, forcing_root: Path, **defaults: str) -> P
         assert count == 1, name
     path = tmp / "ismn.yaml"
     path.write_text(text)
+    (tmp / "global.yaml").write_text((REPO / "catalog" / "global.yaml").read_text())  # its include, beside it
     return path
 
 
@@ -166,14 +167,17 @@ def test_ceop_folder_daily_mean_and_coordinates_match_the_files(shared_data: Pat
 
 def test_default_surface_layer_excludes_deeper_probes(shared_data: Path, ismn_cache: str) -> None:
     folder = shared_data / CEOP_FOLDER  # cosmic-ray probes: 0-0.19 m and 0-0.21 m
-    with pytest.raises(StefaLandError, match="no soil_moisture sensor between 0.0 and 0.1 m"):
+    with pytest.raises(StefaLandError, match=r"no soil_moisture sensor between 0.0 and 0.1 m .*\(its soil_moisture "
+                                             r"sensors span 0-0.19 m, 0-0.21 m; set only_depth_from: true "
+                                             r"\(ISMN_ONLY_DEPTH_FROM=true for catalog/ismn.yaml\)"):
         IsmnSoilMoistureSource(str(folder), cache_dir=ismn_cache).site_ids()
 
 
 def test_missing_archive_is_one_line_naming_source_and_file(tmp_path: Path) -> None:
     catalog = _catalog(tmp_path, tmp_path / "nowhere.zip", tmp_path)
     result = CliRunner().invoke(cli, ["data", "build", "--catalog", str(catalog), "--out", str(tmp_path / "s.zarr"),
-                                      "--quiet", "--start", "2012-01-01", "--end", "2012-01-31"])
+                                      "--quiet", "--start", "2012-01-01", "--end", "2012-01-31"],
+                                env={"STEFALAND_GLOBAL_ROOT": str(tmp_path)})
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert re.match(r"error: source sites: ISMN archive not found: .*nowhere\.zip$", lines[0]), lines[0]

@@ -1,33 +1,22 @@
 """Soil-profile texture through `catalog/wosis.yaml`: the real Africa Soil Profiles horizons, reduced
-to a 0-30 cm texture per profile, checked by hand and built into a store with a tiny forcing."""
+to a 0-30 cm texture per profile, checked by hand; the store built from it with the products at the
+profiles is tests/test_ismn_wosis_end_to_end.py."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import xarray as xr
 from click.testing import CliRunner
 
-from stefaland.build import build_store
-from stefaland.catalog import load_catalog
 from stefaland.errors import StefaLandError
 from stefaland.sources.wosis import SoilProfilesSource
-from stefaland.store import open_store
-from stefaland.units import UNITS
 from stefaland_cli.main import cli
-
-# the small forcing zarrs written here keep their site ids as fixed-width unicode, which zarr 3 flags
-pytestmark = [pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification"),
-              pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")]
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "catalog" / "wosis.yaml"
 CSV_PATH = "isric_afsp_gsif/afsp_texture_derived.csv"
-_TYPICAL = {"temperature": 18.0, "water_flux": 3.0, "energy_flux": 200.0, "fraction": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +82,7 @@ def test_build_stops_on_contradicting_coordinates_with_one_line(horizons: list[d
     profile = _profile_crossing_30cm(horizons)
     rows = [dict(r) for r in horizons if r["SOURCEID"] == profile]
     rows[-1]["LONWGS84"] = str(float(rows[-1]["LONWGS84"]) - 1.0)
-    env = {"SOIL_PROFILES_CSV": str(_tmp_csv(tmp_path, rows)), "STEFALAND_WOSIS_FORCING_ROOT": str(tmp_path)}
+    env = {"SOIL_PROFILES_CSV": str(_tmp_csv(tmp_path, rows)), "STEFALAND_GLOBAL_ROOT": str(tmp_path)}
     result = CliRunner().invoke(cli, ["data", "build", "--catalog", str(CATALOG), "--out", str(tmp_path / "s.zarr"),
                                       "--quiet", "--start", "2000-01-01", "--end", "2000-01-31"], env=env)
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -107,36 +96,3 @@ def test_non_numeric_depth_is_one_line_naming_profile(horizons: list[dict[str, s
     rows[3]["LHDICM"] = "deep"
     with pytest.raises(StefaLandError, match=rf"line 5 \(profile {rows[3]['SOURCEID']}\): column LHDICM .*'deep'"):
         SoilProfilesSource(str(_tmp_csv(tmp_path, rows))).read()
-
-
-def _write_forcing(catalog: Path, root: Path, sites: list[str], time: pd.DatetimeIndex) -> None:
-    """Tiny forcing zarrs for a handful of profile ids, holding every variable the catalog declares."""
-    spec = load_catalog(str(catalog))
-    rng = np.random.default_rng(1)
-    for name in ("mswx", "mswep"):
-        data = {}
-        for variable in spec.sources[name].variables:
-            unit = UNITS[variable.units]
-            canonical = _TYPICAL[unit.quantity] * (1 + 0.05 * rng.random((len(sites), len(time))))
-            data[variable.source_var] = (("site", "time"), (canonical - unit.offset) / unit.scale)
-        xr.Dataset(data, coords={"site": sites, "time": time}).to_zarr(root / f"{name}_profiles_daily.zarr", mode="w")
-
-
-def test_build_with_texture_and_a_tiny_forcing(shared_data: Path, horizons: list[dict[str, str]],
-                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOIL_PROFILES_CSV", str(shared_data / CSV_PATH))
-    monkeypatch.setenv("STEFALAND_WOSIS_FORCING_ROOT", str(tmp_path))
-    profiles = sorted({r["SOURCEID"] for r in horizons[::5000]} | {_profile_crossing_30cm(horizons)})
-    time = pd.date_range("2000-01-01", "2000-03-31")
-    _write_forcing(CATALOG, tmp_path, profiles, time)
-    out = tmp_path / "wosis.zarr"
-    build_store(str(CATALOG), str(out), shard_size=4, start="2000-01-01", end="2000-03-31", quiet=True)
-    ds = open_store(str(out))
-    assert sorted(ds["site"].values.astype(str)) == profiles
-    texture = ds["static"].sel(svar=["sand", "silt", "clay"]).values.astype(np.float64)
-    np.testing.assert_allclose(texture.sum(axis=1), 1.0, atol=1e-6)  # normalise: true, % → fraction
-    raw = SoilProfilesSource(str(shared_data / CSV_PATH)).read().set_index("SOURCEID").loc[profiles]
-    expected_sand = raw["sand"] / raw[["sand", "silt", "clay"]].sum(axis=1)
-    np.testing.assert_allclose(ds["static"].sel(svar="sand").values, expected_sand.to_numpy(), rtol=1e-6)
-    assert list(ds["svar_group"].values.astype(str)) == ["soil", "soil", "soil"]
-    np.testing.assert_allclose(ds["lat"].values, raw["lat"].to_numpy())

@@ -66,6 +66,8 @@ def add_included_sources(url: str, document: dict[str, Any], unset: dict[str, st
         if ((parsed.get("metadata") or {}).get("stefaland") or {}).get("include"):
             raise StefaLandError(f"catalog {url}: included catalog {included} has includes of its own; includes do not nest")
         rendered = render_catalog(included, parsed)
+        if rendered.settings:  # its env(NAME, literal) values, as for the including catalog's own
+            digest.update(repr(sorted(rendered.settings.items())).encode())
         sources = rendered.document.get("sources") or {}
         for name in names:
             if name not in sources:

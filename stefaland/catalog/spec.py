@@ -8,6 +8,7 @@ model (forcing or target, which unit, which masking group). That meaning lives i
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -213,6 +214,11 @@ class _ResolvedCatalog(YAMLFileCatalog):
         self.parse(text)
 
 
+def _settings_bytes(settings: dict[str, str]) -> bytes:
+    """``env(NAME, literal)`` values in the digest (none: the digest of the bytes alone, as before)."""
+    return json.dumps(sorted(settings.items())).encode() if settings else b""
+
+
 def load_catalog(url: str) -> CatalogSpec:
     """Read and check a catalog (local path or URL); the intake catalog rides along to open sources."""
     url = str(url)
@@ -235,7 +241,7 @@ def load_catalog(url: str) -> CatalogSpec:
         raise StefaLandError(f"catalog {url}: intake cannot open it: {exc}") from exc
     return CatalogSpec(
         url=url,
-        sha256=hashlib.sha256(raw + included.encode()).hexdigest(),
+        sha256=hashlib.sha256(raw + included.encode() + _settings_bytes(rendered.settings)).hexdigest(),
         dataset=str(top.get("name", "")),
         sites_source=sites,
         start=str(top["start"]) if top.get("start") else None,

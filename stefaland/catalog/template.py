@@ -8,7 +8,9 @@ imports any module a catalog names (``plugins:``, ``cls:``, a dotted ``driver:``
 StefaLand documents exactly three substitutions, and this module performs only those:
 
 * ``{{ name }}`` — a catalog parameter (``metadata.parameters`` or the source's ``parameters``),
-  whose default may be a literal or ``env(NAME)``;
+  whose default may be a literal, ``env(NAME)`` (a required setting: a path, an archive) or
+  ``env(NAME, literal)`` (an optional setting with the catalog's own default, e.g. ISMN's surface
+  layer: a user changes it for one build without copying the shipped catalog);
 * ``{{ CATALOG_DIR }}`` — the folder (or object-storage prefix) holding the catalog;
 * ``{{ env('NAME') }}`` — an environment variable.
 
@@ -34,7 +36,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ..errors import StefaLandError
 
 _MARKERS = ("{{", "{%", "{#")
-_ENV_DEFAULT = re.compile(r"^\s*env\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)\s*$")
+_ENV_DEFAULT = re.compile(r"^\s*env\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*(?:,\s*(.*?)\s*)?\)\s*$")
 _CODE_DEFAULT = re.compile(r"^\s*(client_)?(env|shell)\(")
 _CATALOG_DRIVERS = {"yaml_file_cat", "yaml_files_cat", "tiled_cat", "intake_remote", "intake_catalog"}
 _PARSER = SandboxedEnvironment(autoescape=False)
@@ -49,12 +51,16 @@ class Rendered:
 
     document: dict[str, Any]
     unset: dict[str, str] = field(default_factory=dict)
+    # Values of ``env(NAME, literal)`` parameters, which the catalog's bytes do not fix: they join the
+    # catalog's digest, so a store built with another surface layer is not "up to date".
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _Value:
     value: Any
     unset_env: str | None = None  # the environment variable that was empty, if this came from one
+    setting: bool = False  # from ``env(NAME, literal)``: the environment or the catalog's fallback
 
 
 def catalog_dir(url: str) -> str:
@@ -80,18 +86,23 @@ def _parameters(where: str, declared: Any) -> dict[str, _Value]:
         kind = str(spec.get("type", "str"))
         if kind not in COERCION_RULES:
             raise StefaLandError(f"{at}: unknown type {kind!r} (use one of {', '.join(COERCION_RULES)})")
-        default, unset = spec.get("default"), None
+        default, unset, setting = spec.get("default"), None, False
         if isinstance(default, str):
             if any(m in default for m in _MARKERS):
                 raise StefaLandError(f"{at}: a default may not be a template ({default!r})")
             match = _ENV_DEFAULT.match(default)
             if match:
-                variable = match.group(1)
+                variable, fallback = match.group(1), match.group(2)
                 default = os.environ.get(variable, "")
-                unset = None if default else variable
                 _refuse_template_value(default, f"{at}: environment variable {variable}")
+                if fallback is not None:  # optional: unset means the catalog's literal
+                    default, setting = default or _literal(fallback), True
+                else:
+                    unset = None if default else variable
             elif _CODE_DEFAULT.match(default):
-                raise StefaLandError(f"{at}: default {default!r} is not allowed; only env(NAME) or a literal value")
+                raise StefaLandError(f"{at}: default {default!r} is not allowed; only env(NAME), env(NAME, literal) or a literal value")
+        if kind == "bool" and isinstance(default, str) and default.strip():
+            default = _boolean(default, at)  # intake's coerce reads "false" as True
         try:
             value = coerce(kind, default) if default is not None else None
         except (ValueError, TypeError, SyntaxError) as exc:
@@ -99,8 +110,26 @@ def _parameters(where: str, declared: Any) -> dict[str, _Value]:
         allowed = spec.get("allowed")
         if allowed is not None and value is not None and kind != "mlist" and value not in allowed:
             raise StefaLandError(f"{at}: {value!r} is not one of {allowed}")
-        values[name] = _Value(value, unset)
+        values[name] = _Value(value, unset, setting)
     return values
+
+
+def _boolean(text: str, where: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise StefaLandError(f"{where}: {text!r} is not a bool (use true or false)")
+
+
+def _literal(text: str) -> str:
+    """The fallback of ``env(NAME, literal)``: quotes stripped, never code or a template."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    if _CODE_DEFAULT.match(text):
+        raise StefaLandError(f"env(..., {text!r}): the fallback must be a literal value")
+    return text
 
 
 def _refuse_template_value(value: Any, where: str) -> None:
@@ -190,6 +219,10 @@ def _check_driver(where: str, entry: dict[str, Any]) -> None:
         raise StefaLandError(f"{where}: unknown driver {driver!r} (installed: {', '.join(sorted(intake.registry))})")
 
 
+def _settings(values: dict[str, _Value], prefix: str = "") -> dict[str, str]:
+    return {f"{prefix}{name}": repr(v.value) for name, v in values.items() if v.setting}
+
+
 def render_catalog(url: str, document: dict[str, Any]) -> Rendered:
     """The catalog ``document`` with templates resolved and parameters removed, ready for intake."""
     where = f"catalog {url}"
@@ -202,13 +235,14 @@ def render_catalog(url: str, document: dict[str, Any]) -> Rendered:
     shared = _parameters(where, metadata.pop("parameters", None))
     base = {**shared, "CATALOG_DIR": _Value(catalog_dir(url))}
     remote = "://" in url and not url.startswith("file://")
-    rendered = Rendered(document)
+    rendered = Rendered(document, settings=_settings(shared))
     for name, entry in document["sources"].items():
         at = f"{where} source {name}"
         if not isinstance(entry, dict):
             raise StefaLandError(f"{at}: must be a mapping (driver, args, metadata)")
         _check_driver(at, entry)
         own = _parameters(at, entry.pop("parameters", None))
+        rendered.settings.update(_settings(own, f"{name}."))
         renderer = _Renderer({**base, **own})
         args = entry.get("args") or {}
         if not isinstance(args, dict):

@@ -123,6 +123,19 @@ def surface_sensors(interface: Any, selection: IsmnSelection) -> dict[str, tuple
     return found
 
 
+def _depth_hint(interface: Any, selection: IsmnSelection) -> str:
+    """What the archive's sensors span, so an empty layer says how to widen it (cosmic-ray probes
+    integrate 0-0.2 m and fall outside the default 0-0.10 m unless judged by their top depth)."""
+    spans = sorted({(float(s.depth.start), float(s.depth.end))
+                    for network in interface.collection.iter_networks() for station in network.iter_stations()
+                    for s in station.iter_sensors(variable=VARIABLE)})
+    if not spans:
+        return ""
+    shown = ", ".join(f"{a:g}-{b:g} m" for a, b in spans[:5]) + (", ..." if len(spans) > 5 else "")
+    widen = "" if selection.only_depth_from else "only_depth_from: true (ISMN_ONLY_DEPTH_FROM=true for catalog/ismn.yaml) or "
+    return f" (its {VARIABLE} sensors span {shown}; set {widen}the layer's depth_from/depth_to)"
+
+
 def _accepted(flags: pd.Series, good: tuple[str, ...]) -> np.ndarray:
     """A reading counts when every one of its (comma-separated) ISMN flags is an accepted one."""
     allowed = set(good)
@@ -232,7 +245,7 @@ class _IsmnBase(DataSource):
             if not self._found:
                 raise StefaLandError(
                     f"source {self._label()}: no {VARIABLE} sensor between {self.selection.depth_from} and "
-                    f"{self.selection.depth_to} m in {self.urlpath}"
+                    f"{self.selection.depth_to} m in {self.urlpath}{_depth_hint(interface, self.selection)}"
                 )
         return self._found
 
