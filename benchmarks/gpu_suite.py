@@ -36,7 +36,7 @@ Parts (``--parts`` selects):
 Imports: the GPU machine has torch, numpy, pandas, xarray, scipy, pyyaml but no pydantic, zarr,
 intake or fsspec and no package index. The suite imports StefaLand's modules one by one (package
 ``__init__`` files of ``stefaland.pretrain``/``stefaland.finetune`` pull in zarr and are skipped);
-pydantic (``stefaland.model.config``) and fsspec (``stefaland.storage``) are installed, when
+pydantic (``stefaland.model.config``) and fsspec (``stefaland.fileio``) are installed, when
 missing, from the wheels in ``benchmarks/wheels/`` (cp312, manylinux x86_64) into a temporary
 folder with ``pip install --no-index``; ``stefaland.store`` (zarr) is replaced, when it cannot be
 imported, by its two functions the loader uses, on an in-memory dataset.

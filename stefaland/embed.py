@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import storage
+from . import fileio
 from .errors import StefaLandError
 from .model import StefaLandEncoder
 from .outputs import claim_output, remove_owned, write_marker
@@ -131,15 +131,15 @@ def _site_coords(dataset: xr.Dataset) -> dict:
 def _open_group(target: str):
     import zarr
 
-    if storage.is_remote(target):
-        store = zarr.storage.FsspecStore.from_url(target, storage_options=storage.storage_options_for(target))
+    if fileio.is_remote(target):
+        store = zarr.storage.FsspecStore.from_url(target, storage_options=fileio.storage_options_for(target))
         return zarr.open_group(store, mode="r+")
     return zarr.open_group(target, mode="r+")
 
 
 def _write_zarr(target: str, template: xr.Dataset, pieces, chunk_sites: int, quiet: bool, total: int) -> None:
     """Metadata and coordinates first (flagged incomplete), then one site shard at a time, then the flag."""
-    options = storage.storage_options_for(target) if storage.is_remote(target) else None
+    options = fileio.storage_options_for(target) if fileio.is_remote(target) else None
     encoding = {"static_embedding": {"chunks": (chunk_sites, template.sizes["feature"])},
                 "time_embedding": {"chunks": (chunk_sites, template.sizes["time"], template.sizes["feature"])}}
     # mode "a": ``target`` holds only the output marker, which mode "w" would delete
@@ -213,7 +213,7 @@ def _embed(checkpoint: str, store: str, out: str, window: int | None, batch_size
         coords={**_site_coords(dataset), "time": dataset["time"].values, "feature": np.arange(d)},
         attrs={**attrs, COMPLETE_ATTR: False},
     )
-    if storage.is_remote(out):
+    if fileio.is_remote(out):
         if replace:
             remove_owned(out)  # a StefaLand embedding (the claim checked its marker)
         write_marker(out, "embed")
@@ -236,7 +236,7 @@ def _embed(checkpoint: str, store: str, out: str, window: int | None, batch_size
 
 def open_embeddings(url: str) -> xr.Dataset:
     """Open an embeddings zarr; refuse one whose export was interrupted."""
-    options = storage.storage_options_for(url) if storage.is_remote(url) else None
+    options = fileio.storage_options_for(url) if fileio.is_remote(url) else None
     try:
         dataset = xr.open_zarr(url, consolidated=False, storage_options=options)
     except (FileNotFoundError, KeyError) as exc:

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import __version__, storage
+from . import __version__, fileio
 from .errors import StefaLandError
 
 log = logging.getLogger("stefaland.outputs")
@@ -89,13 +89,13 @@ def _now() -> str:
 
 
 def marker_url(url: str) -> str:
-    return storage.join(str(url).rstrip("/"), MARKER)
+    return fileio.join(str(url).rstrip("/"), MARKER)
 
 
 def read_marker(url: str) -> dict[str, Any] | None:
     """The marker's attributes of the output at ``url`` (None when there is no readable marker)."""
     try:
-        document = json.loads(storage.read_bytes(marker_url(url)))
+        document = json.loads(fileio.read_bytes(marker_url(url)))
     except (StefaLandError, ValueError, OSError):
         return None
     attributes = document.get("attributes") if isinstance(document, dict) else None
@@ -106,11 +106,11 @@ def write_marker(url: str, kind: str, **extra: Any) -> None:
     """Write (or rewrite, atomically) the marker of ``url``; ``extra`` keys go beside the kind."""
     attributes = {KIND_ATTR: kind, "created": _now(), "stefaland_version": __version__, **extra}
     document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-    storage.write_bytes_atomic(marker_url(url), json.dumps(document).encode())
+    fileio.write_bytes_atomic(marker_url(url), json.dumps(document).encode())
 
 
 def _bucket_root(url: str) -> bool:
-    if not storage.is_remote(url):
+    if not fileio.is_remote(url):
         return False
     rest = str(url).split("://", 1)[1].strip("/")
     return "/" not in rest
@@ -118,9 +118,9 @@ def _bucket_root(url: str) -> bool:
 
 def _listing(url: str) -> tuple[str, list[str]]:
     """``("absent" | "file" | "folder", names directly inside)`` for a local path or object URL."""
-    fs, path = storage.filesystem(url)
+    fs, path = fileio.filesystem(url)
     path = path.rstrip("/")
-    if storage.is_remote(url):
+    if fileio.is_remote(url):
         inside = fs.find(path + "/", maxdepth=None, withdirs=False)
         if inside:
             return "folder", sorted({p[len(path) + 1:].split("/", 1)[0] for p in inside})
@@ -140,11 +140,11 @@ def _attribute_kind(url: str, what: str) -> str | None:
                 return None
             import h5py
 
-            fs, path = storage.filesystem(url)
+            fs, path = fileio.filesystem(url)
             with fs.open(path, "rb") as handle, h5py.File(handle, "r") as h5:
                 value = h5.attrs.get(KIND_ATTR)
             return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
-        document = json.loads(storage.read_bytes(storage.join(str(url).rstrip("/"), "zarr.json")))
+        document = json.loads(fileio.read_bytes(fileio.join(str(url).rstrip("/"), "zarr.json")))
         value = (document.get("attributes") or {}).get(KIND_ATTR)
         return str(value) if value is not None else None
     except Exception:  # noqa: BLE001 - unreadable means "not recognisably ours"
@@ -211,8 +211,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _create_exclusive(url: str, data: bytes) -> bool:
     """Create ``url`` only if it does not exist; False when it does."""
-    if storage.is_remote(url):
-        fs, path = storage.filesystem(url)
+    if fileio.is_remote(url):
+        fs, path = fileio.filesystem(url)
         try:
             fs.pipe_file(path, data, mode="create")
         except (OSError, FileExistsError) as exc:
@@ -235,7 +235,7 @@ def _create_exclusive(url: str, data: bytes) -> bool:
 
 def _read_lock(url: str) -> dict[str, Any] | None:
     try:
-        data = json.loads(storage.read_bytes(url))
+        data = json.loads(fileio.read_bytes(url))
         return data if isinstance(data, dict) else None
     except StefaLandError:
         raise
@@ -290,11 +290,11 @@ def _acquire(url: str, kind: str) -> tuple[str, str]:
             continue  # released between our create and read: try again
         if holder is None:
             raise StefaLandError(f"{url}: lock {target} is unreadable; delete it if nothing is writing {url}")
-        if not _is_stale(holder, storage.is_remote(target)):
+        if not _is_stale(holder, fileio.is_remote(target)):
             raise StefaLandError(f"{url}: being written by {_holder_text(holder)} (lock {target})")
         log.warning("%s: taking over the stale lock of host %s pid %s (started %s): %s", url, holder.get("host"),
                     holder.get("pid"), holder.get("started"), _why_stale(holder))
-        storage.remove(target, recursive=False)
+        fileio.remove(target, recursive=False)
     raise StefaLandError(f"{url}: could not take the lock {target}; another writer keeps taking it")
 
 
@@ -314,14 +314,14 @@ def _holder_text(holder: dict[str, Any]) -> str:
 def check_unlocked(url: str) -> None:
     """One line when a live writer holds ``url``'s lock (e.g. before submitting a run into it)."""
     target = lock_url(url)
-    if storage.is_remote(target):
-        fs, path = storage.filesystem(target)
+    if fileio.is_remote(target):
+        fs, path = fileio.filesystem(target)
         fs.invalidate_cache(path)
     try:
         holder = _read_lock(target)
     except StefaLandError:
         return  # no lock
-    if holder is not None and not _is_stale(holder, storage.is_remote(target)):
+    if holder is not None and not _is_stale(holder, fileio.is_remote(target)):
         raise StefaLandError(f"{url}: being written by {_holder_text(holder)} (lock {target}); wait until it "
                              f"stops, or delete {target} if nothing writes there")
 
@@ -361,13 +361,13 @@ class Claim:
         with self._beat_lock:
             if self.released:
                 return
-            if storage.is_remote(self.lock):
-                fs, path = storage.filesystem(self.lock)
+            if fileio.is_remote(self.lock):
+                fs, path = fileio.filesystem(self.lock)
                 fs.invalidate_cache(path)
             try:
                 holder = _read_lock(self.lock)
             except StefaLandError:
-                if storage.exists(self.lock):
+                if fileio.exists(self.lock):
                     raise  # unreadable for another reason (network): not proof of a takeover
                 holder = None
             if holder is None or holder.get("token") != self.token:
@@ -375,7 +375,7 @@ class Claim:
             holder["heartbeat_unix"] = time.time()
             if self._stale_after_s is not None:
                 holder["stale_after_s"] = self._stale_after_s
-            storage.write_bytes_atomic(self.lock, json.dumps(holder).encode())
+            fileio.write_bytes_atomic(self.lock, json.dumps(holder).encode())
 
     def keep_alive(self, every_s: float = RUN_HEARTBEAT_S, stale_after_s: float = RUN_STALE_S) -> None:
         """Heartbeat every ``every_s`` seconds from a daemon thread until :meth:`release`, and declare
@@ -432,7 +432,7 @@ class Claim:
         except StefaLandError:
             return
         if holder is not None and holder.get("token") == self.token:
-            storage.remove(self.lock, recursive=False)
+            fileio.remove(self.lock, recursive=False)
 
     def __enter__(self) -> "Claim":
         return self
@@ -444,12 +444,12 @@ class Claim:
 def remove_owned(url: str) -> None:
     """Delete the keys under ``url/`` and an object at ``url``; refuse a bucket root or ``/``."""
     url = str(url).rstrip("/")
-    local_root = not storage.is_remote(url) and os.path.abspath(url or "/") == "/"
+    local_root = not fileio.is_remote(url) and os.path.abspath(url or "/") == "/"
     if not url or _bucket_root(url) or local_root:
         raise StefaLandError(f"{url}: refusing to remove a bucket or filesystem root")
-    fs, path = storage.filesystem(url)
+    fs, path = fileio.filesystem(url)
     path = path.rstrip("/")
-    if storage.is_remote(url):
+    if fileio.is_remote(url):
         keys = [k for k in fs.find(path + "/", withdirs=False) if k.startswith(path + "/")]
         if fs.isfile(path):
             keys.append(path)
@@ -524,5 +524,5 @@ def lock_output(url: str, kind: str) -> Claim:
     """Only the lock of ``url`` (a part inside an output already adopted, e.g. ``<run>/fold-3``)."""
     url = _normalise(url)
     lock, token = _acquire(url, kind)
-    return Claim(url, kind, storage.exists(url), lock, token)
+    return Claim(url, kind, fileio.exists(url), lock, token)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.progress import progress
 from stefaland.run.manifest import CHUNK, MANIFEST, list_run_files, write_run_manifest
@@ -47,8 +47,8 @@ class Expected:
 
 def _read_manifest(run_url: str, relative: str) -> tuple[list[dict[str, Any]], str]:
     """The manifest's entries and the sha256 of the manifest itself (so its copy is checked too)."""
-    url = storage.join(run_url, relative)
-    data = storage.read_bytes(url)
+    url = fileio.join(run_url, relative)
+    data = fileio.read_bytes(url)
     try:
         parsed = json.loads(data)
         entries = parsed["files"]
@@ -75,7 +75,7 @@ def expected_files(run_url: str, listing: dict[str, int]) -> tuple[dict[str, Exp
             relative = posixpath.normpath(posixpath.join(folder, entry["path"]))
             if relative not in listing:
                 raise StefaLandError(
-                    f"{storage.join(run_url, relative)}: listed in {manifest} but missing from object storage"
+                    f"{fileio.join(run_url, relative)}: listed in {manifest} but missing from object storage"
                 )
             expected[relative] = Expected(int(entry["size"]), str(entry["sha256"]))
     return expected, manifests
@@ -102,8 +102,8 @@ def _local_sha256(path: Path) -> str:
 
 def _download(run_url: str, relative: str, target: Path, expected: Expected) -> None:
     """Copy one file to a temporary name, check it, then rename it into place."""
-    source = storage.join(run_url, relative)
-    fs, path = storage.filesystem(source)
+    source = fileio.join(run_url, relative)
+    fs, path = fileio.filesystem(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.part")
     digest, size = hashlib.sha256(), 0
@@ -165,7 +165,7 @@ def pull_run(run_url: str, to: str | Path, quiet: bool = False) -> PullResult:
         expected, manifests = expected_files(run_url, listing)
         (directory / PULLED).parent.mkdir(parents=True, exist_ok=True)
         if _pulled_from(directory) is None:
-            storage.write_bytes_atomic(str(directory / PULLED), json.dumps({"from": run_url.rstrip("/")}).encode())
+            fileio.write_bytes_atomic(str(directory / PULLED), json.dumps({"from": run_url.rstrip("/")}).encode())
         return _pull(run_url, directory, expected, manifests, quiet)
 
 

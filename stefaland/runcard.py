@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from . import __version__, storage
+from . import __version__, fileio
 from .errors import StefaLandError
 
 log = logging.getLogger("stefaland.runcard")
@@ -66,8 +66,8 @@ def _holdout_from_predictions(folds) -> tuple[dict[str, float], int, int, int]:
 
     obs, sim, units = [], [], ""
     for _, directory in folds:
-        url = storage.join(directory, "predictions.nc")
-        if storage.exists(url):
+        url = fileio.join(directory, "predictions.nc")
+        if fileio.exists(url):
             data = read_predictions(url)
             units = str(data.attrs.get("units", units))
             obs.append(np.atleast_2d(data["obs"].values.T).T)
@@ -99,7 +99,7 @@ def _pretrained_lines(loaded) -> list[str]:
 
 
 def _holdout_from_report(url: str, model: str) -> list[dict]:
-    document = json.loads(storage.read_bytes(url))
+    document = json.loads(fileio.read_bytes(url))
     rows = [r for r in document.get("summary", []) if r.get("model") == model]
     if not rows:
         raise StefaLandError(f"{url}: the report has no rows for model {model!r}")
@@ -114,7 +114,7 @@ def model_card(run: str, report: str | None = None) -> str:
     folds = fold_directories(run)
     # Only finished folds describe the model: another process may be training a fold of the same
     # run folder right now (folds run as parallel jobs), or a killed run left one behind.
-    finished = [(name, d) for name, d in folds if storage.exists(storage.join(d, "predictions.nc"))]
+    finished = [(name, d) for name, d in folds if fileio.exists(fileio.join(d, "predictions.nc"))]
     pending = [name for name, d in folds if (name, d) not in finished]
     if not finished:
         raise StefaLandError(f"{run}: no fold has finished (no predictions.nc); nothing to describe yet")
@@ -186,7 +186,7 @@ def model_card(run: str, report: str | None = None) -> str:
 
 def write_model_card(run: str, report: str | None = None) -> str:
     """Write ``MODEL_CARD.md`` into the run folder (atomically) and return its URL."""
-    url = storage.join(str(run).rstrip("/"), CARD_FILE)
-    storage.write_bytes_atomic(url, model_card(run, report).encode())
+    url = fileio.join(str(run).rstrip("/"), CARD_FILE)
+    fileio.write_bytes_atomic(url, model_card(run, report).encode())
     log.info("wrote %s", url)
     return url

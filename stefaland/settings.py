@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import storage
+from . import fileio
 from .errors import StefaLandError
 from .yaml_mapping import load_mapping
 
@@ -131,8 +131,8 @@ def fresh_run_folder(root: str, kind: str, now: datetime | None = None) -> str:
     """``<root>/<kind>-YYYYmmdd-HHMMSS-<6 hex>``, a name nothing under ``root`` holds yet."""
     now = now or datetime.now(timezone.utc)
     for _ in range(20):
-        url = storage.join(root.rstrip("/"), f"{kind}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}")
-        if not storage.exists(url):
+        url = fileio.join(root.rstrip("/"), f"{kind}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}")
+        if not fileio.exists(url):
             return url
     raise StefaLandError(f"{root}: could not find a fresh run folder name for {kind}")  # pragma: no cover
 

@@ -58,7 +58,7 @@ def synth(out_dir: Path, n_sites: int | None, years: int | None, seed: int, star
 
     catalog = write_virtual_world(out_dir, seed=seed, start_year=start_year, quiet=quiet, **given)
     if gridded:
-        from stefaland.synth.gridded import add_gridded_sources
+        from stefaland.synth.world_grids import add_gridded_sources
 
         add_gridded_sources(catalog, seed=seed, resolution=grid_resolution)
     click.echo(str(catalog))

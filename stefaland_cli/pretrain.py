@@ -63,12 +63,12 @@ def pretrain(store: str, config_path: str | None, out: str | None, resume: bool 
     if config.data.exclude is not None:
         raise StefaLandError(f"{config_path}: data.exclude is set and --split/--fold would replace it; "
                              "drop one of them")
-    from stefaland import storage
+    from stefaland import fileio
 
     for k in _folds(store, split, fold, split_file):
         exclude = {"split": split, "fold": k, "split_file": split_file}
         fold_config = with_overrides(config, {"data": {"exclude": exclude}}, f"{source} with --split {split} --fold {k}")
-        _pretrain_one(store, fold_config, storage.join(out, f"fold-{k}"), resume, nproc, quiet)
+        _pretrain_one(store, fold_config, fileio.join(out, f"fold-{k}"), resume, nproc, quiet)
 
 
 def _folds(store: str, split: str, fold: str, split_file: str | None) -> list[int]:

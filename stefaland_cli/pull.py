@@ -6,7 +6,7 @@ import posixpath
 
 import click
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.k8s.runs import is_run_id
 from stefaland.pull import pull_run
@@ -23,7 +23,7 @@ def _run_url(run: str, namespace: str | None, context: str | None) -> str:
         from stefaland.k8s import client as kube
 
         return kube.run_out(kube.connect(context, namespace), run)
-    if "://" in run or storage.exists(run):
+    if "://" in run or fileio.exists(run):
         return run
     raise StefaLandError(f"{run!r} is neither a run folder/URL nor a run id like pretrain-20260101-120000-1a2b3c")
 

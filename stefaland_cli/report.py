@@ -6,7 +6,7 @@ import click
 
 from stefaland.metrics import DEFAULT_MIN_VALID
 from stefaland.progress import configure_logging
-from stefaland.report.schemes import TASKS
+from stefaland.report.tasks import TASKS
 
 
 def _split_list(value: str | None) -> list[str] | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from stefaland import settings, storage
+from stefaland import fileio, settings
 from stefaland.errors import StefaLandError
 from stefaland.k8s import client as kube
 from stefaland.k8s.manifests import PodOptions, to_dict, to_yaml
@@ -113,10 +113,10 @@ def _defaults(kind: str, kwargs: dict[str, Any], split: str | None = None) -> st
     run_id = new_run_id(kind)
     if not kwargs["out"]:
         root = resolved["runs"].value
-        kwargs["out"] = storage.join(root.rstrip("/"), run_id)
-        while not kwargs["dry_run"] and storage.exists(kwargs["out"]):  # never an existing folder
+        kwargs["out"] = fileio.join(root.rstrip("/"), run_id)
+        while not kwargs["dry_run"] and fileio.exists(kwargs["out"]):  # never an existing folder
             run_id = new_run_id(kind)
-            kwargs["out"] = storage.join(root.rstrip("/"), run_id)
+            kwargs["out"] = fileio.join(root.rstrip("/"), run_id)
         notes.append(f"run folder: {kwargs['out']} (fresh, under the run root)")
     if not kwargs["config"]:
         name = "pretrain_default.yaml" if kind == "pretrain" else f"finetune_camels_{split}.yaml"

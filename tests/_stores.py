@@ -65,7 +65,7 @@ def write_store(url: str, n_sites: int = 24, n_days: int = 400, shard_size: int 
 
     kwargs = {}
     if url.startswith("s3://"):
-        from stefaland.storage import storage_options_for
+        from stefaland.fileio import storage_options_for
         kwargs["storage_options"] = storage_options_for(url)
     n_dvar, n_svar = len(DYNAMIC), len(STATIC)
     dataset = xr.Dataset(

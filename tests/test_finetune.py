@@ -16,9 +16,9 @@ from torch import nn
 from stefaland.errors import StefaLandError
 from stefaland.finetune import config_from_dict, finetune_fold, load_config
 from stefaland.finetune.data import (
-    PredictionWindows, WindowSampler, drop_unobserved, load_sites, resolve_variables, select_fold,
+    PredictionWindows, WindowSampler, drop_unobserved, load_site_data, resolve_variables, select_fold,
 )
-from stefaland.finetune.predict import predict_torch
+from stefaland.finetune.inference import predict_torch
 from stefaland.report.predictions import read_predictions
 from stefaland.run.folds import fold_assignment
 from stefaland.store import open_store
@@ -113,7 +113,7 @@ def test_sampler_never_draws_held_out_sites(store: str) -> None:
     folds = fold_assignment(dataset, "pub")
     chosen = select_fold(folds, 2)
     variables = resolve_variables(dataset, config.data)
-    data = drop_unobserved(load_sites(dataset, chosen.train, variables, "1990-01-01", "1991-12-31", "train"))
+    data = drop_unobserved(load_site_data(dataset, chosen.train, variables, "1990-01-01", "1991-12-31", "train"))
     held_out = set(np.asarray(dataset["site"].values).astype(str)[chosen.test])
     sampler = WindowSampler(data, 16, 40, 40, 30, np.random.default_rng(0))
     seen = set()
@@ -130,7 +130,7 @@ def test_target_statistics_come_from_the_training_sites_only(store: str) -> None
     dataset = open_store(store)
     chosen = select_fold(fold_assignment(dataset, "pub"), 1)
     variables = resolve_variables(dataset, config_from_dict(tiny()).data)
-    data = load_sites(dataset, chosen.train, variables, "1990-01-01", "1991-12-31", "train")
+    data = load_site_data(dataset, chosen.train, variables, "1990-01-01", "1991-12-31", "train")
     scaled = normalise_to_training(variables, data)
     raw = dataset["target"].values[chosen.train, :, 0]
     assert scaled.target_mean == pytest.approx(np.nanmean(raw), rel=1e-5)
@@ -259,7 +259,7 @@ def test_hidden_inputs_and_encoder_window_limits(store: str, tmp_path: Path) -> 
     dataset = open_store(store)
     config = config_from_dict(tiny(data={"hide": ["slope_mean", "pet"]}))
     variables = resolve_variables(dataset, config.data)
-    data = load_sites(dataset, np.arange(4), variables, "1990-01-01", "1990-12-31", "train")
+    data = load_site_data(dataset, np.arange(4), variables, "1990-01-01", "1990-12-31", "train")
     assert np.isnan(data.static[:, 1]).all() and np.isnan(data.dynamic[..., 3]).all()  # hidden
     assert np.isfinite(data.static[:, 0]).all() and np.isfinite(data.dynamic[..., 0]).all()  # the rest is not
     with pytest.raises(StefaLandError, match="data.hide: 'clay' is not one of the input variables"):

@@ -21,7 +21,7 @@ from stefaland.errors import StefaLandError
 from stefaland.gridded import extract_to_sites, gridded_options, normalise_grid, read_basins
 from stefaland.gridded import polygons
 from stefaland.gridded.scheduler import dask_client, local_size
-from stefaland.gridded.synthetic import (
+from stefaland.synth.world_grids import (
     LANDCOVER_CLASSES,
     basin_squares,
     gridded_catalog_entries,

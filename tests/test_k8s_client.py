@@ -110,7 +110,7 @@ def test_finetune_per_fold_jobs_are_found_and_cancelled_together(kube, s3_bucket
     import numpy as np
     import xarray as xr
 
-    from stefaland.storage import storage_options_for
+    from stefaland.fileio import storage_options_for
 
     store = f"{s3_bucket}/stores/camels.zarr"  # --folds all reads the split's folds from the store
     sites = np.array(["01013500", "01022500", "01030500", "01031500", "01047000"])

@@ -24,7 +24,7 @@ from stefaland.errors import StefaLandError
 from stefaland.pretrain import PretrainConfig, load_config, parse_config
 from stefaland.pretrain.data import ShardBatches, store_schema
 from stefaland.run.checkpoint import latest_pointer, load_latest
-from stefaland.storage import join, read_bytes
+from stefaland.fileio import join, read_bytes
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

@@ -25,9 +25,9 @@ import torch
 import yaml
 
 from stefaland.pretrain import load_config, pretrain
-from stefaland.pretrain.trainer import _build
+from stefaland.pretrain.trainer import build_objective_and_optimiser
 from stefaland.run.checkpoint import checkpoint_name, load_latest
-from stefaland.storage import join, read_bytes
+from stefaland.fileio import join, read_bytes
 
 torch.set_num_threads(1)
 
@@ -117,7 +117,7 @@ def test_compiled_pretraining_follows_eager_and_checkpoints_are_interchangeable(
         assert _train_losses(final["metrics"]) == pytest.approx(_train_losses(eager["metrics"]), rel=RTOL)
 
     # a freshly built, never compiled objective loads the compiled run's weights strictly
-    fresh, _, _ = _build(load_config(compiled_config), result.schema, 2, torch.device("cpu"))
+    fresh, _, _ = build_objective_and_optimiser(load_config(compiled_config), result.schema, 2, torch.device("cpu"))
     fresh.load_state_dict(compiled["objective"], strict=True)
 
 

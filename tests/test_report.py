@@ -13,12 +13,12 @@ import xarray as xr
 from click.testing import CliRunner
 from scipy import stats
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.metrics import site_metrics
 from stefaland.report import make_report, read_predictions, write_predictions
 from stefaland.report.predictions import predictions_dataset
-from stefaland.report.schemes import TASKS
+from stefaland.report.tasks import TASKS
 from stefaland_cli.main import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,7 +41,7 @@ def write_runs(root: str, models: dict[str, float], task: str = "camels", split:
             if skip == (model, k):
                 continue
             idx = np.arange(k, n_sites, len(folds))
-            write_predictions(storage.join(root, model, f"{split}-fold-{fold}{suffix}"), obs[idx], sim[idx],
+            write_predictions(fileio.join(root, model, f"{split}-fold-{fold}{suffix}"), obs[idx], sim[idx],
                               sites[idx], times, task, split, fold, model, "mm/day",
                               lat=lat[idx] if coords else None, lon=lon[idx] if coords else None)
     return {"obs": obs, "sites": sites}
@@ -214,16 +214,16 @@ def test_reading_and_writing_on_seaweedfs(s3_bucket: str, tmp_path: Path):
     code, output = invoke("global", "--split", "continents", "--runs", runs, "--out", f"{s3_bucket}/report",
                           "--format", "md,json", "--min-valid", "10")
     assert code == 0, output
-    fs, root = storage.filesystem(f"{s3_bucket}/report")
+    fs, root = fileio.filesystem(f"{s3_bucket}/report")
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root))
     assert names == ["global_report.json", "global_table.md"]
-    document = json.loads(storage.read_bytes(f"{s3_bucket}/report/global_report.json"))
+    document = json.loads(fileio.read_bytes(f"{s3_bucket}/report/global_report.json"))
     assert {r["model"] for r in document["runs"]} == {"lstm", "resconn"}
     assert all(s.startswith("s3://") for r in document["runs"] for s in r["sources"])
     # the same files through a glob give the same table
     local = make_report("global", "continents", f"{runs}/*/*", str(tmp_path / "o"), formats=["md"], min_valid=10,
                         quiet=True)
-    assert storage.read_bytes(f"{s3_bucket}/report/global_table.md").decode() == local.table
+    assert fileio.read_bytes(f"{s3_bucket}/report/global_table.md").decode() == local.table
 
 
 def test_bad_predictions_files_are_refused_with_one_line(tmp_path: Path):

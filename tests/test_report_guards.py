@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from stefaland.metrics import site_metrics
 from stefaland.report import write_predictions
-from stefaland.report.schemes import TASKS
+from stefaland.report.tasks import TASKS
 from stefaland_cli.main import cli
 
 TINY_FINETUNE = {

@@ -11,13 +11,13 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.splits import (
     apply_split,
     continent_of,
     holdout,
-    load_sites,
+    load_site_tables,
     make_split,
     read_split,
     write_split,
@@ -171,7 +171,7 @@ def _write_store(url: str, complete: bool = True) -> None:
         attrs={"stefaland_complete": complete},
     )
     store.to_zarr(url, mode="w", consolidated=False,
-                  storage_options=storage.storage_options_for(url) or None)
+                  storage_options=fileio.storage_options_for(url) or None)
 
 
 def test_split_from_a_store_on_s3_written_to_s3(s3_bucket):
@@ -229,6 +229,6 @@ def test_apply_split_checks_coverage(tmp_path):
 
 
 def test_site_tables_combine_by_id(shared_data):
-    table = load_sites([camels_attributes(shared_data)])
+    table = load_site_tables([camels_attributes(shared_data)])
     assert len(table) == 671 and table.loc["01013500", "huc_02"] == "01"
     assert table.loc["01013500", "lat"] == pytest.approx(47.23739)

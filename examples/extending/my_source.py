@@ -41,7 +41,7 @@ from intake.source.base import DataSource, Schema
 
 from stefaland.errors import StefaLandError
 from stefaland.sources.camels import expand_files
-from stefaland.storage import filesystem
+from stefaland.fileio import filesystem
 
 
 def read_jsonl(url: str, source: str, site_field: str = "station", date_field: str = "date",

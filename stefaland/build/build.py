@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from .. import __version__, storage
+from .. import __version__, fileio
 from ..catalog import CatalogSpec, SourceSpec, load_catalog
 from ..errors import StefaLandError
 from ..outputs import Claim, claim_output, read_marker
@@ -40,7 +40,7 @@ from ..store.layout import COMPLETE_ATTR
 from .harmonise import harmonise, refuse_empty_sites, store_unit
 from .inputs import fingerprint_inputs, first_change
 from .readers import SourceReader
-from .sites import load_sites
+from .sites import load_catalog_sites
 from .state import BuildState, RunningMoments
 from .timeaxis import record_missing, report_missing, resolve_time
 from .writer import BlockLayout, create_skeleton, finalise, open_group, write_shard
@@ -84,7 +84,7 @@ def _fingerprint(catalog: CatalogSpec, sources: list[SourceSpec], shard_size: in
 def _complete_store(out: str) -> dict | None:
     """The marker of a complete store at ``out`` (fingerprint, inputs, record); None if incomplete."""
     try:
-        root = json.loads(storage.read_bytes(storage.join(out, "zarr.json")))
+        root = json.loads(fileio.read_bytes(fileio.join(out, "zarr.json")))
     except (StefaLandError, ValueError, OSError):
         return None
     if (root.get("attributes") or {}).get(COMPLETE_ATTR) is not True:
@@ -173,7 +173,7 @@ def _build_claimed(claim: Claim, catalog: CatalogSpec, out: str, shard_size: int
     by_role = {role: [s for s in selected if s.role == role] for role in ("dynamic", "target", "static")}
     if not by_role["dynamic"]:
         raise StefaLandError(f"catalog {catalog.url}: no source with metadata.role: dynamic selected")
-    sites = load_sites(catalog)
+    sites = load_catalog_sites(catalog)
     readers = {s.name: SourceReader(catalog, s, sites, shard_size) for s in selected}
     keep = pd.Index(sites.index)
     for spec in by_role["dynamic"]:

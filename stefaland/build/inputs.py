@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 
 from ..catalog import CatalogSpec, SourceSpec
-from ..storage import filesystem, is_remote, join
+from ..fileio import filesystem, is_remote, join
 
 HASH_LIMIT = 256 * 1024
 

@@ -24,7 +24,7 @@ def _as_frame(data, spec: SourceSpec) -> pd.DataFrame:
     return data
 
 
-def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
+def load_catalog_sites(catalog: CatalogSpec) -> pd.DataFrame:
     """Return the site table indexed by site id (str) with lat, lon, region and fold_* columns."""
     spec = catalog.sources[catalog.sites_source]
     source = catalog.open(spec.name)
@@ -76,7 +76,7 @@ def load_sites(catalog: CatalogSpec) -> pd.DataFrame:
 def _basin_geometries(catalog: CatalogSpec, spec: SourceSpec, sites: pd.Index) -> list:
     """Basin polygons for every site (``metadata.basins: {urlpath, id_column}``; relative to the catalog)."""
     from ..gridded.polygons import read_basins
-    from ..storage import is_remote, join
+    from ..fileio import is_remote, join
 
     urlpath = str(spec.basins.get("urlpath", ""))
     if not urlpath:

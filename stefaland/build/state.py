@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..storage import exists, read_bytes, remove, write_bytes_atomic
+from ..fileio import exists, read_bytes, remove, write_bytes_atomic
 
 STATE_SUFFIX = ".build-state.json"  # a sibling of the store, so zarr never sees a foreign key
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..build.readers import SourceReader
-from ..build.sites import load_sites
+from ..build.sites import load_catalog_sites
 from ..errors import StefaLandError
 from .duplicates import describe, identical_pairs
 from .spec import CatalogSpec
@@ -53,7 +53,7 @@ def validate(catalog: CatalogSpec, sources: list[str] | None = None, sample_site
     checks: list[SourceCheck] = []
     unknown = [name for name in sources or [] if name not in catalog.sources]
     try:
-        sites = load_sites(catalog)
+        sites = load_catalog_sites(catalog)
         checks.append(SourceCheck(catalog.sites_source, True, f"{len(sites)} sites"))
     except StefaLandError as exc:
         sites = None

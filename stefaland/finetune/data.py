@@ -159,7 +159,7 @@ def _window(dataset: xr.Dataset, start: str, end: str, what: str) -> slice:
     return slice(max(lo, times[0]), min(hi, times[-1]))
 
 
-def load_sites(dataset: xr.Dataset, rows: np.ndarray, variables: Variables, start: str, end: str,
+def load_site_data(dataset: xr.Dataset, rows: np.ndarray, variables: Variables, start: str, end: str,
                what: str, history_days: int = 0) -> SiteData:
     """Read ``rows`` over ``start..end`` (plus up to ``history_days`` before, when the store has them)."""
     window = _window(dataset, start, end, what)

@@ -13,7 +13,7 @@ log = logging.getLogger("stefaland.finetune")
 
 
 def fold_label(task: str, split: str, fold: int, fold_ids: list[int]) -> str:
-    from stefaland.report.schemes import TASKS
+    from stefaland.report.tasks import TASKS
 
     scheme = TASKS[task].schemes.get(split) if task in TASKS else None
     if scheme is None:

@@ -12,7 +12,7 @@ import io
 
 import torch
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.run.pretrained import resolve_checkpoint
 
@@ -20,7 +20,7 @@ from stefaland.run.pretrained import resolve_checkpoint
 def pretraining_exclusion(url: str) -> dict | None:
     """The ``data.exclude`` block of the pretraining run behind a checkpoint (None if it excluded nothing)."""
     path = resolve_checkpoint(url)
-    state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+    state = torch.load(io.BytesIO(fileio.read_bytes(path)), map_location="cpu", weights_only=False)
     config = state.get("config") if isinstance(state, dict) else None
     data = config.get("data") if isinstance(config, dict) else None
     return data.get("exclude") if isinstance(data, dict) else None

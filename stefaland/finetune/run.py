@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.outputs import Claim
 from stefaland.run import config_io, folder
@@ -30,14 +30,14 @@ from stefaland.store import open_store
 
 from .config import FinetuneConfig, parse_config
 from .data import (
-    FoldSites, SiteData, Variables, drop_unobserved, load_sites, normalise_to_training, resolve_variables, select_fold,
+    FoldSites, SiteData, Variables, drop_unobserved, load_site_data, normalise_to_training, resolve_variables, select_fold,
     split_validation_sites,
 )
 from .labels import fold_label
 from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
 from .models.sklearn_baselines import HISTORY
-from .predict import predict_sklearn, predict_torch, write_fold_predictions
+from .inference import predict_sklearn, predict_torch, write_fold_predictions
 from .record import make_record
 from .trainer import Validation, best_epoch, train_model
 
@@ -59,7 +59,7 @@ class FoldResult:
 
 
 def fold_dir(out: str, fold: int) -> str:
-    return storage.join(out, f"fold-{fold}")
+    return fileio.join(out, f"fold-{fold}")
 
 
 def _check_run_folder(directory: str, config: FinetuneConfig) -> None:
@@ -78,10 +78,10 @@ def _variables_state(variables: Variables) -> dict:
 
 
 def _train_sklearn(config: FinetuneConfig, directory: str, train_data, variables: Variables, seed: int):
-    url = storage.join(directory, "checkpoints", SKLEARN_FILE)
-    if storage.exists(url):
+    url = fileio.join(directory, "checkpoints", SKLEARN_FILE)
+    if fileio.exists(url):
         log.info("reusing the fitted baseline %s", url)
-        return pickle.loads(storage.read_bytes(url))
+        return pickle.loads(fileio.read_bytes(url))
     model = model_spec(config.model.name).build(config.model, variables, seed)
     if train_data.target.ndim == 1:
         model.fit_static(train_data.dynamic, train_data.static, train_data.target)
@@ -89,7 +89,7 @@ def _train_sklearn(config: FinetuneConfig, directory: str, train_data, variables
         model.fit(train_data.dynamic, train_data.static, train_data.target, np.random.default_rng(seed))
     buffer = io.BytesIO()
     pickle.dump(model, buffer)
-    storage.write_bytes_atomic(url, buffer.getvalue())
+    fileio.write_bytes_atomic(url, buffer.getvalue())
     write_metrics(directory, [{"epoch": 0, "train_rows": min(config.model.max_rows, int(np.isfinite(train_data.target).sum()))}])
     return model
 
@@ -145,7 +145,7 @@ def finetune_temporal(store: str, config: FinetuneConfig, out: str, split_file: 
     if uses_pretrained_weights(config):
         log.info("temporal split: the pretrained encoder may have seen the test years' inputs (never the target)")
     sites = FoldSites(0, rows, rows)
-    return _run(store, dataset, config, storage.join(out, TEMPORAL), TEMPORAL, TEMPORAL_FOLD, TEMPORAL_FOLD, sites,
+    return _run(store, dataset, config, fileio.join(out, TEMPORAL), TEMPORAL, TEMPORAL_FOLD, TEMPORAL_FOLD, sites,
                 split_file, quiet)
 
 
@@ -173,7 +173,7 @@ def _validation_data(dataset, config: FinetuneConfig, variables: Variables, fitt
     names = (held_back if held_back is not None else fitted).sites
     position = {s: i for i, s in enumerate(np.asarray(dataset["site"].values).astype(str))}
     rows = np.asarray([position[str(s)] for s in names], dtype=np.int64)
-    return Validation(load_sites(dataset, rows, variables, start, end, "valid", history), variables)
+    return Validation(load_site_data(dataset, rows, variables, start, end, "valid", history), variables)
 
 
 def _overlap(start_a: str, end_a: str, start_b: str, end_b: str) -> bool:
@@ -195,7 +195,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
     _check_run_folder(directory, config)
     log.info("%s fold %s: %d training sites, %d test sites; model %s", split, fold, len(sites.train),
              len(sites.test), config.model.name)
-    train_data = drop_unobserved(load_sites(dataset, sites.train, variables, data.train_start, data.train_end, "train"))
+    train_data = drop_unobserved(load_site_data(dataset, sites.train, variables, data.train_start, data.train_end, "train"))
     train_data, held_back = split_validation_sites(train_data, data.valid_fraction, config.train.seed)
     variables = normalise_to_training(variables, train_data)
     # what `predict` needs beside the fold's weights
@@ -204,7 +204,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
     if spec.kind == "sklearn":
         model = _train_sklearn(config, directory, train_data, variables, config.train.seed)
         metrics: list[dict] = []
-        test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", HISTORY)
+        test_data = load_site_data(dataset, sites.test, variables, data.test_start, data.test_end, "test", HISTORY)
         simulated = predict_sklearn(model, test_data)
     else:
         torch.manual_seed(config.train.seed)  # identical initial weights on a fresh start and a resume
@@ -214,7 +214,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
         history = warmup + data.overlap()
         validation = _validation_data(dataset, config, variables, train_data, held_back, split == TEMPORAL, history)
         metrics = train_model(model, train_data, config, directory, _variables_state(variables), quiet, validation)
-        test_data = load_sites(dataset, sites.test, variables, data.test_start, data.test_end, "test", history)
+        test_data = load_site_data(dataset, sites.test, variables, data.test_start, data.test_end, "test", history)
         simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet,
                                   warmup=warmup)
         record["best_epoch"] = best_epoch(metrics)
@@ -222,7 +222,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
             "sites": [str(s) for s in validation.data.sites],
             "period": [str(validation.data.times[validation.data.history].date()), str(validation.data.times[-1].date())]}
         write_run_record(directory, record)
-    url = write_fold_predictions(storage.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
+    url = write_fold_predictions(fileio.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
                                  config.task, split, label, config.model.display_label())
     write_run_manifest(directory)  # sizes and checksums, so `stefaland pull` can verify
     return FoldResult(fold, url, len(train_data.sites), len(test_data.sites), metrics)
@@ -279,7 +279,7 @@ def finetune(store: str, config: FinetuneConfig, out: str, split: str, fold: str
                                  "data.test_*; drop --fold")
         check_temporal_periods(config)
         folder.adopt_run_folder(out, RUN_KIND)
-        with _locked(storage.join(out, TEMPORAL)):
+        with _locked(fileio.join(out, TEMPORAL)):
             results = [finetune_temporal(store, config, out, split_file, quiet)]
     else:
         folds = resolve_folds(store, split, fold, split_file)

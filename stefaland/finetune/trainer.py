@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.divergence import check_finite_step
 from stefaland.errors import StefaLandError
 from stefaland.progress import progress
@@ -90,7 +90,7 @@ def validate(model: nn.Module, validation: Validation, config: FinetuneConfig) -
     from stefaland.bounds import clip_to_bounds
     from stefaland.metrics import site_metrics
 
-    from .predict import predict_torch
+    from .inference import predict_torch
 
     data, variables = validation.data, validation.variables
     sim = predict_torch(model, data, config.data.seq_len, config.data.overlap(), config.train.batch_size, quiet=True,
@@ -115,12 +115,12 @@ BEST_FILE = "best.pt"
 def _save_best(fold_dir: str, model: nn.Module) -> None:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    storage.write_bytes_atomic(storage.join(fold_dir, "checkpoints", BEST_FILE), buffer.getvalue())
+    fileio.write_bytes_atomic(fileio.join(fold_dir, "checkpoints", BEST_FILE), buffer.getvalue())
 
 
 def _load_best(fold_dir: str, model: nn.Module) -> None:
-    url = storage.join(fold_dir, "checkpoints", BEST_FILE)
-    model.load_state_dict(torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=True))
+    url = fileio.join(fold_dir, "checkpoints", BEST_FILE)
+    model.load_state_dict(torch.load(io.BytesIO(fileio.read_bytes(url)), map_location="cpu", weights_only=True))
 
 
 def _warn_if_undertrained(metrics: list[dict[str, Any]], updates: int, stopped_early: bool) -> None:

@@ -25,7 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..errors import StefaLandError
 from ..progress import progress
-from ..storage import is_remote, read_bytes
+from ..fileio import is_remote, read_bytes
 from .grid import GridGeometry
 from .weights import SiteWeights
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.yaml_mapping import load_mapping
 
@@ -45,9 +45,9 @@ class Submission:
 
 def read_run_config(config: str) -> tuple[bytes, dict[str, Any]]:
     """The config's bytes (uploaded unchanged) and its parsed mapping."""
-    if not storage.exists(config):
+    if not fileio.exists(config):
         raise StefaLandError(f"{config}: config file not found")
-    data = storage.read_bytes(config)
+    data = fileio.read_bytes(config)
     return data, load_mapping(data, config, "expected a YAML mapping at the top level")
 
 
@@ -109,13 +109,13 @@ def scheduling(
 
 def check_out_url(out: str) -> None:
     """The run folder must be object storage: submit uploads the config there and pull reads it."""
-    if not storage.is_remote(out):
+    if not fileio.is_remote(out):
         raise StefaLandError(f"--out {out}: the run folder must be an object-storage URL (s3://…), not a local path")
 
 
 def check_visible_to_pods(url: str, option: str, pod: PodOptions) -> None:
     """Pods cannot see the submitting machine's disk: only object storage or the mounted PVC."""
-    if storage.is_remote(url):
+    if fileio.is_remote(url):
         return
     if pod.pvc and (url == pod.pvc_mount or url.startswith(pod.pvc_mount.rstrip("/") + "/")):
         return
@@ -148,7 +148,7 @@ def folds_in_store(store: str, split: str, split_file: str | None = None) -> lis
 
     from stefaland.run.folds import fold_assignment, fold_ids
 
-    options = storage.storage_options_for(store) if storage.is_remote(store) else None
+    options = fileio.storage_options_for(store) if fileio.is_remote(store) else None
     try:
         dataset = xr.open_zarr(store, storage_options=options)
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
@@ -167,7 +167,7 @@ def check_split_header(split_file: str, split: str) -> None:
     the PVC cannot be read from here; ``apply_split(..., scheme=)`` checks it where it is read)."""
     from stefaland.splits import read_split
 
-    if storage.is_remote(split_file) or os.path.isfile(split_file):
+    if fileio.is_remote(split_file) or os.path.isfile(split_file):
         read_split(split_file, scheme=split)
 
 
@@ -197,7 +197,7 @@ def _with_scheduling(pod: PodOptions, parsed_config: dict[str, Any], config: str
 
 
 def _config_target(out: str) -> str:
-    return storage.join(out, "config.yaml")
+    return fileio.join(out, "config.yaml")
 
 
 def plan_pretrain(
@@ -277,14 +277,14 @@ def upload_config(submission: Submission) -> None:
     if kind == "pretrain":
         check_unlocked(submission.out)
     target = submission.config_url
-    if storage.exists(target):
-        if not _same_config(run_kind(submission.run_id), storage.read_bytes(target), submission.config_bytes):
+    if fileio.exists(target):
+        if not _same_config(run_kind(submission.run_id), fileio.read_bytes(target), submission.config_bytes):
             raise StefaLandError(
                 f"{target} already holds a different config; use a new --out (or the same config to resume)"
             )
         log.info("%s already holds this config: the run resumes from its last checkpoint", target)
         return
-    storage.write_bytes_atomic(target, submission.config_bytes)
+    fileio.write_bytes_atomic(target, submission.config_bytes)
 
 
 def default_image() -> str:

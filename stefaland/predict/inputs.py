@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.bounds import bounds_from_json
 from stefaland.errors import StefaLandError
 from stefaland.finetune.data import SiteData, Variables
@@ -65,9 +65,9 @@ def _std(values) -> np.ndarray:
 
 def read_site_list(url: str) -> list[str]:
     """One site id per line; blank lines and ``#`` comments ignored; ids kept as written (zero-padded)."""
-    if not storage.exists(url):
+    if not fileio.exists(url):
         raise StefaLandError(f"{url}: site list not found")
-    lines = storage.read_bytes(url).decode().splitlines()
+    lines = fileio.read_bytes(url).decode().splitlines()
     sites = [line.split("#", 1)[0].strip() for line in lines]
     sites = [s for s in sites if s]
     if not sites:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.bounds import clip_to_bounds
 from stefaland.errors import StefaLandError
 from stefaland.finetune.config import FinetuneConfig, load_config
@@ -65,35 +65,35 @@ class PredictSummary:
 def fold_directories(run: str) -> list[tuple[str, str]]:
     """``[(member name, folder)]``: the run's ``fold-<k>/`` folders, or RUN itself when it is one fold."""
     run = str(run).rstrip("/")
-    if storage.exists(storage.join(run, "config.yaml")):
+    if fileio.exists(fileio.join(run, "config.yaml")):
         return [("model", run)]
-    if not storage.exists(run):
+    if not fileio.exists(run):
         raise StefaLandError(f"{run}: run folder not found")
-    if storage.exists(storage.join(run, "temporal", "config.yaml")):  # `finetune --split temporal`: one model
-        return [("temporal", storage.join(run, "temporal"))]
-    fs, path = storage.filesystem(run)
+    if fileio.exists(fileio.join(run, "temporal", "config.yaml")):  # `finetune --split temporal`: one model
+        return [("temporal", fileio.join(run, "temporal"))]
+    fs, path = fileio.filesystem(run)
     found = []
     for entry in fs.ls(path, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         match = FOLD_PATTERN.match(name)
-        if match and storage.exists(storage.join(run, name, "config.yaml")):
-            found.append((int(match.group(1)), f"fold{match.group(1)}", storage.join(run, name)))
+        if match and fileio.exists(fileio.join(run, name, "config.yaml")):
+            found.append((int(match.group(1)), f"fold{match.group(1)}", fileio.join(run, name)))
     if not found:
         raise StefaLandError(f"{run}: not a finetune run folder (no config.yaml and no fold-<k>/config.yaml)")
     return [(name, directory) for _, name, directory in sorted(found)]
 
 
 def load_fold(name: str, directory: str, training_store: str | None) -> FoldModel:
-    config = load_config(storage.join(directory, "config.yaml"))
+    config = load_config(fileio.join(directory, "config.yaml"))
     from stefaland.finetune.models.registry import model_spec
 
     kind = model_spec(config.model.name).kind
     state, estimator = None, None
     if kind == "sklearn":
-        url = storage.join(directory, "checkpoints", "model.pkl")
-        if not storage.exists(url):
+        url = fileio.join(directory, "checkpoints", "model.pkl")
+        if not fileio.exists(url):
             raise StefaLandError(f"{url}: the fitted model is missing (did the fold finish?)")
-        estimator = pickle.loads(storage.read_bytes(url))
+        estimator = pickle.loads(fileio.read_bytes(url))
     else:
         state = load_latest(directory)
         if state is None:
@@ -102,7 +102,7 @@ def load_fold(name: str, directory: str, training_store: str | None) -> FoldMode
     if record is None:
         if training_store is None:
             raise StefaLandError(
-                f"{storage.join(directory, 'run.json')}: the run record is missing (a run from before run.json "
+                f"{fileio.join(directory, 'run.json')}: the run record is missing (a run from before run.json "
                 "was written); pass --training-store with the store it was trained on"
             )
         record = record_from_store(training_store, config, state)
@@ -160,7 +160,7 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
                    hbv_sink: dict | None = None) -> np.ndarray:
     """One fold's prediction for ``data`` in the target's units: (n, T), or (n,) for a static target."""
     from stefaland.finetune.models.registry import model_spec
-    from stefaland.finetune.predict import predict_sklearn, predict_torch
+    from stefaland.finetune.inference import predict_sklearn, predict_torch
 
     target_mean, target_std = float(fold.record["variables"]["target_mean"]), float(fold.record["variables"]["target_std"])
     fold_vars = Variables(**{**variables.__dict__, "target_mean": target_mean, "target_std": target_std})
@@ -172,7 +172,7 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
         simulated = predict_torch(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size, quiet,
                                   warmup=model_spec(cfg.model.name).warmup(cfg.model))
         if hbv_sink is not None and hasattr(model, "hbv"):
-            from .hbv import hbv_outputs
+            from .hbv_outputs import hbv_outputs
 
             hbv_sink[fold.name] = hbv_outputs(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size)
     return simulated.astype(np.float64) * target_std + target_mean
@@ -211,7 +211,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
     folds = [load_fold(name, directory, training_store) for name, directory in fold_directories(run)]
     _same_inputs(folds)
     wanted = None if sites in (None, "all") else read_site_list(sites)
-    out = out or storage.join(str(run).rstrip("/"), "predict", "predictions.nc")
+    out = out or fileio.join(str(run).rstrip("/"), "predict", "predictions.nc")
     check_output(out, force)  # refuse a foreign or existing --out before any work (stefaland.outputs)
     workdir = tempfile.mkdtemp(prefix="stefaland-predict-")
     try:
@@ -250,7 +250,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
     write_dataset(dataset_out, out, force)
     hbv_out = None
     if hbv:
-        from .hbv import hbv_dataset
+        from .hbv_outputs import hbv_dataset
 
         hbv_out = re.sub(r"(\.nc4?|\.zarr)$", "", out) + "_hbv" + (".zarr" if out.endswith(".zarr") else ".nc")
         write_dataset(hbv_dataset(hbv, data, record), hbv_out, force)

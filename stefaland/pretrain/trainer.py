@@ -35,15 +35,15 @@ from ..run.manifest import write_run_manifest
 from ..run.metrics_log import write_metrics
 from ..run.record import write_run_record
 from ..run.trainer import Trainer, derived_seed, warmup_cosine
-from ..storage import remove
+from ..fileio import remove
 from ..store import open_store
 from . import distributed
 from .config import PretrainConfig, parse_config
 from .data import MaskedBatch, ShardBatches, StoreSchema, store_schema
 from .loss import ReconstructionLoss
-from .metrics import LossAccumulator
+from .reconstruction_metrics import LossAccumulator
 from .objective import PretrainObjective
-from .report import TrainingBar, plot_loss
+from .loss_display import TrainingBar, plot_loss
 
 log = logging.getLogger("stefaland.pretrain.trainer")
 
@@ -131,7 +131,7 @@ def _resume_state(out: str, config: PretrainConfig, resume: bool | None, context
     return state
 
 
-def _build(config: PretrainConfig, schema: StoreSchema, steps_per_epoch: int, device: torch.device):
+def build_objective_and_optimiser(config: PretrainConfig, schema: StoreSchema, steps_per_epoch: int, device: torch.device):
     """Model + learnable loss weights, their optimiser and learning-rate schedule."""
     objective = build_objective(config, schema, device)
     optimizer, scheduler = build_optimiser(config, objective, config.train.epochs * steps_per_epoch)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..storage import filesystem, is_remote
+from ..fileio import filesystem, is_remote
 
 DAY_NAME = re.compile(r"(\d{4})(\d{3})\.nc4?$")
 

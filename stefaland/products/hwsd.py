@@ -25,7 +25,7 @@ import xarray as xr
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..storage import filesystem
+from ..fileio import filesystem
 from .raster import open_band
 
 UNIT, LAYER, SHARE = "HWSD2_SMU_ID", "LAYER", "SHARE"

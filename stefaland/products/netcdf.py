@@ -25,7 +25,7 @@ from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
 from ..gridded.grid import LAT_NAMES, LON_NAMES
-from ..storage import filesystem, is_remote
+from ..fileio import filesystem, is_remote
 from .daily_files import open_day_tree
 
 PLACEHOLDER = "{variable}"

@@ -19,7 +19,7 @@ import xarray as xr
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..storage import filesystem, is_remote
+from ..fileio import filesystem, is_remote
 from .netcdf import expand
 
 REDUCTIONS = (None, "mean")

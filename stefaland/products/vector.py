@@ -27,7 +27,7 @@ import geopandas as gpd
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..storage import filesystem, is_remote, read_bytes
+from ..fileio import filesystem, is_remote, read_bytes
 
 SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 POLYGONAL = {"Polygon", "MultiPolygon"}

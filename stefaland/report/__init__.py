@@ -2,6 +2,6 @@
 
 from stefaland.report.build import FORMATS, Report, make_report
 from stefaland.report.predictions import read_predictions, write_predictions
-from stefaland.report.schemes import TASKS
+from stefaland.report.tasks import TASKS
 
 __all__ = ["FORMATS", "Report", "TASKS", "make_report", "read_predictions", "write_predictions"]

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.metrics import DEFAULT_MIN_VALID, keep_freed_memory_for_scoring
 from stefaland.progress import progress
 from stefaland.report.folds import JoinedRun, group_by_run, join_folds
 from stefaland.report.predictions import list_prediction_files, open_predictions
-from stefaland.report.schemes import Scheme, Task, get_task, schemes_for
+from stefaland.report.tasks import Scheme, Task, get_task, schemes_for
 from stefaland.report.tables import markdown_table, score_run
 
 log = logging.getLogger("stefaland.report")
@@ -168,8 +168,8 @@ def _check_same_sites(joined: dict[str, list[JoinedRun]]) -> None:
 def _write_outputs(report: Report, spec: Task, schemes: list[Scheme], joined: dict[str, list[JoinedRun]], out: str,
                    formats: Sequence[str], min_valid: int) -> None:
     def put(name: str, data: bytes) -> None:
-        url = storage.join(out, name)
-        storage.write_bytes_atomic(url, data)
+        url = fileio.join(out, name)
+        fileio.write_bytes_atomic(url, data)
         report.outputs.append(url)
         log.info("wrote %s", url)
 

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from stefaland.errors import StefaLandError
-from stefaland.report.schemes import Scheme, Task
+from stefaland.report.tasks import Scheme, Task
 
 log = logging.getLogger("stefaland.report")
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 
 log = logging.getLogger("stefaland.report")
@@ -93,7 +93,7 @@ def predictions_dataset(obs, sim, sites, times, task, split, fold, model, units,
 
 def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
     """Via a temporary file: h5netcdf writes a file several times faster than an in-memory image."""
-    remote = storage.is_remote(url)
+    remote = fileio.is_remote(url)
     parent = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(url))
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=".nc")
@@ -102,7 +102,7 @@ def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
         dataset.to_netcdf(tmp, engine="h5netcdf")
         if remote:
             with open(tmp, "rb") as handle:
-                storage.write_bytes_atomic(url, handle.read())
+                fileio.write_bytes_atomic(url, handle.read())
         else:
             os.chmod(tmp, 0o644)
             os.replace(tmp, url)
@@ -112,10 +112,10 @@ def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
 
 
 def _write_zarr(dataset: xr.Dataset, url: str) -> None:
-    if storage.is_remote(url):
-        storage.remove(url)
+    if fileio.is_remote(url):
+        fileio.remove(url)
         pending = dataset.assign_attrs({COMPLETE_ATTR: 0})
-        options = storage.storage_options_for(url)
+        options = fileio.storage_options_for(url)
         pending.to_zarr(url, mode="w", consolidated=False, storage_options=options)
         import zarr
 
@@ -141,8 +141,8 @@ def _write_zarr(dataset: xr.Dataset, url: str) -> None:
 def list_prediction_files(runs: str) -> list[str]:
     """Every predictions file under a folder (recursively), matching a glob, or the file itself."""
     runs = str(runs)
-    fs, path = storage.filesystem(runs)
-    prefix = runs.split("://", 1)[0] + "://" if storage.is_remote(runs) else ""
+    fs, path = fileio.filesystem(runs)
+    prefix = runs.split("://", 1)[0] + "://" if fileio.is_remote(runs) else ""
     if any(ch in path for ch in "*?["):
         found = sorted(fs.glob(path))
     elif fs.isfile(path) or path.rstrip("/").endswith(".zarr"):
@@ -167,10 +167,10 @@ def open_predictions(url: str) -> xr.Dataset:
     url = str(url)
     try:
         if url.rstrip("/").endswith(".zarr"):
-            dataset = xr.open_zarr(url, storage_options=storage.storage_options_for(url) or None,
+            dataset = xr.open_zarr(url, storage_options=fileio.storage_options_for(url) or None,
                                    consolidated=False)
-        elif storage.is_remote(url):
-            dataset = xr.open_dataset(io.BytesIO(storage.read_bytes(url)))
+        elif fileio.is_remote(url):
+            dataset = xr.open_dataset(io.BytesIO(fileio.read_bytes(url)))
         else:
             dataset = xr.open_dataset(url)
     except StefaLandError:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from stefaland.metrics import METRICS, pooled_metrics, site_metrics, summarise
 from stefaland.report.folds import JoinedRun
-from stefaland.report.schemes import Scheme, Task
+from stefaland.report.tasks import Scheme, Task
 
 TIME_SERIES_METRICS = tuple(METRICS)
 STATIC_METRICS = ("Corr", "R2", "RMSE", "ubRMSE", "MAE", "NSE", "PBIAS")

@@ -21,7 +21,7 @@ import torch
 
 from ..divergence import nonfinite_tensor
 from ..errors import StefaLandError
-from ..storage import exists, filesystem, join, read_bytes, remove, write_bytes_atomic
+from ..fileio import exists, filesystem, join, read_bytes, remove, write_bytes_atomic
 
 log = logging.getLogger("stefaland.run.checkpoint")
 

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import StefaLandError
-from ..storage import read_bytes
+from ..fileio import read_bytes
 from ..yaml_mapping import load_mapping
 
 Config = TypeVar("Config", bound=BaseModel)

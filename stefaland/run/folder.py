@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from ..errors import StefaLandError
 from ..outputs import Claim, adopt_output, claim_output, lock_output
-from ..storage import exists, join, read_bytes, write_bytes_atomic
+from ..fileio import exists, join, read_bytes, write_bytes_atomic
 
 CONFIG_FILE = "config.yaml"
 Config = TypeVar("Config")

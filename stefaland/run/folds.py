@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
-from .. import storage
+from .. import fileio
 from ..errors import StefaLandError
 
 NOT_IN_SPLIT = -1
@@ -47,7 +47,7 @@ def fold_assignment(dataset: xr.Dataset, split: str, split_file: str | None = No
     531-basin split) and be of ``split``'s scheme (any scheme for ``temporal``).
     """
     if split_file is not None:
-        if not storage.exists(split_file):
+        if not fileio.exists(split_file):
             raise StefaLandError(f"{split_file}: split file not found")
         from ..splits import apply_split
 

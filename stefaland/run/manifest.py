@@ -14,7 +14,7 @@ import posixpath
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import storage
+from .. import fileio
 from ..errors import StefaLandError
 from ..progress import progress
 
@@ -24,7 +24,7 @@ CHUNK = 8 * 1024 * 1024  # bytes read at a time when hashing
 
 def list_run_files(run_url: str) -> dict[str, int]:
     """Relative path -> size of every file under ``run_url``."""
-    fs, root = storage.filesystem(run_url)
+    fs, root = fileio.filesystem(run_url)
     root = root.rstrip("/")
     fs.invalidate_cache()  # a run still training changes under us (and under fsspec's listing cache)
     if not fs.exists(root):
@@ -40,7 +40,7 @@ def list_run_files(run_url: str) -> dict[str, int]:
 
 
 def _sha256(run_url: str, relative: str) -> str:
-    fs, path = storage.filesystem(storage.join(run_url, relative))
+    fs, path = fileio.filesystem(fileio.join(run_url, relative))
     digest = hashlib.sha256()
     with fs.open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -65,5 +65,5 @@ def write_run_manifest(run_url: str, quiet: bool = True) -> dict[str, Any]:
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": entries,
     }
-    storage.write_bytes_atomic(storage.join(run_url, MANIFEST), json.dumps(manifest, indent=1).encode())
+    fileio.write_bytes_atomic(fileio.join(run_url, MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest

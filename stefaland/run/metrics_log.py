@@ -11,7 +11,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from ..storage import join, write_bytes_atomic
+from ..fileio import join, write_bytes_atomic
 
 METRICS_FILE = "metrics.csv"
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.model import ModelConfig, StefaLandEncoder
 
@@ -37,17 +37,17 @@ def resolve_checkpoint(url: str) -> str:
     """A ``.pt`` file as is; a run folder (or its ``checkpoints/``) through ``latest.json``."""
     url = str(url).rstrip("/")
     if url.endswith(".pt"):
-        if not storage.exists(url):
+        if not fileio.exists(url):
             raise StefaLandError(f"{url}: pretrained checkpoint not found")
         return url
-    for folder in (storage.join(url, "checkpoints"), url):
-        pointer = storage.join(folder, POINTER)
-        if storage.exists(pointer):
+    for folder in (fileio.join(url, "checkpoints"), url):
+        pointer = fileio.join(folder, POINTER)
+        if fileio.exists(pointer):
             try:
-                name = json.loads(storage.read_bytes(pointer))["file"]
+                name = json.loads(fileio.read_bytes(pointer))["file"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise StefaLandError(f"{pointer}: corrupt checkpoint pointer ({exc})") from exc
-            return storage.join(folder, name)
+            return fileio.join(folder, name)
     raise StefaLandError(f"{url}: no pretrained checkpoint (neither a .pt file nor a run folder with checkpoints/{POINTER})")
 
 
@@ -84,7 +84,7 @@ def encoder_state(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def read_checkpoint(url: str) -> PretrainedCheckpoint:
     url = resolve_checkpoint(url)
     try:
-        state = torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(fileio.read_bytes(url)), map_location="cpu", weights_only=False)
     except StefaLandError:
         raise
     except Exception as exc:

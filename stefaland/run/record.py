@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StefaLandError
-from ..storage import exists, join, read_bytes, write_bytes_atomic
+from ..fileio import exists, join, read_bytes, write_bytes_atomic
 
 RECORD_FILE = "run.json"
 

@@ -20,7 +20,7 @@ import xarray as xr
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..storage import filesystem
+from ..fileio import filesystem
 from .textcheck import check_field_counts
 
 MISSING_CODE = -999.0

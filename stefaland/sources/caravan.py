@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import StefaLandError
-from ..storage import filesystem
+from ..fileio import filesystem
 from .camels import SiteFilesSource, SiteTableSource, expand_files, join_on_site
 from .textcheck import check_field_counts
 

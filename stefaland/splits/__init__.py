@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 
 from .continents import CONTINENTS, continent_of
 from .schemes import NOT_HELD_OUT, PUR_REGIONS, SCHEMES, Assignment, assign, mhpi_folds, random_folds
-from .sites import load_sites, read_site_list, restrict
+from .sites import load_site_tables, read_site_list, restrict
 from .splitfile import Split, apply_split, holdout, read_split, validate_split, write_split
 
 log = logging.getLogger("stefaland.splits")
@@ -26,10 +26,10 @@ CAMELS_SUBSET = "531_basin_list.txt"
 def _camels_subset(sites: Sequence[str]) -> str | None:
     """The 531-basin list beside (or one folder above) the first site table, if there is one."""
     first = str(sites[0]).rstrip("/")
-    folder = first if storage.exists(storage.join(first, "camels_name.txt")) else first.rsplit("/", 1)[0]
+    folder = first if fileio.exists(fileio.join(first, "camels_name.txt")) else first.rsplit("/", 1)[0]
     parent = folder.rsplit("/", 1)[0]
-    for candidate in (storage.join(folder, CAMELS_SUBSET), storage.join(parent, CAMELS_SUBSET)):
-        if storage.exists(candidate):
+    for candidate in (fileio.join(folder, CAMELS_SUBSET), fileio.join(parent, CAMELS_SUBSET)):
+        if fileio.exists(candidate):
             return candidate
     return None
 
@@ -52,7 +52,7 @@ def make_split(
     """
     if not sites:
         raise StefaLandError("no site table or store given")
-    table = load_sites(sites, id_column)
+    table = load_site_tables(sites, id_column)
     source = ", ".join(map(str, sites))
     if basins is None and task == "camels":
         basins = _camels_subset(sites)
@@ -71,7 +71,7 @@ def make_split(
     if from_mhpi:
         if task != "camels" or scheme != "pub":
             raise StefaLandError("--from-mhpi imports CAMELS PUB folds: use --task camels --scheme pub")
-        assignment = mhpi_folds(storage.read_bytes(from_mhpi).decode(), table.index, from_mhpi)
+        assignment = mhpi_folds(fileio.read_bytes(from_mhpi).decode(), table.index, from_mhpi)
     else:
         assignment = assign(table, task, scheme, seed, folds)
     seed_used = seed if assignment.seeded else None
@@ -84,6 +84,6 @@ def make_split(
 
 __all__ = [
     "CONTINENTS", "DEFAULT_SEED", "NOT_HELD_OUT", "PUR_REGIONS", "SCHEMES", "Assignment", "Split",
-    "apply_split", "assign", "continent_of", "holdout", "load_sites", "make_split", "mhpi_folds",
+    "apply_split", "assign", "continent_of", "holdout", "load_site_tables", "make_split", "mhpi_folds",
     "random_folds", "read_split", "validate_split", "write_split",
 ]

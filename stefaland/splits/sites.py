@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from stefaland import storage
+from stefaland import fileio
 from stefaland.errors import StefaLandError
 
 log = logging.getLogger("stefaland.splits")
@@ -37,12 +37,12 @@ def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
 
 def is_store(url: str) -> bool:
     """A zarr group (v3 ``zarr.json`` or v2 ``.zgroup``) rather than a table file."""
-    return any(storage.exists(storage.join(url, name)) for name in ("zarr.json", ".zgroup"))
+    return any(fileio.exists(fileio.join(url, name)) for name in ("zarr.json", ".zgroup"))
 
 
 def read_table(url: str, id_column: str | None = None) -> pd.DataFrame:
     """One site table; separator sniffed, ids kept as strings (CAMELS ids have leading zeros)."""
-    raw = storage.read_bytes(url)
+    raw = fileio.read_bytes(url)
     try:
         sample = raw[:8192].decode("utf-8", errors="replace")
         separator = csv.Sniffer().sniff(sample.splitlines()[0], delimiters=",;\t|").delimiter
@@ -96,7 +96,7 @@ def expand(urls: Sequence[str]) -> list[str]:
     result: list[str] = []
     for url in urls:
         if any(ch in url for ch in "*?["):
-            fs, path = storage.filesystem(url)
+            fs, path = fileio.filesystem(url)
             matches = sorted(fs.glob(path))
             if not matches:
                 raise StefaLandError(f"{url}: no file matches")
@@ -108,7 +108,7 @@ def expand(urls: Sequence[str]) -> list[str]:
     return result
 
 
-def load_sites(urls: Sequence[str], id_column: str | None = None) -> pd.DataFrame:
+def load_site_tables(urls: Sequence[str], id_column: str | None = None) -> pd.DataFrame:
     """All sites of the given tables/stores, one row per site id, indexed by site.
 
     A CAMELS attribute folder (holding ``camels_topo.txt`` and ``camels_name.txt``) counts as
@@ -116,12 +116,12 @@ def load_sites(urls: Sequence[str], id_column: str | None = None) -> pd.DataFram
     """
     frames = []
     for url in expand(urls):
-        if storage.exists(storage.join(url, "camels_name.txt")):
-            frames += [read_table(storage.join(url, name), id_column)
+        if fileio.exists(fileio.join(url, "camels_name.txt")):
+            frames += [read_table(fileio.join(url, name), id_column)
                        for name in ("camels_topo.txt", "camels_name.txt")]
         elif is_store(url):
             frames.append(read_store_sites(url))
-        elif not storage.exists(url):
+        elif not fileio.exists(url):
             raise StefaLandError(f"{url}: site table or store not found")
         else:
             frames.append(read_table(url, id_column))
@@ -135,7 +135,7 @@ def load_sites(urls: Sequence[str], id_column: str | None = None) -> pd.DataFram
 
 def read_site_list(url: str) -> list[str]:
     """A plain list of site ids, one per line (e.g. ``531_basin_list.txt``)."""
-    text = storage.read_bytes(url).decode()
+    text = fileio.read_bytes(url).decode()
     ids = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not ids:
         raise StefaLandError(f"{url}: empty site list")

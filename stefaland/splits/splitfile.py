@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from stefaland import __version__, storage
+from stefaland import __version__, fileio
 from stefaland.errors import StefaLandError
 
 from .schemes import NOT_HELD_OUT
@@ -61,7 +61,7 @@ class Split:
 
 def write_split(split: Split, url: str) -> None:
     """Write atomically (readers never see half a split), local or s3://."""
-    storage.write_bytes_atomic(url, split.to_csv_bytes())
+    fileio.write_bytes_atomic(url, split.to_csv_bytes())
 
 
 def check_header(split: Split, url: str, scheme: str | None = None, task: str | None = None) -> None:
@@ -75,7 +75,7 @@ def check_header(split: Split, url: str, scheme: str | None = None, task: str | 
 def read_split(url: str, scheme: str | None = None, task: str | None = None) -> Split:
     """Read and check a split file: header present, one integer fold per site, no duplicates; with
     ``scheme``/``task``, the header must record the same."""
-    text = storage.read_bytes(url).decode()
+    text = fileio.read_bytes(url).decode()
     first, _, rest = text.partition("\n")
     if not first.startswith(MAGIC):
         raise StefaLandError(f"{url}: not a StefaLand split file (first line must start with "

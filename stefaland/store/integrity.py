@@ -33,7 +33,7 @@ from typing import Any
 import zarr
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from .. import storage
+from .. import fileio
 from ..errors import StefaLandError
 
 log = logging.getLogger("stefaland.store")
@@ -46,9 +46,9 @@ RECORD_KEY = "record"  # in the marker's attributes
 def zarr_store(url: str, read_only: bool = False):
     """A zarr 3 store object for a local path or an object URL (credentials from the environment)."""
     url = str(url)
-    if storage.is_remote(url):
+    if fileio.is_remote(url):
         # no listing cache: a store replaced by this process must not be listed as it was before
-        options = storage.storage_options_for(url, {"use_listings_cache": False})
+        options = fileio.storage_options_for(url, {"use_listings_cache": False})
         return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
     return LocalStore(url, read_only=read_only)
 
@@ -143,9 +143,9 @@ def make_record(group: zarr.Group, chunks: dict[str, list[int]]) -> dict[str, An
 
 def list_keys(url: str) -> dict[str, int]:
     """Every key of the store (relative, ``/``-separated) with its size, in one listing."""
-    fs, path = storage.filesystem(url)
+    fs, path = fileio.filesystem(url)
     path = path.rstrip("/")
-    if storage.is_remote(url):
+    if fileio.is_remote(url):
         found = fs.find(path + "/", withdirs=False, detail=True)
         return {name[len(path) + 1:]: int(info.get("size") or 0) for name, info in found.items()}
     keys: dict[str, int] = {}
@@ -166,7 +166,7 @@ def _problems(url: str, record: dict[str, Any], listing: dict[str, int], sizes_o
         elif listing[key] != size:
             problems.append(f"{describe(key, record)} has {listing[key]} bytes, {size} were written")
         elif not sizes_only:
-            fs, path = storage.filesystem(storage.join(url, key))
+            fs, path = fileio.filesystem(fileio.join(url, key))
             if checksum(fs.cat_file(path)) != crc:
                 problems.append(f"{describe(key, record)} fails its checksum")
     for key in listing:

@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 
 from ..errors import StefaLandError
-from ..storage import is_remote, storage_options_for
+from ..fileio import is_remote, storage_options_for
 from .integrity import INTEGRITY_ATTR, RECORD_KEY, VerifyingStore, check_on_open, zarr_store
 from .layout import COMPLETE_ATTR, SHARD_SIZE_ATTR
 

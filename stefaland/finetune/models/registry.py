@@ -25,7 +25,7 @@ from ..config import ModelSection
 from ..data import Variables
 from . import sklearn_baselines
 from .base import FinetuneModel
-from .hbv import HBVHybrid
+from .hbv_hybrid import HBVHybrid
 from .lstm import LSTMNetwork, LSTMSL
 from .sklearn_baselines import SklearnBaseline
 from .stefaland import DirectModel, EncoderFeatures, NoResConnNetwork, ResConnNetwork, TransformerNetwork

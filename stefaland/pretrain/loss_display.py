@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.progress import TextColumn
 
 from ..progress import ProgressBoard
-from ..storage import join, write_bytes_atomic
+from ..fileio import join, write_bytes_atomic
 
 
 class TrainingBar(ProgressBoard):

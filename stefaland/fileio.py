@@ -1,0 +1,108 @@
+"""Paths and URLs, local or on S3-compatible object storage, through fsspec.
+
+Everything in StefaLand that reads or writes a file goes through here so that ``s3://`` and local
+paths behave the same and credentials only ever come from the environment (never from stores,
+configs or logs).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from .errors import StefaLandError
+
+_REMOTE_PROTOCOLS = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "memory://")
+
+
+def is_remote(url: str) -> bool:
+    """True for object-storage URLs, whose writes cannot be renamed atomically."""
+    return str(url).startswith(_REMOTE_PROTOCOLS)
+
+
+def storage_options_for(url: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """fsspec options for ``url``: an S3 endpoint from ``AWS_ENDPOINT_URL[_S3]`` plus ``extra``.
+
+    Keys and secrets are left to botocore's usual chain (environment, profile, instance role), so
+    they never pass through StefaLand objects that might be logged or serialised.
+    """
+    options: dict[str, Any] = {}
+    if str(url).startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            options["endpoint_url"] = endpoint
+    if extra:
+        options.update(extra)
+    return options
+
+
+def filesystem(url: str, extra: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return ``(fs, path)`` for a local path or URL."""
+    url = str(url)
+    return url_to_fs(url, **storage_options_for(url, extra))
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path components onto a path or URL, keeping the protocol."""
+    url = str(url)
+    if is_remote(url):
+        return posixpath.join(url.rstrip("/"), *parts)
+    return os.path.join(url, *parts)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError as exc:
+        raise StefaLandError(f"{url}: file not found") from exc
+
+
+def write_bytes_atomic(url: str, data: bytes) -> None:
+    """Write ``data`` so that readers see either the old object or the whole new one.
+
+    Local files are written beside the target and renamed (``os.replace`` is atomic on POSIX);
+    an S3 PUT only becomes visible once complete, so it is atomic by itself.
+    """
+    url = str(url)
+    if is_remote(url):
+        fs, path = filesystem(url)
+        fs.pipe_file(path, data)
+        return
+    directory = os.path.dirname(os.path.abspath(url))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(url))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
+        os.replace(tmp, url)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def remove(url: str, recursive: bool = True) -> None:
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
