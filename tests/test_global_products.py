@@ -110,3 +110,25 @@ def test_unset_root_is_one_line_before_any_work(tmp_path: Path) -> None:
                      "STEFALAND_GLOBAL_ROOT is not set (its paths depend on it); set it, e.g. export "
                      "STEFALAND_GLOBAL_ROOT=/path/or/s3://prefix"]
     assert not (tmp_path / "g.zarr").exists()
+
+
+def test_a_day_file_tree_is_read_once_whatever_the_shard_size(miniature_products: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Day-per-file grids are cut along time: each file is read once for all sites of a window, not
+    once per shard of sites (13,935 WoSIS profiles in shards of 128 read each file 109 times before)."""
+    from stefaland.build import build_store
+    from stefaland.products import daily_files
+
+    reads: list[str] = []
+    original = daily_files._read_day
+    monkeypatch.setattr(daily_files, "_read_day", lambda path, *rest: reads.append(path) or original(path, *rest))
+    monkeypatch.setenv("STEFALAND_GLOBAL_ROOT", str(miniature_products))
+    catalog = str(REPO / "catalog" / "global.yaml")
+    build_store(catalog, str(tmp_path / "small.zarr"), shard_size=4, sources=["mswep"], start="2017-01-01",
+                end="2017-03-31", quiet=True, scheduler="sync")
+    assert len(reads) == len(set(reads)) == 90  # 10 shards, each day's file read once
+    reads.clear()
+    build_store(catalog, str(tmp_path / "big.zarr"), shard_size=64, sources=["mswep"], start="2017-01-01",
+                end="2017-03-31", quiet=True, scheduler="sync")
+    small, big = open_store(str(tmp_path / "small.zarr")), open_store(str(tmp_path / "big.zarr"))
+    np.testing.assert_array_equal(small["dynamic"].values, big["dynamic"].values)  # same values either way
