@@ -169,122 +169,174 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
 
 def _build_claimed(claim: Claim, catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] | None,
                    start: str | None, end: str | None, quiet: bool, force: bool) -> BuildSummary:
+    """The steps of a build, in the order of the module docstring, once ``out`` is claimed."""
+    chosen = _choose(catalog, sources, shard_size, start, end)
+    fingerprint = _fingerprint(catalog, chosen.selected, shard_size, chosen.time)
+    inputs = fingerprint_inputs(catalog, chosen.selected)
+    action, state = _decide(out, claim, force, fingerprint, inputs)
+    if action == "up to date":
+        log.info("%s is up to date (same catalog, options and input files)", out)
+        return BuildSummary(out, len(chosen.sites), len(chosen.time), 0, 0, [], [], [], up_to_date=True)
+
+    layouts = {
+        "dynamic": _layout("dynamic", "dvar", chosen.by_role["dynamic"]),
+        "target": _layout("target", "tvar", chosen.by_role["target"]),
+        "static": _layout("static", "svar", chosen.by_role["static"]),
+    }
+    n_sites = len(chosen.sites)
+    slices = [slice(a, min(a + shard_size, n_sites)) for a in range(0, n_sites, shard_size)]
+
+    with ProgressBoard(quiet) as board:
+        static_values, areas = _static_block(chosen.by_role["static"], chosen.readers, chosen.site_ids,
+                                             layouts["static"], board)
+        if action == "resume":
+            assert state is not None
+            log.info("resuming %s: %d of %d shards already written", out, len(state.done), len(slices))
+        else:
+            log.info("creating %s: %d sites × %d days, %d shards", out, n_sites, len(chosen.time), len(slices))
+            state = _create(out, claim, catalog, chosen, layouts, static_values, shard_size, fingerprint, inputs)
+        group = open_group(out, state.chunks)
+        written = _write_shards(out, claim, group, state, chosen, layouts, slices, areas, board)
+
+    _finish(out, claim, catalog, chosen, group, state, layouts, static_values, fingerprint)
+    return BuildSummary(out, n_sites, len(chosen.time), len(slices), written,
+                        layouts["dynamic"].variables, layouts["target"].variables, layouts["static"].variables)
+
+
+@dataclass
+class _Chosen:
+    """What a build reads: the selected sources (and by role) with their readers, the sites, the days."""
+
+    selected: list[SourceSpec]
+    by_role: dict[str, list[SourceSpec]]
+    readers: dict[str, SourceReader]
+    sites: pd.DataFrame
+    site_ids: np.ndarray
+    time: pd.DatetimeIndex
+
+
+def _choose(catalog: CatalogSpec, sources: list[str] | None, shard_size: int, start: str | None,
+            end: str | None) -> _Chosen:
+    """The selected sources, the sites every dynamic source has, and the store's time axis."""
     selected = catalog.select(sources)
     by_role = {role: [s for s in selected if s.role == role] for role in ("dynamic", "target", "static")}
     if not by_role["dynamic"]:
         raise StefaLandError(f"catalog {catalog.url}: no source with metadata.role: dynamic selected")
     sites = load_catalog_sites(catalog)
     readers = {s.name: SourceReader(catalog, s, sites, shard_size) for s in selected}
-    keep = pd.Index(sites.index)
-    for spec in by_role["dynamic"]:
-        available = readers[spec.name].site_ids()
-        dropped = keep.difference(pd.Index(sorted(available)))
-        if len(dropped):
-            log.info("source %s has no data for %d of the %d sites; they are left out", spec.name, len(dropped), len(keep))
-        keep = keep[keep.isin(list(available))]
-    if len(keep) == 0:
-        raise StefaLandError(f"catalog {catalog.url}: no site is in both the site table and every dynamic source")
-    sites = sites.loc[keep]
+    sites = sites.loc[_sites_with_dynamic_data(catalog, sites, [readers[s.name] for s in by_role["dynamic"]])]
     site_ids = np.asarray(sites.index, dtype=object)
     for reader in readers.values():
         reader.sites = sites  # gridded sources extract exactly the store's sites, in its order
     time = resolve_time(catalog.url, start, end, (catalog.start, catalog.end),
                         [readers[s.name] for s in by_role["dynamic"]], [str(s) for s in site_ids])
+    return _Chosen(selected, by_role, readers, sites, site_ids, time)
 
-    fingerprint = _fingerprint(catalog, selected, shard_size, time)
-    inputs = fingerprint_inputs(catalog, selected)
-    action, state = _decide(out, claim, force, fingerprint, inputs)
-    if action == "up to date":
-        log.info("%s is up to date (same catalog, options and input files)", out)
-        return BuildSummary(out, len(sites), len(time), 0, 0, [], [], [], up_to_date=True)
-    resuming = action == "resume"
 
-    layouts = {
-        "dynamic": _layout("dynamic", "dvar", by_role["dynamic"]),
-        "target": _layout("target", "tvar", by_role["target"]),
-        "static": _layout("static", "svar", by_role["static"]),
+def _sites_with_dynamic_data(catalog: CatalogSpec, sites: pd.DataFrame, dynamic: list[SourceReader]) -> pd.Index:
+    """The site table's ids that every dynamic source has data for, in table order."""
+    keep = pd.Index(sites.index)
+    for reader in dynamic:
+        available = reader.site_ids()
+        dropped = keep.difference(pd.Index(sorted(available)))
+        if len(dropped):
+            log.info("source %s has no data for %d of the %d sites; they are left out", reader.spec.name, len(dropped),
+                     len(keep))
+        keep = keep[keep.isin(list(available))]
+    if len(keep) == 0:
+        raise StefaLandError(f"catalog {catalog.url}: no site is in both the site table and every dynamic source")
+    return keep
+
+
+def _create(out: str, claim: Claim, catalog: CatalogSpec, chosen: _Chosen, layouts: dict[str, BlockLayout],
+            static_values: np.ndarray, shard_size: int, fingerprint: str, inputs: dict[str, str]) -> BuildState:
+    """Start a fresh build: the output marker first, then the skeleton with the static block, then its state."""
+    provenance = {
+        "catalog": catalog.url,
+        "catalog_sha256": catalog.sha256,
+        "dataset": catalog.dataset,
+        "sources": [s.name for s in chosen.selected],
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stefaland_version": __version__,
+        "start": str(chosen.time[0].date()),
+        "end": str(chosen.time[-1].date()),
+        "fingerprint": fingerprint,
     }
+    BuildState.clear(out)
+    if claim.existed:
+        claim.clear()
+    claim.mark()  # first: even a half-written skeleton is recognisably ours
+    state = BuildState(fingerprint, inputs=inputs)
     blocks = [b for b in layouts.values() if b.variables]
-    slices = [slice(a, min(a + shard_size, len(sites))) for a in range(0, len(sites), shard_size)]
+    create_skeleton(out, chosen.sites, chosen.time, blocks, static_values, shard_size, provenance, state.chunks)
+    state.save(out)
+    return state
 
-    with ProgressBoard(quiet) as board:
-        static_values, areas = _static_block(by_role["static"], readers, site_ids, layouts["static"], board)
-        if not resuming:
-            provenance = {
-                "catalog": catalog.url,
-                "catalog_sha256": catalog.sha256,
-                "dataset": catalog.dataset,
-                "sources": [s.name for s in selected],
-                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "stefaland_version": __version__,
-                "start": str(time[0].date()),
-                "end": str(time[-1].date()),
-                "fingerprint": fingerprint,
-            }
-            log.info("creating %s: %d sites × %d days, %d shards", out, len(sites), len(time), len(slices))
-            BuildState.clear(out)
-            if claim.existed:
-                claim.clear()
-            claim.mark()  # first: even a half-written skeleton is recognisably ours
-            state = BuildState(fingerprint, inputs=inputs)
-            create_skeleton(out, sites, time, blocks, static_values, shard_size, provenance, state.chunks)
-            state.save(out)
-        else:
-            log.info("resuming %s: %d of %d shards already written", out, len(state.done), len(slices))
-        assert state is not None
-        group = open_group(out, state.chunks)
-        beat = clock.monotonic()
-        time_specs = by_role["dynamic"] + by_role["target"]
-        for spec in time_specs:
-            board.add(f"read {spec.name}", len(slices), completed=len(state.done))
-        board.add("write shards", len(slices), completed=len(state.done))
-        written = 0
-        pending = [index for index in range(len(slices)) if index not in state.done]
-        # one lazy stream of shards per time-varying source: a gridded one extracts several shards
-        # at once (sites sorted spatially, one task per batch on the cluster) and hands them back
-        # one by one in store order; every other source reads each shard when it is asked for it
-        streams = {spec.name: readers[spec.name].read_shards([list(site_ids[slices[i]]) for i in pending], time)
-                   for spec in time_specs}
-        for index in pending:
-            rows = slices[index]
-            shard_sites = site_ids[rows]
-            moments: dict[str, RunningMoments] = {}
-            for block_name in ("dynamic", "target"):
-                layout = layouts[block_name]
-                if not layout.variables:
-                    continue
-                parts: dict[str, np.ndarray] = {}
-                for spec in by_role[block_name]:
-                    raw = next(streams[spec.name])
-                    harmonised = harmonise(spec, raw, {k: v[rows] for k, v in areas.items()})
-                    refuse_empty_sites(spec, shard_sites, harmonised, fatal=block_name == "dynamic")
-                    parts.update(harmonised)
-                    board.advance(f"read {spec.name}")
-                stacked = np.stack([parts[v] for v in layout.variables], axis=-1)
-                write_shard(group, block_name, rows, stacked)
-                if block_name == "dynamic":
-                    record_missing(group, [str(s) for s in shard_sites], stacked)
-                moments[block_name] = RunningMoments.of(stacked)
-            state.done[index] = moments
-            state.save(out)
-            written += 1
-            board.advance("write shards")
-            if clock.monotonic() - beat > 60:
-                claim.heartbeat()
-                beat = clock.monotonic()
 
-    change = first_change(state.inputs, fingerprint_inputs(catalog, selected))
+def _write_shards(out: str, claim: Claim, group, state: BuildState, chosen: _Chosen, layouts: dict[str, BlockLayout],
+                  slices: list[slice], areas: dict[str, np.ndarray], board: ProgressBoard) -> int:
+    """Write every shard the state does not record as done, recording each; return how many were written."""
+    beat = clock.monotonic()
+    time_specs = chosen.by_role["dynamic"] + chosen.by_role["target"]
+    for spec in time_specs:
+        board.add(f"read {spec.name}", len(slices), completed=len(state.done))
+    board.add("write shards", len(slices), completed=len(state.done))
+    written = 0
+    pending = [index for index in range(len(slices)) if index not in state.done]
+    # one lazy stream of shards per time-varying source: a gridded one extracts several shards
+    # at once (sites sorted spatially, one task per batch on the cluster) and hands them back
+    # one by one in store order; every other source reads each shard when it is asked for it
+    streams = {spec.name: chosen.readers[spec.name].read_shards([list(chosen.site_ids[slices[i]]) for i in pending],
+                                                                chosen.time)
+               for spec in time_specs}
+    for index in pending:
+        state.done[index] = _write_shard(group, slices[index], chosen, layouts, streams, areas, board)
+        state.save(out)
+        written += 1
+        board.advance("write shards")
+        if clock.monotonic() - beat > 60:
+            claim.heartbeat()
+            beat = clock.monotonic()
+    return written
+
+
+def _write_shard(group, rows: slice, chosen: _Chosen, layouts: dict[str, BlockLayout], streams: dict,
+                 areas: dict[str, np.ndarray], board: ProgressBoard) -> dict[str, RunningMoments]:
+    """Read, harmonise and write one shard of the time-varying blocks; return each block's moments."""
+    shard_sites = chosen.site_ids[rows]
+    moments: dict[str, RunningMoments] = {}
+    for block_name in ("dynamic", "target"):
+        layout = layouts[block_name]
+        if not layout.variables:
+            continue
+        parts: dict[str, np.ndarray] = {}
+        for spec in chosen.by_role[block_name]:
+            raw = next(streams[spec.name])
+            harmonised = harmonise(spec, raw, {k: v[rows] for k, v in areas.items()})
+            refuse_empty_sites(spec, shard_sites, harmonised, fatal=block_name == "dynamic")
+            parts.update(harmonised)
+            board.advance(f"read {spec.name}")
+        stacked = np.stack([parts[v] for v in layout.variables], axis=-1)
+        write_shard(group, block_name, rows, stacked)
+        if block_name == "dynamic":
+            record_missing(group, [str(s) for s in shard_sites], stacked)
+        moments[block_name] = RunningMoments.of(stacked)
+    return moments
+
+
+def _finish(out: str, claim: Claim, catalog: CatalogSpec, chosen: _Chosen, group, state: BuildState,
+            layouts: dict[str, BlockLayout], static_values: np.ndarray, fingerprint: str) -> None:
+    """Refuse inputs changed during the build; write statistics, the integrity record, the completeness flag."""
+    change = first_change(state.inputs, fingerprint_inputs(catalog, chosen.selected))
     if change:
         raise StefaLandError(f"{out}: {change} while the store was being built; it is left incomplete — "
                              "pass --force to rebuild it")
     statistics = _statistics(state, layouts, static_values)
-    report_missing(group, len(time))
+    report_missing(group, len(chosen.time))
     finalise(group, statistics, state.chunks,
              lambda record: claim.mark(**{RECORD_KEY: record, "fingerprint": fingerprint, "inputs": state.inputs}))
     BuildState.clear(out)
-    log.info("store %s complete: %d sites, %d days", out, len(sites), len(time))
-    return BuildSummary(out, len(sites), len(time), len(slices), written,
-                        layouts["dynamic"].variables, layouts["target"].variables, layouts["static"].variables)
+    log.info("store %s complete: %d sites, %d days", out, len(chosen.sites), len(chosen.time))
 
 
 def _static_block(specs: list[SourceSpec], readers: dict[str, SourceReader], site_ids: np.ndarray,
