@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-
 _MEASURE = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"

@@ -103,7 +103,8 @@ def main() -> int:
                 summary = build_store(str(catalog), str(out), shard_size=args.shard_size, quiet=True, scheduler=scheduler)
             walls[label] = time.perf_counter() - started
             gridded[label] = GRIDDED_S[0]
-            print(f"    {walls[label]:.1f} s ({gridded[label]:.1f} s reading gridded sources), {summary.n_sites} sites x {summary.n_time} days, {summary.n_shards} shards", flush=True)
+            print(f"    {walls[label]:.1f} s ({gridded[label]:.1f} s reading gridded sources), "
+                  f"{summary.n_sites} sites x {summary.n_time} days, {summary.n_shards} shards", flush=True)
             if first is None:
                 first = out
                 continue
@@ -115,8 +116,9 @@ def main() -> int:
         print(f"\n{'run':34s} {'wall s':>8s} {'site-days/s':>12s} {'gridded reads s':>16s}")
         for label, wall in walls.items():
             print(f"{label:34s} {wall:8.1f} {site_days / wall:12,.0f} {gridded[label]:16.1f}")
-        print(f"\nlocal cluster, before / after:       {walls['local, before (shard by shard)'] / walls['local, after (read_shards)']:.2f}x")
-        print(f"gridded reads, local before / after: {gridded['local, before (shard by shard)'] / gridded['local, after (read_shards)']:.2f}x")
+        before, after = "local, before (shard by shard)", "local, after (read_shards)"
+        print(f"\nlocal cluster, before / after:       {walls[before] / walls[after]:.2f}x")
+        print(f"gridded reads, local before / after: {gridded[before] / gridded[after]:.2f}x")
         print(f"sync, before / after:                {walls['sync, before (shard by shard)'] / walls['sync, after (read_shards)']:.2f}x")
         print(f"local after / sync after (goal <=1.5): {walls['local, after (read_shards)'] / walls['sync, after (read_shards)']:.2f}x")
         print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (on {os.cpu_count()} CPUs)")

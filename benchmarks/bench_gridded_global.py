@@ -164,7 +164,7 @@ class PeakRSS:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.sample()
         self._thread.start()
         return self
@@ -376,7 +376,8 @@ def compare(args: argparse.Namespace, grid: GlobalGrid) -> int:
     print(f"2 workers / 1 worker (goal > 1):              {two / one:.2f}x")
     print(f"one task per shard / task by task, 1 worker:  {one / before[1]:.2f}x")
     print(f"one task per shard / task by task, 2 workers: {two / before[2]:.2f}x")
-    print(f"glibc defaults / dask's MALLOC_TRIM_THRESHOLD_, 1 worker: {one / results['local 1 worker, one task per shard, trim']['rate']:.2f}x")
+    trimmed = results["local 1 worker, one task per shard, trim"]["rate"]
+    print(f"glibc defaults / dask's MALLOC_TRIM_THRESHOLD_, 1 worker: {one / trimmed:.2f}x")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (on {os.cpu_count()} CPUs)")
     bad = sum(r["mismatches"] for r in results.values())
     print(f"values checked: {'all equal to the field at the nearest cell' if bad == 0 else f'{bad} sites differ'}")

@@ -335,7 +335,7 @@ def part_pretrain(suite: Suite, size: dict, deadline: float) -> None:
             optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, **kwargs)
             counter = [0]
 
-            def step() -> None:
+            def step(runner=runner, optimizer=optimizer, params=params, counter=counter, bf16=bf16) -> None:
                 tensors = batches[counter[0] % len(batches)]
                 counter[0] += 1
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -359,7 +359,7 @@ def part_pretrain(suite: Suite, size: dict, deadline: float) -> None:
                          "max allocated" if device.type == "cuda" else "process peak RSS")
             if use_compile:
                 suite.record("pretrain", f"{name} first step", first, "s", "includes compiling")
-            del optimizer
+            del step, optimizer  # the next variant starts without this one's optimiser state
         except PartTimeout:
             raise
         except Exception as exc:  # one variant failing (e.g. fused AdamW on an old torch) keeps the others
@@ -442,7 +442,7 @@ def part_supply(suite: Suite, size: dict, deadline: float) -> None:
 
             data.batch(0, 0)
 
-            def plain(steps_: int):
+            def plain(steps_: int, order=order, data=data):
                 end = time.perf_counter() + budget
                 for k, (epoch, step) in enumerate(order[:steps_]):
                     if k > 1 and time.perf_counter() > end:
@@ -460,7 +460,7 @@ def part_supply(suite: Suite, size: dict, deadline: float) -> None:
                 for batch in plain(steps_):
                     yield to_device(batch)
 
-            def threaded(steps_: int, workers: int = 4):
+            def threaded(steps_: int, workers: int = 4, order=order, data=data):
                 # ShardBatches is deterministic per (epoch, step): workers may build different steps at once
                 with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                     yield from pool.map(lambda es: to_device(data.batch(*es)), order[:steps_])
@@ -567,7 +567,7 @@ def part_finetune(suite: Suite, size: dict, deadline: float) -> None:
             optimizer = torch.optim.Adadelta(params, lr=1.0)
             counter = [0]
 
-            def step() -> None:
+            def step(model=model, optimizer=optimizer, params=params, counter=counter) -> None:
                 dyn, sta, target = batches[counter[0] % len(batches)]
                 counter[0] += 1
                 prediction = model(dyn, sta)
@@ -586,7 +586,7 @@ def part_finetune(suite: Suite, size: dict, deadline: float) -> None:
                 note += f"; paper {paper} s/epoch on {PAPER['finetune_gpus']} = {paper / epoch:.2f}x this"
             suite.record("finetune", f"{name} s/epoch", epoch, "s", note)
             suite.record("finetune", f"{name} peak memory", peak_mib(device), "MiB")
-            del model, optimizer
+            del step, model, optimizer  # the next model starts without this one's weights and state
         except PartTimeout:
             raise
         except Exception as exc:

@@ -241,7 +241,7 @@ def probe(store: str, work: Path, folds: list[int], window: int) -> dict:
         for source, x in sources.items():
             scaler = StandardScaler().fit(x[train])
             scores = []
-            for name, y in hbv.items():
+            for y in hbv.values():
                 model = ridge().fit(scaler.transform(x[train]), y[train])
                 scores.append(_r2(y[test], model.predict(scaler.transform(x[test]))))
             table_a[source] = {"mean_r2": float(np.mean(scores)), "per_parameter": dict(zip(hbv, scores))}

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nh_setup import REPO, Case, Hyper, real_case, virtual_case, write_nh_config, write_our_specs  # noqa: E402
-
 from stefaland.metrics import site_metrics  # noqa: E402
+
+from nh_setup import Case, Hyper, real_case, virtual_case, write_nh_config, write_our_specs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--basins", type=int, default=100, help="virtual-world basins (the issue's full size: 500)")
     parser.add_argument("--years", type=int, default=4, help="virtual-world years (the last one is the test year)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=4, 
+    parser.add_argument("--batches", type=int, default=4,
                         help="batches per epoch, both tools (NH max_updates_per_epoch)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--seq", type=int, default=365)

@@ -30,7 +30,7 @@ class StaticGrouping:
     n_vars: int
 
     @classmethod
-    def from_metadata(cls, groups: Sequence[str], never_mask: Sequence[bool]) -> "StaticGrouping":
+    def from_metadata(cls, groups: Sequence[str], never_mask: Sequence[bool]) -> StaticGrouping:
         if len(groups) != len(never_mask):
             raise ValueError("groups and never_mask must have one entry per static variable")
         members: dict[str, list[int]] = {}

@@ -402,7 +402,7 @@ class Claim:
         self._thread = threading.Thread(target=beat, name=f"stefaland-lock {self.url}", daemon=True)
         self._thread.start()
 
-    def kept_alive(self) -> "Claim":
+    def kept_alive(self) -> Claim:
         """:meth:`keep_alive`, releasing the lock if the first heartbeat fails; returns the claim.
 
         What a long-running writer (a training run) takes right after claiming its folder."""
@@ -434,7 +434,7 @@ class Claim:
         if holder is not None and holder.get("token") == self.token:
             fileio.remove(self.lock, recursive=False)
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, *exc: object) -> None:

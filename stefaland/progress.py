@@ -101,7 +101,7 @@ class ProgressBoard:
         )
         self._tasks: dict[str, object] = {}
 
-    def __enter__(self) -> "ProgressBoard":
+    def __enter__(self) -> ProgressBoard:
         if self._progress is not None:
             self._progress.__enter__()
         return self

@@ -139,8 +139,10 @@ def model_card(run: str, report: str | None = None) -> str:
         + ", ".join(f"{f.name} ({len(f.record.get('train_sites') or [])} training sites)" for f in loaded) + ".",
         *_pretrained_lines(loaded),
         f"* Target: `{v['target']}` [{v.get('target_units', '')}]" + (" (one value per site)" if v.get("static_target") else "") + ".",
-        f"* Dynamic inputs: " + ", ".join(f"`{n}` [{u}]" for n, u in zip(v["dynamic"], v.get("dynamic_units") or [""] * len(v["dynamic"]))) + ".",
-        f"* Static inputs: " + ", ".join(f"`{n}` [{u}]" for n, u in zip(v["static"], v.get("static_units") or [""] * len(v["static"]))) + ".",
+        "* Dynamic inputs: "
+        + ", ".join(f"`{n}` [{u}]" for n, u in zip(v["dynamic"], v.get("dynamic_units") or [""] * len(v["dynamic"]))) + ".",
+        "* Static inputs: "
+        + ", ".join(f"`{n}` [{u}]" for n, u in zip(v["static"], v.get("static_units") or [""] * len(v["static"]))) + ".",
         "* Inputs are z-scored with the training store's statistics, recorded in each fold's `run.json`; "
         "`stefaland predict` uses those, never the new sites' own.", "",
         "## Held-out results", "",

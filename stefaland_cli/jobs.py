@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timezone
+
 import click
 
 from stefaland.errors import StefaLandError

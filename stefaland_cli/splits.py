@@ -28,7 +28,8 @@ def splits() -> None:
               help="Site list to restrict to, or 'all' (CAMELS default: 531_basin_list.txt "
                    "beside the site table).")
 @click.option("--from-mhpi", "from_mhpi", default=None,
-              help="Import MHPI's published PUB folds: PUBsplitLst.txt (JSON list of lists of gauge ids) or a huc,gage,LAT,LONG,PUB_ID CSV.")
+              help="Import MHPI's published PUB folds: PUBsplitLst.txt (JSON list of lists of gauge ids) "
+                   "or a huc,gage,LAT,LONG,PUB_ID CSV.")
 @click.option("--id-column", default=None, help="Site id column, if not a usual name.")
 def make(task: str, scheme: str, sites: tuple[str, ...], out: str, seed: int, folds: int | None,
          basins: str | None, from_mhpi: str | None, id_column: str | None) -> None:

@@ -12,6 +12,7 @@ from stefaland import fileio, settings
 from stefaland.errors import StefaLandError
 from stefaland.k8s import client as kube
 from stefaland.k8s.manifests import PodOptions, to_dict, to_yaml
+from stefaland.k8s.runs import new_run_id
 from stefaland.k8s.submit import (
     FINETUNE_MODES,
     Submission,
@@ -22,7 +23,6 @@ from stefaland.k8s.submit import (
     plan_pretrain,
     upload_config,
 )
-from stefaland.k8s.runs import new_run_id
 
 
 def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def test_daily_precipitation_equals_the_forcing_file(camels_store: Path, camels_
     gauge, day = "09386900", "2008-07-15"
     lines = _forcing_file(camels_sample_root, gauge).read_text().splitlines()
     header = lines[3].split()
-    row = next(l.split() for l in lines[4:] if l.split()[:3] == day.split("-"))
+    row = next(line.split() for line in lines[4:] if line.split()[:3] == day.split("-"))
     expected = float(row[header.index("PRCP(mm/day)")])
     got = float(ds["dynamic"].sel(site=gauge, time=day, dvar="prcp"))
     assert got == pytest.approx(expected, abs=1e-4)

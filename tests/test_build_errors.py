@@ -109,7 +109,8 @@ def test_unparseable_date(camels_copy: Path, tmp_path: Path) -> None:
     lines[10] = lines[10].replace("2000 01 07", "2000 13 07", 1)
     path.write_text("\n".join(lines) + "\n")
     code, output = _build(_catalog(camels_copy), tmp_path / "s.zarr")
-    _assert_one_line_error(code, output, "source forcing_daymet", "02064000_lump_cida_forcing_leap.txt", "line 11", "unparseable date 2000-13-7")
+    _assert_one_line_error(code, output, "source forcing_daymet", "02064000_lump_cida_forcing_leap.txt", "line 11",
+                           "unparseable date 2000-13-7")
 
 
 def test_all_nan_site(camels_copy: Path, tmp_path: Path) -> None:

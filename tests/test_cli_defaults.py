@@ -10,7 +10,6 @@ declared torch requirement.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import kubernetes_validate

@@ -16,7 +16,12 @@ from torch import nn
 from stefaland.errors import StefaLandError
 from stefaland.finetune import config_from_dict, finetune_fold, load_config
 from stefaland.finetune.data import (
-    PredictionWindows, WindowSampler, drop_unobserved, load_site_data, resolve_variables, select_fold,
+    PredictionWindows,
+    WindowSampler,
+    drop_unobserved,
+    load_site_data,
+    resolve_variables,
+    select_fold,
 )
 from stefaland.finetune.inference import predict_torch
 from stefaland.report.predictions import read_predictions

@@ -74,7 +74,8 @@ def test_store_values_equal_the_product_files(global_store, miniature_products: 
         expected = float(grid["precipitation"].sel(lat=lat, lon=lon, method="nearest").values.squeeze())
     got = float(store["dynamic"].sel(site=site, time=day, dvar="precipitation").values)
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
-    with xr.open_dataset(miniature_products / "MSWX_V100" / "Past" / "Tmin" / "Daily" / f"2017{day.day_of_year:03d}.nc", engine="h5netcdf") as grid:
+    day_file = miniature_products / "MSWX_V100" / "Past" / "Tmin" / "Daily" / f"2017{day.day_of_year:03d}.nc"
+    with xr.open_dataset(day_file, engine="h5netcdf") as grid:
         expected = float(grid["air_temperature"].sel(lat=lat, lon=lon, method="nearest").values.squeeze())
     assert float(store["dynamic"].sel(site=site, time=day, dvar="tmin").values) == pytest.approx(expected, rel=1e-5)
     point = gpd.GeoDataFrame(geometry=gpd.points_from_xy([lon], [lat]), crs="EPSG:4326")

@@ -13,13 +13,11 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
 import xarray as xr
 from shapely.geometry import Polygon, box
 
 from stefaland.errors import StefaLandError
-from stefaland.gridded import extract_to_sites, gridded_options, normalise_grid, read_basins
-from stefaland.gridded import polygons
+from stefaland.gridded import extract_to_sites, gridded_options, normalise_grid, polygons, read_basins
 from stefaland.gridded.scheduler import dask_client, local_size
 from stefaland.synth.world_grids import (
     LANDCOVER_CLASSES,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stefaland.build import build_store
 from stefaland.build import build as build_module
+from stefaland.build import build_store
 from stefaland.build.readers import SourceReader
 from stefaland.build.state import BuildState
 from stefaland.store import open_store

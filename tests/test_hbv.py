@@ -270,7 +270,10 @@ def test_known_parameters_are_recovered_from_the_streamflow_they_generated(virtu
 
     files = sorted(virtual_world.parent.glob("basin_mean_forcing/synthetic/*/*_forcing_leap.txt"))[:2]
     frames = [pd.read_csv(f, sep=r"\s+", skiprows=3).iloc[:300] for f in files]
-    as_tensor = lambda column: torch.tensor(np.stack([f[column].to_numpy() for f in frames], axis=1), dtype=torch.float32)
+
+    def as_tensor(column: str) -> torch.Tensor:
+        return torch.tensor(np.stack([f[column].to_numpy() for f in frames], axis=1), dtype=torch.float32)
+
     precipitation, pet = as_tensor("prcp(mm/day)"), as_tensor("pet(mm/day)")
     temperature = (as_tensor("tmax(C)") + as_tensor("tmin(C)")) / 2
     n_time, n_basin = precipitation.shape
@@ -282,7 +285,10 @@ def test_known_parameters_are_recovered_from_the_streamflow_they_generated(virtu
 
     raw = torch.zeros(1, n_basin, raw_truth.shape[-1], requires_grad=True)  # mid-range start
     optimiser = torch.optim.Adam([raw], lr=0.15)
-    nse = lambda sim: 1 - ((sim - observed) ** 2).sum(0) / ((observed - observed.mean(0)) ** 2).sum(0)
+
+    def nse(sim: torch.Tensor) -> torch.Tensor:
+        return 1 - ((sim - observed) ** 2).sum(0) / ((observed - observed.mean(0)) ** 2).sum(0)
+
     start = float(nse(model(precipitation, temperature, pet, raw.expand(n_time, -1, -1)).streamflow).min())
     for _ in range(80):
         optimiser.zero_grad()

@@ -14,11 +14,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from stefaland.finetune import load_config
-from stefaland.finetune.data import resolve_variables
-from stefaland.predict import make_record, write_run_record
 from stefaland.report.predictions import read_predictions
-from stefaland.run.folds import fold_assignment
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

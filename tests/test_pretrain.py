@@ -21,10 +21,10 @@ import yaml
 from click.testing import CliRunner
 
 from stefaland.errors import StefaLandError
+from stefaland.fileio import join, read_bytes
 from stefaland.pretrain import PretrainConfig, load_config, parse_config
 from stefaland.pretrain.data import ShardBatches, store_schema
 from stefaland.run.checkpoint import latest_pointer, load_latest
-from stefaland.fileio import join, read_bytes
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

@@ -24,10 +24,10 @@ import pytest
 import torch
 import yaml
 
+from stefaland.fileio import join, read_bytes
 from stefaland.pretrain import load_config, pretrain
 from stefaland.pretrain.trainer import build_objective_and_optimiser
 from stefaland.run.checkpoint import checkpoint_name, load_latest
-from stefaland.fileio import join, read_bytes
 
 torch.set_num_threads(1)
 
@@ -64,7 +64,7 @@ def _assert_close_states(a: dict, b: dict) -> None:
     differences in near-zero gradients into visible (~1e-6) weight differences."""
     assert list(a) == list(b)
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=RTOL, atol=5e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a[name], b[name], rtol=RTOL, atol=5e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def _rewind_to(out: Path, step: int) -> None:

@@ -289,7 +289,7 @@ def test_hwsd_share_weighted_layer_means(tmp_path: Path) -> None:
         103: (np.nan,) * 3, 999: (np.nan,) * 3, 65535: (np.nan,) * 3,
     }
     for k, name in enumerate(("SAND", "SILT", "CLAY")):
-        expected = np.vectorize(lambda u: by_unit[int(u)][k])(ids)
+        expected = np.vectorize(lambda u, k=k: by_unit[int(u)][k])(ids)
         np.testing.assert_allclose(ds[name].values, expected, rtol=1e-6, err_msg=name)
     deeper = HwsdSource(str(raster), str(layers), layer="D2", columns=["SAND"]).to_dask()
     assert deeper["SAND"].values[0, 0] == 90 and np.isnan(deeper["SAND"].values[0, 1])

@@ -148,7 +148,7 @@ def test_pull_by_run_id_finds_the_folder_through_the_job(run_url, run_files, tmp
         assert (tmp_path / run_id / "metrics.csv").read_bytes() == b"site,nse\n01013500,0.8\n"
         missing = pull("pretrain-20990101-000000-ffffff")
         assert missing.exit_code == 1
-        assert missing.stderr.strip() == (f"error: no jobs of run pretrain-20990101-000000-ffffff in namespace "
-                                          f"stefaland (fake)")
+        assert missing.stderr.strip() == ("error: no jobs of run pretrain-20990101-000000-ffffff in namespace "
+                                          "stefaland (fake)")
     garbage = pull("not a run")
     assert garbage.exit_code == 1 and garbage.stderr.startswith("error: 'not a run' is neither")

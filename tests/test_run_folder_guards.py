@@ -31,7 +31,16 @@ from stefaland.finetune.run import fold_dir
 from stefaland.k8s.submit import Submission, upload_config
 from stefaland.model.config import ModelConfig
 from stefaland.outputs import (
-    RUN_ID_ENV, LockLost, _boot_id, _is_stale, _pid_start, claim_output, lock_output, lock_url, output_kind, write_marker,
+    RUN_ID_ENV,
+    LockLost,
+    _boot_id,
+    _is_stale,
+    _pid_start,
+    claim_output,
+    lock_output,
+    lock_url,
+    output_kind,
+    write_marker,
 )
 from stefaland.splits import Split, write_split
 from stefaland.store import open_store
@@ -39,9 +48,8 @@ from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
 
 from _finetune_store import write_finetune_store
-from _stores import write_store
-
 from _guarded import one_line_error, snapshot
+from _stores import write_store
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_TINY = REPO / "configs" / "pretrain_tiny.yaml"

@@ -91,7 +91,7 @@ def sample(camels_sample_root: Path) -> Path:
 def test_row_cut_after_its_date_names_file_and_line(sample: Path, tmp_path: Path) -> None:
     relative = _forcing(sample)
     root = _root(sample, tmp_path, [relative])
-    line = _edit_line(root / relative, "2000 01 15", lambda l: " ".join(l.split()[:4]) + "\n")
+    line = _edit_line(root / relative, "2000 01 15", lambda text: " ".join(text.split()[:4]) + "\n")
     result = CliRunner().invoke(cli, ["catalog", "validate", str(_catalog(root, tmp_path)), "--sources", "forcing_nldas"])
     assert result.exit_code == 1
     assert f"{relative.split('/')[-1]} line {line}: 4 fields where the header has 11" in result.output
@@ -101,7 +101,7 @@ def test_short_streamflow_row_and_bad_number_name_the_line(sample: Path, tmp_pat
     relative = _streamflow(sample)
     root = _root(sample, tmp_path, [relative])
     path = root / relative
-    line = _edit_line(path, f"{GAUGE} 2001 02 03", lambda l: " ".join(l.split()[:4]) + "\n")
+    line = _edit_line(path, f"{GAUGE} 2001 02 03", lambda text: " ".join(text.split()[:4]) + "\n")
     catalog = _catalog(root, tmp_path)
     message = _one_error(CliRunner().invoke(cli, ["data", "build", "--catalog", str(catalog), "--out",
                                                   str(tmp_path / "s.zarr"), "--quiet", "--sources", ",".join(SOURCES)]))
@@ -109,7 +109,7 @@ def test_short_streamflow_row_and_bad_number_name_the_line(sample: Path, tmp_pat
     with pytest.raises(StefaLandError):  # the half-built store is never usable
         open_store(str(tmp_path / "s.zarr"))
     shutil.copyfile(sample / relative, path)
-    line = _edit_line(path, f"{GAUGE} 2001 02 03", lambda l: l.replace(l.split()[4], "12,5"))
+    line = _edit_line(path, f"{GAUGE} 2001 02 03", lambda text: text.replace(text.split()[4], "12,5"))
     result = CliRunner().invoke(cli, ["catalog", "validate", str(catalog), "--sources", "streamflow"])
     assert f"line {line}: column QObs has a non-numeric value '12,5'" in result.output and result.exit_code == 1
 
@@ -122,7 +122,7 @@ def test_negative_discharge_is_refused_unless_the_catalog_allows_nan(sample: Pat
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     relative = _streamflow(sample)
     root = _root(sample, tmp_path, [relative])
-    _edit_line(root / relative, f"{GAUGE} 2000 03 01", lambda l: l.replace(l.split()[4], "-5.00"))
+    _edit_line(root / relative, f"{GAUGE} 2000 03 01", lambda text: text.replace(text.split()[4], "-5.00"))
     with pytest.raises(StefaLandError, match=rf"variable streamflow: site {GAUGE} on 2000-03-01 has a negative value \(-5 ft3/s\)"):
         _build(_catalog(root, tmp_path), tmp_path / "refused.zarr")
     allow = _catalog(root, tmp_path, lambda t: t.replace("per_area: area_gages2,", "per_area: area_gages2, on_invalid: nan,"))
@@ -137,8 +137,14 @@ def test_negative_discharge_is_refused_unless_the_catalog_allows_nan(sample: Pat
 def test_negative_precipitation_is_refused(sample: Path, tmp_path: Path) -> None:
     relative = _forcing(sample)
     root = _root(sample, tmp_path, [relative])
-    _edit_line(root / relative, "2000 07 04", lambda l: "\t".join(l.rstrip("\n").split("\t")[:2] + ["-3.00"] + l.rstrip("\n").split("\t")[3:]) + "\n")
-    with pytest.raises(StefaLandError, match=rf"source forcing_nldas variable prcp: site {GAUGE} on 2000-07-04 has a negative value \(-3 mm/day\)"):
+
+    def negative_precipitation(text: str) -> str:
+        fields = text.rstrip("\n").split("\t")
+        return "\t".join(fields[:2] + ["-3.00"] + fields[3:]) + "\n"
+
+    _edit_line(root / relative, "2000 07 04", negative_precipitation)
+    with pytest.raises(StefaLandError,
+                       match=rf"source forcing_nldas variable prcp: site {GAUGE} on 2000-07-04 has a negative value \(-3 mm/day\)"):
         _build(_catalog(root, tmp_path), tmp_path / "s.zarr")
 
 
@@ -178,7 +184,8 @@ def test_same_attribute_in_two_tables_must_agree(sample: Path, tmp_path: Path) -
     lines[1] = lines[1].split(";")[0] + ";9999"
     extra.write_text("\n".join(lines) + "\n")
     gauge = rows[1].split(";")[0]
-    with pytest.raises(StefaLandError, match=rf"column elev_mean of site {gauge} is '.*' in .*camels_topo.txt but '9999' in .*camels_extra.txt"):
+    with pytest.raises(StefaLandError,
+                       match=rf"column elev_mean of site {gauge} is '.*' in .*camels_topo.txt but '9999' in .*camels_extra.txt"):
         read_attribute_tables([str(topo), str(extra)], "attributes")
 
 

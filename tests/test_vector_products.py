@@ -267,8 +267,11 @@ def test_build_store_with_polygon_products(tmp_path: Path) -> None:
             "glhymps": {"driver": "stefaland_vector",
                         "args": {"urlpath": "{{ CATALOG_DIR }}/glhymps.shp", "columns": ["logK_Ice_x", "Porosity_x"]},
                         "metadata": {"role": "static", "vector": {"method": "point"},
-                                     "variables": {"permeability": {"from": "logK_Ice_x", "units": "log10(m2)", "scale": 0.01, "group": "geology"},
-                                                   "porosity": {"from": "Porosity_x", "units": "fraction", "scale": 0.01, "group": "geology"}}}},
+                                     "variables": {
+                                         "permeability": {"from": "logK_Ice_x", "units": "log10(m2)", "scale": 0.01,
+                                                          "group": "geology"},
+                                         "porosity": {"from": "Porosity_x", "units": "fraction", "scale": 0.01, "group": "geology"},
+                                     }}},
             "ifl": {"driver": "stefaland_vector", "args": {"urlpath": "{{ CATALOG_DIR }}/ifl_2016.shp", "columns": ["IFL_ID"]},
                     "metadata": {"role": "static", "vector": {"method": "polygon", "presence": True},
                                  "variables": {"intact_forest": {"from": "IFL_ID", "units": "fraction", "group": "vegetation"}}}},

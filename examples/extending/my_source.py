@@ -40,8 +40,8 @@ import xarray as xr
 from intake.source.base import DataSource, Schema
 
 from stefaland.errors import StefaLandError
-from stefaland.sources.camels import expand_files
 from stefaland.fileio import filesystem
+from stefaland.sources.camels import expand_files
 
 
 def read_jsonl(url: str, source: str, site_field: str = "station", date_field: str = "date",

@@ -213,23 +213,29 @@ class SourceReader:
         if self._grid is None:
             self._grid = self.source.to_dask()
         size = self.shard_size or len(ids)
+        days = self._days_per_batch(len(ids), size)
+        static = not self._grid_has_time()
+        # cut along time, or a static map (one value a site: nothing to bound), a batch is every
+        # site of the window: one block of sites, not one per shard, and one graph to optimise
         lazy = extract_to_sites(self._grid, table.iloc[order].reset_index(), method, list(self.spec.grid_variables),
-                                classes, self.spec.name, site_chunk=size)
+                                classes, self.spec.name, site_chunk=len(ids) if days or static else size)
         missing = [c for c in needed if c not in lazy.data_vars]
         self._refuse_missing(missing, list(map(str, lazy.data_vars)))
         lazy = lazy[needed]
         if time is not None and "time" in lazy.dims:
             lazy = lazy.reindex(time=time)
-        days = self._days_per_batch(lazy, len(ids), size)
-        if days:  # day-per-file grids: cut the window along time, so each file is read once, not once per batch
+        if static:
+            values = next(iter(compute_shards([lazy])))
+        elif days:  # day-per-file grids: cut the window along time, so each file is read once, not once per batch
             batches = (lazy.isel(time=slice(t, t + days)) for t in range(0, lazy.sizes["time"], days))
             parts = list(compute_shards(batches))
             values = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time")
+            del parts
         else:
             batches = (lazy.isel(site=slice(a, a + size)) for a in range(0, len(ids), size))
             parts = list(compute_shards(batches))
             values = parts[0] if len(parts) == 1 else xr.concat(parts, dim="site")
-        del parts
+            del parts
         back = np.empty(len(ids), dtype=np.int64)
         back[order] = np.arange(len(ids))  # store position k → its row in the spatial order
         at = 0
@@ -237,7 +243,11 @@ class SourceReader:
             yield values.isel(site=back[at : at + len(shard)])
             at += len(shard)
 
-    def _days_per_batch(self, lazy: xr.Dataset, n_sites: int, size: int) -> int | None:
+    def _grid_has_time(self) -> bool:
+        grid = self._grid if isinstance(self._grid, xr.Dataset) else self._grid.to_dataset(name="grid")
+        return any("time" in grid[v].dims for v in grid.data_vars)
+
+    def _days_per_batch(self, n_sites: int, size: int) -> int | None:
         """Days per batch when the window should be cut along time instead of sites, else None.
 
         Batches of sites each read every grid chunk they touch. With a grid chunked a day at a time
@@ -245,7 +255,7 @@ class SourceReader:
         every file: 13,935 WoSIS profiles in shards of 128 read each day's file 109 times.
         Cut along time instead, each batch reads its days once for all the window's sites.
         """
-        if n_sites <= size or "time" not in lazy.dims or self._grid is None:
+        if n_sites <= size or self._grid is None:
             return None
         grid = self._grid if isinstance(self._grid, xr.Dataset) else self._grid.to_dataset(name="grid")
         arrays = [grid[v] for v in grid.data_vars if "time" in grid[v].dims and grid[v].chunks is not None]

@@ -10,7 +10,6 @@ from ..catalog import CatalogSpec, SourceSpec
 from ..errors import StefaLandError
 from .readers import site_id_name
 
-
 _RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 360.0)}  # degrees; 0..360 longitudes are accepted
 
 
@@ -75,8 +74,8 @@ def load_catalog_sites(catalog: CatalogSpec) -> pd.DataFrame:
 
 def _basin_geometries(catalog: CatalogSpec, spec: SourceSpec, sites: pd.Index) -> list:
     """Basin polygons for every site (``metadata.basins: {urlpath, id_column}``; relative to the catalog)."""
-    from ..gridded.polygons import read_basins
     from ..fileio import is_remote, join
+    from ..gridded.polygons import read_basins
 
     urlpath = str(spec.basins.get("urlpath", ""))
     if not urlpath:

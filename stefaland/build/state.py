@@ -28,7 +28,7 @@ class RunningMoments:
     m2: np.ndarray
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "RunningMoments":
+    def of(cls, values: np.ndarray) -> RunningMoments:
         flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
         valid = np.isfinite(flat)
         count = valid.sum(axis=0).astype(np.float64)
@@ -37,7 +37,7 @@ class RunningMoments:
         m2 = np.where(valid, (flat - mean) ** 2, 0.0).sum(axis=0)
         return cls(count, mean, m2)
 
-    def merge(self, other: "RunningMoments") -> "RunningMoments":
+    def merge(self, other: RunningMoments) -> RunningMoments:
         count = self.count + other.count
         delta = other.mean - self.mean
         safe = np.where(count > 0, count, 1.0)
@@ -55,7 +55,7 @@ class RunningMoments:
         return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunningMoments":
+    def from_json(cls, data: dict) -> RunningMoments:
         return cls(*(np.asarray(data[k], dtype=np.float64) for k in ("count", "mean", "m2")))
 
 
@@ -71,7 +71,7 @@ class BuildState:
         return str(store).rstrip("/") + STATE_SUFFIX
 
     @classmethod
-    def load(cls, store: str) -> "BuildState | None":
+    def load(cls, store: str) -> BuildState | None:
         if not exists(cls.url(store)):
             return None
         try:

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
-
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from ..store.integrity import INTEGRITY_ATTR, RecordingStore, make_record, zarr_store

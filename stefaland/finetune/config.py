@@ -170,7 +170,7 @@ class FinetuneConfig(_Strict):
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
-    def _windows(self) -> "FinetuneConfig":
+    def _windows(self) -> FinetuneConfig:
         if self.data.overlap() >= self.data.seq_len:
             raise ValueError(f"data.predict_overlap ({self.data.overlap()}) must be below data.seq_len ({self.data.seq_len})")
         if self.data.spinup_days >= self.data.seq_len:

@@ -276,7 +276,7 @@ class WindowRows:
     target: np.ndarray | None
 
     @classmethod
-    def of(cls, data: SiteData, length: int) -> "WindowRows":
+    def of(cls, data: SiteData, length: int) -> WindowRows:
         n, days, n_dyn = data.dynamic.shape
         flat = np.ascontiguousarray(data.dynamic).reshape(n, days * n_dyn)
         dynamic = sliding_window_view(flat, length * n_dyn, axis=1)[:, ::n_dyn]

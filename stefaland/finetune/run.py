@@ -30,14 +30,21 @@ from stefaland.store import open_store
 
 from .config import FinetuneConfig, parse_config
 from .data import (
-    FoldSites, SiteData, Variables, drop_unobserved, load_site_data, normalise_to_training, resolve_variables, select_fold,
+    FoldSites,
+    SiteData,
+    Variables,
+    drop_unobserved,
+    load_site_data,
+    normalise_to_training,
+    resolve_variables,
+    select_fold,
     split_validation_sites,
 )
+from .inference import predict_sklearn, predict_torch, write_fold_predictions
 from .labels import fold_label
 from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
 from .models.sklearn_baselines import HISTORY
-from .inference import predict_sklearn, predict_torch, write_fold_predictions
 from .record import make_record
 from .trainer import Validation, best_epoch, train_model
 

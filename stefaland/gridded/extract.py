@@ -59,11 +59,13 @@ def site_weights(grid: GridGeometry, sites: pd.DataFrame, method: str, source: s
 
 def _variable(ds: xr.Dataset, name: str, source: str) -> xr.DataArray:
     if name not in ds.data_vars:
-        raise StefaLandError(f"source {source}: variable {name} not found in the grid (it has: {', '.join(map(str, list(ds.data_vars)[:12]))})")
+        raise StefaLandError(f"source {source}: variable {name} not found in the grid "
+                             f"(it has: {', '.join(map(str, list(ds.data_vars)[:12]))})")
     data = ds[name]
     extra = set(data.dims) - ALLOWED_DIMS
     if extra:
-        raise StefaLandError(f"source {source}: variable {name} has dims {', '.join(sorted(map(str, extra)))} besides lat/lon/time; select one level first")
+        raise StefaLandError(f"source {source}: variable {name} has dims {', '.join(sorted(map(str, extra)))} "
+                             "besides lat/lon/time; select one level first")
     if not {"lat", "lon"} <= set(data.dims):
         raise StefaLandError(f"source {source}: variable {name} is not on the lat/lon grid (dims: {', '.join(map(str, data.dims))})")
     return data

@@ -24,8 +24,8 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import StefaLandError
-from ..progress import progress
 from ..fileio import is_remote, read_bytes
+from ..progress import progress
 from .grid import GridGeometry
 from .weights import SiteWeights
 
@@ -37,7 +37,7 @@ CACHE_SIZE = 8
 # a basin must lie inside the grid; the last 0.1 % is float noise along the grid's edge
 MIN_INSIDE = 0.999
 
-_cache: "OrderedDict[tuple, SiteWeights]" = OrderedDict()
+_cache: OrderedDict[tuple, SiteWeights] = OrderedDict()
 cache_stats = {"hits": 0, "misses": 0}
 
 

@@ -61,7 +61,7 @@ def local_size(n_workers: int | None = None) -> LocalSize:
 
 @contextlib.contextmanager
 def dask_client(scheduler: str = "local", n_workers: int | None = None, processes: bool = True,
-                timeout: float = CONNECT_TIMEOUT_S) -> Iterator["object"]:
+                timeout: float = CONNECT_TIMEOUT_S) -> Iterator[object]:
     """A ``distributed.Client`` for the duration of a build; closed (and a local cluster stopped) after."""
     import dask
     from distributed import Client, LocalCluster

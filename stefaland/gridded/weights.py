@@ -33,16 +33,18 @@ class SiteWeights:
         assert np.all(np.diff(self.site_of) >= 0)
 
     @classmethod
-    def from_lists(cls, sites: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> "SiteWeights":
+    def from_lists(cls, sites: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> SiteWeights:
         """From ragged per-site (rows, cols, weights)."""
         counts = [len(r) for r, _, _ in cells]
         site_of = np.repeat(np.arange(len(cells)), counts)
-        join = (lambda k, dtype: np.concatenate([np.asarray(c[k], dtype=dtype) for c in cells])
-                if cells else np.zeros(0, dtype=dtype))
+
+        def join(k: int, dtype: type) -> np.ndarray:
+            return np.concatenate([np.asarray(c[k], dtype=dtype) for c in cells]) if cells else np.zeros(0, dtype=dtype)
+
         return cls(np.asarray(sites, dtype=object), site_of, join(0, np.int64), join(1, np.int64), join(2, np.float64))
 
     @classmethod
-    def from_dense(cls, sites: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> "SiteWeights":
+    def from_dense(cls, sites: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> SiteWeights:
         """From ``(n_site, k)`` arrays: the same k cells count for every site (nearest, bilinear)."""
         n_site, k = rows.shape
         return cls(np.asarray(sites, dtype=object), np.repeat(np.arange(n_site), k), rows.ravel().astype(np.int64),

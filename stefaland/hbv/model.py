@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-
 from .parameters import (
     DEFAULT_DYNAMIC,
     PARAMETER_NAMES,

@@ -27,7 +27,7 @@ class ModelConfig(BaseModel):
     decoder: Literal["lstm", "bilstm"] = "bilstm"
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
+    def _heads_divide_width(self) -> ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.decoder == "bilstm" and self.d_model % 2:

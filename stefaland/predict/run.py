@@ -159,8 +159,8 @@ def _torch_model(fold: FoldModel, variables: Variables, workdir: str) -> torch.n
 def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdir: str, quiet: bool,
                    hbv_sink: dict | None = None) -> np.ndarray:
     """One fold's prediction for ``data`` in the target's units: (n, T), or (n,) for a static target."""
-    from stefaland.finetune.models.registry import model_spec
     from stefaland.finetune.inference import predict_sklearn, predict_torch
+    from stefaland.finetune.models.registry import model_spec
 
     target_mean, target_std = float(fold.record["variables"]["target_mean"]), float(fold.record["variables"]["target_std"])
     fold_vars = Variables(**{**variables.__dict__, "target_mean": target_mean, "target_std": target_std})

@@ -53,10 +53,10 @@ class DataConfig(_Strict):
     end: str | None = None
     # Leave a holdout fold out of pretraining (the paper's PUB/PUR setup: the basins a finetuned
     # model is scored on must not be seen in pretraining either), e.g. {split: pub, fold: 3}.
-    exclude: "ExcludeFold | None" = None
+    exclude: ExcludeFold | None = None
 
     @model_validator(mode="after")
-    def _lanes_divide_batch(self) -> "DataConfig":
+    def _lanes_divide_batch(self) -> DataConfig:
         if self.batch_size % self.lanes:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of lanes ({self.lanes})")
         return self
@@ -70,7 +70,7 @@ class MaskingConfig(_Strict):
     never_mask: list[str] = Field(default_factory=list)  # added to the store's svar_never_mask
 
     @model_validator(mode="after")
-    def _window_order(self) -> "MaskingConfig":
+    def _window_order(self) -> MaskingConfig:
         if self.max_window < self.min_window:
             raise ValueError(f"max_window ({self.max_window}) is below min_window ({self.min_window})")
         return self
@@ -128,7 +128,7 @@ class PretrainConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
-    def _window_fits_positions(self) -> "PretrainConfig":
+    def _window_fits_positions(self) -> PretrainConfig:
         # the encoder has learned positions for max_len days only; a longer window fails in the
         # first forward pass with a traceback, so it is refused here, before any data is read
         if self.data.seq_len > self.model.max_len:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from rich.progress import TextColumn
 
-from ..progress import ProgressBoard
 from ..fileio import join, write_bytes_atomic
+from ..progress import ProgressBoard
 
 
 class TrainingBar(ProgressBoard):

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__
 from ..divergence import check_finite_step
 from ..errors import StefaLandError
+from ..fileio import remove
 from ..model import MaskedReconstructionModel
 from ..outputs import Claim
 from ..run import folder
@@ -35,15 +36,14 @@ from ..run.manifest import write_run_manifest
 from ..run.metrics_log import write_metrics
 from ..run.record import write_run_record
 from ..run.trainer import Trainer, derived_seed, warmup_cosine
-from ..fileio import remove
 from ..store import open_store
 from . import distributed
 from .config import PretrainConfig, parse_config
 from .data import MaskedBatch, ShardBatches, StoreSchema, store_schema
 from .loss import ReconstructionLoss
-from .reconstruction_metrics import LossAccumulator
-from .objective import PretrainObjective
 from .loss_display import TrainingBar, plot_loss
+from .objective import PretrainObjective
+from .reconstruction_metrics import LossAccumulator
 
 log = logging.getLogger("stefaland.pretrain.trainer")
 

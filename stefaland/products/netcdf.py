@@ -24,8 +24,8 @@ import xarray as xr
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..gridded.grid import LAT_NAMES, LON_NAMES
 from ..fileio import filesystem, is_remote
+from ..gridded.grid import LAT_NAMES, LON_NAMES
 from .daily_files import open_day_tree
 
 PLACEHOLDER = "{variable}"
@@ -71,7 +71,8 @@ def _preprocess(rename_to: str | None, keep: Sequence[str] | None, many: bool, p
         elif keep:
             absent = [v for v in keep if v not in ds.data_vars]
             if absent:
-                raise StefaLandError(f"source {source}: file {name} has no variable {absent[0]} (it has: {', '.join(map(str, list(ds.data_vars)[:12]))})")
+                raise StefaLandError(f"source {source}: file {name} has no variable {absent[0]} "
+                                     f"(it has: {', '.join(map(str, list(ds.data_vars)[:12]))})")
             ds = ds[list(keep)]
         if many:
             if "time" not in ds.dims:
@@ -113,7 +114,8 @@ def _select_one(ds: xr.Dataset, dim: str, label: Any, where: str, source: str) -
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
             hits = np.flatnonzero(np.asarray([t.year for t in index]) == int(label))
             if hits.size > 1:
-                raise StefaLandError(f"source {source}: select {dim}: {label} matches {hits.size} steps in {where}; give a date (YYYY-MM-DD)")
+                raise StefaLandError(f"source {source}: select {dim}: {label} matches {hits.size} steps in {where}; "
+                                     "give a date (YYYY-MM-DD)")
         else:
             try:
                 wanted = pd.Timestamp(str(label))

@@ -18,8 +18,8 @@ from stefaland.metrics import DEFAULT_MIN_VALID, keep_freed_memory_for_scoring
 from stefaland.progress import progress
 from stefaland.report.folds import JoinedRun, group_by_run, join_folds
 from stefaland.report.predictions import list_prediction_files, open_predictions
-from stefaland.report.tasks import Scheme, Task, get_task, schemes_for
 from stefaland.report.tables import markdown_table, score_run
+from stefaland.report.tasks import Scheme, Task, get_task, schemes_for
 
 log = logging.getLogger("stefaland.report")
 

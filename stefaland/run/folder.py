@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..errors import StefaLandError
-from ..outputs import Claim, adopt_output, claim_output, lock_output
 from ..fileio import exists, join, read_bytes, write_bytes_atomic
+from ..outputs import Claim, adopt_output, claim_output, lock_output
 
 CONFIG_FILE = "config.yaml"
 Config = TypeVar("Config")

@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import rasterio
-from rasterio.crs import CRS
 from affine import Affine
+from rasterio.crs import CRS
 
 from .products_world import Grid
 

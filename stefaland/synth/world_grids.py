@@ -182,7 +182,7 @@ def gridded_catalog_entries(world: GriddedWorld, catalog_dir: str | os.PathLike 
     }
 
 
-def basin_squares(sites: pd.DataFrame, half_width: float = 0.3) -> "object":
+def basin_squares(sites: pd.DataFrame, half_width: float = 0.3) -> object:
     """Square stand-in basins (``half_width`` degrees around each site) for the polygon path.
 
     Squares at a half-cell offset cross cell edges, which is the case area weighting exists for.

@@ -7,15 +7,14 @@ telemetry is switched off: these machines must not call out.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 
 ACCESS_KEY = "stefaland-test"
 SECRET_KEY = "stefaland-test-secret"

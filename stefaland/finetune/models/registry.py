@@ -26,7 +26,7 @@ from ..data import Variables
 from . import sklearn_baselines
 from .base import FinetuneModel
 from .hbv_hybrid import HBVHybrid
-from .lstm import LSTMNetwork, LSTMSL
+from .lstm import LSTMSL, LSTMNetwork
 from .sklearn_baselines import SklearnBaseline
 from .stefaland import DirectModel, EncoderFeatures, NoResConnNetwork, ResConnNetwork, TransformerNetwork
 
@@ -51,7 +51,7 @@ class ModelSpec:
     # the ablations borrow only its architecture and the transformer ignores it.
     pretrained_encoder: bool = False
 
-    def build(self, config: ModelSection, variables: Variables, seed: int = 0) -> "FinetuneModel | SklearnBaseline":
+    def build(self, config: ModelSection, variables: Variables, seed: int = 0) -> FinetuneModel | SklearnBaseline:
         """The model for ``config``. ``seed`` seeds the scikit-learn baselines; torch models are seeded
         by the caller's ``torch.manual_seed`` so a resumed run starts from identical weights."""
         return self.factory(self, config, variables, seed)

@@ -52,7 +52,7 @@ class EncoderFeatures(nn.Module):
             for parameter in self.encoder.parameters():
                 parameter.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "EncoderFeatures":
+    def train(self, mode: bool = True) -> EncoderFeatures:
         super().train(mode)
         if self.freeze:
             self.encoder.eval()  # a frozen encoder keeps its dropout off while the head trains
