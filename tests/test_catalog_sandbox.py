@@ -16,11 +16,13 @@ from stefaland.errors import StefaLandError
 from stefaland_cli.main import cli
 
 PAYLOADS = {
-    "mro": "{{ ''.__class__.__mro__[1].__subclasses__() }}{{ self.__init__.__globals__.__builtins__.__import__('os').system('touch MARK') }}",
+    "mro": ("{{ ''.__class__.__mro__[1].__subclasses__() }}"
+            "{{ self.__init__.__globals__.__builtins__.__import__('os').system('touch MARK') }}"),
     "cycler": "{{ cycler.__init__.__globals__.os.popen('touch MARK').read() }}",
     "lipsum": "{{ lipsum.__globals__['os'].popen('touch MARK').read() }}",
     "set": "{% set x = cycler.__init__.__globals__.os.popen('touch MARK').read() %}/data",
-    "for": "{% for c in [].__class__.__base__.__subclasses__() %}{% if c.__name__ == 'Popen' %}{{ c(['touch', 'MARK']) }}{% endif %}{% endfor %}",
+    "for": ("{% for c in [].__class__.__base__.__subclasses__() %}{% if c.__name__ == 'Popen' %}"
+            "{{ c(['touch', 'MARK']) }}{% endif %}{% endfor %}"),
     "shell": "{{ shell('touch MARK') }}",
     "attr_filter": "{{ (cycler|attr('__init__')|attr('__globals__'))['os'].popen('touch MARK').read() }}",
     "param_attr": "{{ root.__class__.__init__.__globals__ }}{{ namespace.__init__.__globals__.os.system('touch MARK') }}",
@@ -113,7 +115,7 @@ def test_unset_environment_variable_is_named(tmp_path: Path, camels_sample_root:
 def test_environment_value_holding_a_template_is_refused(tmp_path: Path, camels_sample_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A value substituted by us must not become a template that intake would render afterwards."""
     marker = tmp_path / "PWNED"
-    monkeypatch.setenv("SANDBOX_EVIL", "{{ cycler.__init__.__globals__.os.popen('touch %s').read() }}" % marker)
+    monkeypatch.setenv("SANDBOX_EVIL", "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}")
     catalog = _catalog(tmp_path, "{{ env('SANDBOX_EVIL') }}/camels_topo.txt", camels_sample_root)
     with pytest.raises(StefaLandError, match="environment variable SANDBOX_EVIL holds template markup"):
         load_catalog(str(catalog))
@@ -157,8 +159,8 @@ def test_optional_setting_falls_back_to_the_catalog_and_joins_its_digest(tmp_pat
     extra = """    layer: {description: a setting, type: float, default: "env(SANDBOX_LAYER, 0.10)"}
     strict: {description: a switch, type: bool, default: "env(SANDBOX_STRICT, false)"}"""
     catalog = _catalog(tmp_path, "{{ root }}/camels_attributes_v2.0/camels_topo.txt", camels_sample_root, extra=extra)
-    text = catalog.read_text().replace("urlpath: \"{{ root }}/camels_attributes_v2.0/camels_topo.txt\"",
-                                       "urlpath: \"{{ root }}/camels_attributes_v2.0/camels_topo.txt\"\n      layer: \"{{ layer }}\"\n      strict: \"{{ strict }}\"")
+    urlpath = "urlpath: \"{{ root }}/camels_attributes_v2.0/camels_topo.txt\""
+    text = catalog.read_text().replace(urlpath, urlpath + "\n      layer: \"{{ layer }}\"\n      strict: \"{{ strict }}\"")
     catalog.write_text(text)
     for name in ("SANDBOX_LAYER", "SANDBOX_STRICT"):
         monkeypatch.delenv(name, raising=False)

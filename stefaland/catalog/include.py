@@ -24,7 +24,7 @@ import hashlib
 from typing import Any
 
 from ..errors import StefaLandError
-from ..storage import read_bytes
+from ..fileio import read_bytes
 from ..yaml_mapping import load_mapping
 from .template import catalog_dir, render_catalog
 

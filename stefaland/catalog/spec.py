@@ -17,7 +17,7 @@ import yaml
 from intake.catalog.local import YAMLFileCatalog, get_dir
 
 from ..errors import StefaLandError
-from ..storage import read_bytes
+from ..fileio import read_bytes
 from ..units import lookup
 from ..yaml_mapping import load_mapping
 from .include import add_included_sources

@@ -259,7 +259,7 @@ def render_catalog(url: str, document: dict[str, Any]) -> Rendered:
                 except (ValueError, TypeError, SyntaxError, KeyError):
                     pass
         if uses_dir and remote and "storage_options" not in resolved:
-            from ..storage import storage_options_for
+            from ..fileio import storage_options_for
 
             options = storage_options_for(url)
             if options:

@@ -17,6 +17,7 @@ is read (or generated) once per shard instead of about once.
 from __future__ import annotations
 
 import collections
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -110,7 +111,9 @@ def compute_shards(shards: Iterable[Any], client: Any | None = None, in_flight: 
     pending: collections.deque = collections.deque()
     for shard in shards:
         if dask.is_dask_collection(shard):
-            pending.append((client.submit(_compute_here, _Payload(cull_shard(shard)), pure=False), None))
+            with warnings.catch_warnings():  # a batch's graph carries its sites' cell weights by design
+                warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+                pending.append((client.submit(_compute_here, _Payload(cull_shard(shard)), pure=False), None))
         else:
             pending.append((None, shard))
         while len(pending) >= in_flight:

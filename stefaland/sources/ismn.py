@@ -29,7 +29,7 @@ import xarray as xr
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..storage import filesystem, is_remote
+from ..fileio import filesystem, is_remote
 
 log = logging.getLogger("stefaland.sources.ismn")
 

@@ -23,7 +23,7 @@ import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..storage import filesystem
+from ..fileio import filesystem
 
 TEXTURE = {"sand": "SNDPPT", "silt": "SLTPPT", "clay": "CLYPPT"}
 
