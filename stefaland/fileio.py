@@ -60,6 +60,16 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def read_source_bytes(url: str, source: str, storage_options: dict | None = None) -> bytes:
+    """A catalog source's file, whole (a table the driver parses itself); absence names the source."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise StefaLandError(f"source {source}: file not found: {url}") from None
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     try:

@@ -22,10 +22,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..fileio import filesystem
+from ..fileio import read_source_bytes
+from .base import LazyProductSource
 from .raster import open_band
 
 UNIT, LAYER, SHARE = "HWSD2_SMU_ID", "LAYER", "SHARE"
@@ -33,13 +33,7 @@ UNIT, LAYER, SHARE = "HWSD2_SMU_ID", "LAYER", "SHARE"
 
 def read_layers(url: str, columns: Sequence[str], storage_options: dict | None, source: str) -> pd.DataFrame:
     """The exported HWSD2_LAYERS table: unit id, layer, share and ``columns``, numbers checked."""
-    fs, path = filesystem(url, storage_options)
-    try:
-        with fs.open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise StefaLandError(f"source {source}: file not found: {url}") from None
-    table = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+    table = pd.read_csv(io.BytesIO(read_source_bytes(url, source, storage_options)), dtype=str, keep_default_na=False)
     table.columns = [str(c).strip() for c in table.columns]
     for name in (UNIT, LAYER, SHARE, *columns):
         if name not in table.columns:
@@ -105,13 +99,10 @@ def map_units(units: xr.DataArray, means: pd.DataFrame, nodata: float | None) ->
     return xr.Dataset(out)
 
 
-class HwsdSource(DataSource):
+class HwsdSource(LazyProductSource):
     """HWSD2 raster + exported HWSD2_LAYERS CSV → lazy Dataset {column: (y, x)} for one layer."""
 
     name = "stefaland_hwsd"
-    container = "xarray"
-    version = "1"
-    partition_access = False
 
     def input_paths(self) -> list[str]:
         """The raster with its header (an ESRI .bil is data + .hdr) and the layer table."""
@@ -128,10 +119,6 @@ class HwsdSource(DataSource):
         if not self.columns:
             raise StefaLandError(f"source {self._label()}: columns is empty; name the HWSD2_LAYERS columns to map (e.g. SAND)")
         self.chunks = int(chunks)
-        self._ds: xr.Dataset | None = None
-
-    def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
 
     def _open(self) -> xr.Dataset:
         label = self._label()
@@ -140,20 +127,3 @@ class HwsdSource(DataSource):
         units = open_band(self.raster, self.storage_options, self.chunks, False, label)
         nodata = units.rio.nodata
         return map_units(units, means, None if nodata is None else float(nodata))
-
-    def _get_schema(self) -> Schema:
-        ds = self.to_dask()
-        return Schema(datashape=None, dtype=None, shape=None, npartitions=None,
-                      extra_metadata={"dims": dict(ds.sizes), "data_vars": list(map(str, ds.data_vars))})
-
-    def to_dask(self) -> xr.Dataset:
-        """The lazy Dataset, opened once per source (the build asks for it more than once)."""
-        if self._ds is None:
-            self._ds = self._open()
-        return self._ds
-
-    def read(self) -> xr.Dataset:
-        return self.to_dask().load()
-
-    def _close(self) -> None:
-        self._ds = None

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
 from ..fileio import filesystem, is_remote
 from ..gridded.grid import LAT_NAMES, LON_NAMES
+from .base import LazyProductSource
 from .daily_files import open_day_tree
 
 PLACEHOLDER = "{variable}"
@@ -161,13 +161,10 @@ def _merge_sets(parts: list[xr.Dataset], names: list[str], source: str) -> xr.Da
     return xr.merge(aligned, join="outer", compat="override", combine_attrs="drop_conflicts")
 
 
-class NetcdfSource(DataSource):
+class NetcdfSource(LazyProductSource):
     """One NetCDF file, a glob of them, or one file set per ``{variable}`` → one lazy Dataset."""
 
     name = "stefaland_netcdf"
-    container = "xarray"
-    version = "1"
-    partition_access = False
 
     def input_paths(self) -> list[str]:
         """The file patterns the build fingerprints: one per variable of a daily tree."""
@@ -186,10 +183,6 @@ class NetcdfSource(DataSource):
         self.chunks = chunks
         if PLACEHOLDER in self.urlpath and not self.variables:
             raise StefaLandError(f"source {self._label()}: urlpath {self.urlpath} contains {PLACEHOLDER} but no variables are given")
-        self._ds: xr.Dataset | None = None
-
-    def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
 
     def _open_set(self, pattern: str, rename_to: str | None) -> xr.Dataset:
         label = self._label()
@@ -211,20 +204,6 @@ class NetcdfSource(DataSource):
         for dim, label in self.select.items():
             ds = _select_one(ds, str(dim), label, self.urlpath, self._label())
         return _ascending_unique_time(ds, self.urlpath, self._label())
-
-    def _get_schema(self) -> Schema:
-        ds = self.to_dask()
-        return Schema(datashape=None, dtype=None, shape=None, npartitions=None,
-                      extra_metadata={"dims": dict(ds.sizes), "data_vars": list(map(str, ds.data_vars))})
-
-    def to_dask(self) -> xr.Dataset:
-        """The lazy Dataset, opened once per source (the build asks for it more than once)."""
-        if self._ds is None:
-            self._ds = self._open()
-        return self._ds
-
-    def read(self) -> xr.Dataset:
-        return self.to_dask().load()
 
     def _close(self) -> None:
         if self._ds is not None:

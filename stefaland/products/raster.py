@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
-from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
 from ..fileio import filesystem, is_remote
+from .base import LazyProductSource
 from .netcdf import expand
 
 REDUCTIONS = (None, "mean")
@@ -62,13 +62,10 @@ def nan_mean(arrays: Sequence[xr.DataArray], dim: str = "file") -> xr.DataArray:
     return (total / count.where(count > 0)).astype(np.float32)
 
 
-class RasterSource(DataSource):
+class RasterSource(LazyProductSource):
     """A single-band raster (or, with ``reduce: mean``, the mean of several) → Dataset {name: (y, x)}."""
 
     name = "stefaland_raster"
-    container = "xarray"
-    version = "1"
-    partition_access = False
 
     def __init__(self, urlpath: str, name: str = "band_data", reduce: str | None = None, chunks: int = 2048,
                  storage_options: dict | None = None, metadata: dict | None = None):
@@ -79,10 +76,6 @@ class RasterSource(DataSource):
         self.variable = str(name)
         self.reduce = reduce
         self.chunks = int(chunks)
-        self._ds: xr.Dataset | None = None
-
-    def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
 
     def _open(self) -> xr.Dataset:
         label = self._label()
@@ -97,20 +90,3 @@ class RasterSource(DataSource):
             data = nan_mean(arrays).assign_coords({c: arrays[0][c] for c in arrays[0].coords})
         data.attrs = {k: v for k, v in arrays[0].attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")}
         return data.rename(self.variable).to_dataset()
-
-    def _get_schema(self) -> Schema:
-        ds = self.to_dask()
-        return Schema(datashape=None, dtype=None, shape=None, npartitions=None,
-                      extra_metadata={"dims": dict(ds.sizes), "data_vars": list(map(str, ds.data_vars))})
-
-    def to_dask(self) -> xr.Dataset:
-        """The lazy Dataset, opened once per source (the build asks for it more than once)."""
-        if self._ds is None:
-            self._ds = self._open()
-        return self._ds
-
-    def read(self) -> xr.Dataset:
-        return self.to_dask().load()
-
-    def _close(self) -> None:
-        self._ds = None

@@ -16,9 +16,9 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import xarray as xr
-from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
+from .base import LazyProductSource
 from .raster import open_band
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -72,23 +72,16 @@ def slope_aspect(elevation: xr.DataArray, lat_name: str = "y", lon_name: str = "
     return out[0], out[1]
 
 
-class TerrainSource(DataSource):
+class TerrainSource(LazyProductSource):
     """A DEM raster in degrees → lazy Dataset {elevation (m), slope (degree), aspect (degree)}(y, x)."""
 
     name = "stefaland_terrain"
-    container = "xarray"
-    version = "1"
-    partition_access = False
 
     def __init__(self, urlpath: str, chunks: int = 2048, storage_options: dict | None = None,
                  metadata: dict | None = None):
         super().__init__(storage_options=storage_options, metadata=metadata)
         self.urlpath = str(urlpath)
         self.chunks = int(chunks)
-        self._ds: xr.Dataset | None = None
-
-    def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
 
     def _open(self) -> xr.Dataset:
         label = self._label()
@@ -104,20 +97,3 @@ class TerrainSource(DataSource):
         extra = {c: elevation[c] for c in elevation.coords if c not in ("y", "x")}  # spatial_ref: CRS kept
         return xr.Dataset({"elevation": elevation, "slope": slope.assign_coords(extra),
                            "aspect": aspect.assign_coords(extra)})
-
-    def _get_schema(self) -> Schema:
-        ds = self.to_dask()
-        return Schema(datashape=None, dtype=None, shape=None, npartitions=None,
-                      extra_metadata={"dims": dict(ds.sizes), "data_vars": list(map(str, ds.data_vars))})
-
-    def to_dask(self) -> xr.Dataset:
-        """The lazy Dataset, opened once per source (the build asks for it more than once)."""
-        if self._ds is None:
-            self._ds = self._open()
-        return self._ds
-
-    def read(self) -> xr.Dataset:
-        return self.to_dask().load()
-
-    def _close(self) -> None:
-        self._ds = None

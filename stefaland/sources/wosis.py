@@ -23,19 +23,13 @@ import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from ..errors import StefaLandError
-from ..fileio import filesystem
+from ..fileio import read_source_bytes
 
 TEXTURE = {"sand": "SNDPPT", "silt": "SLTPPT", "clay": "CLYPPT"}
 
 
 def _read_table(url: str, source: str, storage_options: dict | None) -> pd.DataFrame:
-    fs, path = filesystem(url, storage_options)
-    try:
-        with fs.open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise StefaLandError(f"source {source}: file not found: {url}") from None
-    return pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=True)
+    return pd.read_csv(io.BytesIO(read_source_bytes(url, source, storage_options)), dtype=str, keep_default_na=True)
 
 
 def _numeric(frame: pd.DataFrame, columns: list[str], url: str, source: str, profile: str) -> pd.DataFrame:
