@@ -26,7 +26,7 @@ RUN apt-get update \
  && python3 -m venv /opt/stefaland
 
 # torch first and on its own layer: by far the largest dependency and the one that changes least,
-# so rebuilding after a code change reuses it. pyproject declares torch>=2.4, which this wheel
+# so rebuilding after a code change reuses it. pyproject declares torch>=2.6, which this wheel
 # satisfies, so `pip install .` keeps it (the CPU and CUDA wheels come from different indexes).
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 

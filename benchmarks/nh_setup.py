@@ -149,7 +149,7 @@ def write_our_specs(case: Case, hyper: Hyper, folder: Path) -> tuple[Path, Path]
     (folder / "finetune.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     folds = pd.Series([0] * len(case.train_basins) + [1] * len(case.test_basins),
                       index=case.train_basins + case.test_basins, dtype="int16")
-    write_split(Split(folds, "camels", "bench", None, {0: "train", 1: "test"}), str(folder / "split.csv"))
+    write_split(Split(folds, "camels", "bench", None, {0: "train", 1: "test"}), str(folder / "split.csv"), force=True)
     store = folder / "store.zarr"
     build = {"catalog": case.catalog, "store": str(store), "shard_size": 64, "sources": case.sources,
              "start": case.store_start, "end": case.train[1], "env": case.env}

@@ -151,7 +151,7 @@ def skill_table(work: Path, seeds: list[int], folds: list[int], models: list[str
     rows = []
     for seed in seeds:
         report = make_report("camels", "pub", str(work / "runs" / f"seed-{seed}"), str(work / "report" / f"seed-{seed}"),
-                             formats=["md", "csv"], quiet=True, folds=[str(f) for f in folds])
+                             formats=["md", "csv"], quiet=True, folds=[str(f) for f in folds], force=True)
         summary = report.summary
         for model in models:
             for metric in ("NSE", "KGE"):  # the report names a model by its label (or, before, its name)

@@ -11,6 +11,7 @@ import os
 import posixpath
 import tempfile
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -33,12 +34,43 @@ def storage_options_for(url: str, extra: dict[str, Any] | None = None) -> dict[s
     """
     options: dict[str, Any] = {}
     if str(url).startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = s3_endpoint()
         if endpoint:
             options["endpoint_url"] = endpoint
     if extra:
         options.update(extra)
     return options
+
+
+def s3_endpoint() -> str | None:
+    """``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, checked before botocore sees it.
+
+    Why: botocore turns ``http://user:password@host`` into a 120-line traceback on the first request
+    (S3 signs requests with the access key; credentials in the URL clash with that), and a malformed
+    endpoint fails just as far from its cause. The error line masks the password, never echoes it.
+    """
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        endpoint = os.environ.get(name)
+        if endpoint:
+            _check_endpoint(name, endpoint)
+            return endpoint
+    return None
+
+
+def _check_endpoint(name: str, endpoint: str) -> None:
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise StefaLandError(f"{name}: not a valid URL ({exc}); expected e.g. http://127.0.0.1:9000") from None
+    if parts.username is not None or parts.password is not None:
+        user = f"{parts.username}:***" if parts.password is not None else "***"
+        masked = endpoint.replace(parts.netloc, f"{user}@{parts.netloc.rpartition('@')[2]}", 1)
+        raise StefaLandError(f"{name} {masked}: credentials in the endpoint URL are not supported; remove "
+                             "'user:password@' and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY instead")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StefaLandError(f"{name} {endpoint}: expected an http:// or https:// URL with a host, "
+                             "e.g. http://127.0.0.1:9000")
 
 
 def filesystem(url: str, extra: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -17,7 +17,9 @@ What it guarantees, locally and on S3 alike:
   rather than warning about a foreign file), whose ``stefaland_output`` attribute names its kind
   (``store``, ``embed``, ``predict``, ``pretrain``, ``finetune`` ...). Single-file outputs
   (predictions ``.nc``) and zarr files written by code that cannot place the marker carry the same
-  ``stefaland_output`` attribute in their own global attributes instead.
+  ``stefaland_output`` attribute in their own global attributes instead; text files that cannot
+  hold an attribute (split files) are recognised by their first line (:data:`HEADER_KINDS`).
+  Folders of small files (a report's tables and plots) carry the marker like any folder.
 * **Refusal in one line.** A target that exists and is not a StefaLand output of that kind (a plain
   file, a folder of other files, an S3 prefix holding other things, another kind of output) is
   refused, even with ``force``. An existing output of the same kind is refused unless ``force``
@@ -82,6 +84,9 @@ RUN_HEARTBEAT_S = 60.0  # keep_alive(): how often a long run refreshes its lock
 RUN_STALE_S = 600.0  # keep_alive(): after how long without a heartbeat its lock may be taken over
 RUN_ID_ENV = "STEFALAND_RUN_ID"  # set in every pod of a `stefaland submit` run
 _FILE_SUFFIXES = (".nc", ".nc4")
+#: Text files that say what they are in their first line (no attribute to carry a kind): a split
+#: file's ``# stefaland-split {...}`` header (stefaland.splits.splitfile.MAGIC) makes it kind "split".
+HEADER_KINDS: dict[bytes, str] = {b"# stefaland-split ": "split"}
 
 
 def _now() -> str:
@@ -137,7 +142,7 @@ def _attribute_kind(url: str, what: str) -> str | None:
     try:
         if what == "file":
             if not str(url).endswith(_FILE_SUFFIXES):
-                return None
+                return _header_kind(url)
             import h5py
 
             fs, path = fileio.filesystem(url)
@@ -149,6 +154,15 @@ def _attribute_kind(url: str, what: str) -> str | None:
         return str(value) if value is not None else None
     except Exception:  # noqa: BLE001 - unreadable means "not recognisably ours"
         return None
+
+
+def _header_kind(url: str) -> str | None:
+    """The kind a text file declares in its first line (:data:`HEADER_KINDS`), if any."""
+    fs, path = fileio.filesystem(url)
+    longest = max(len(prefix) for prefix in HEADER_KINDS)
+    with fs.open(path, "rb") as handle:
+        start = handle.read(longest)
+    return next((kind for prefix, kind in HEADER_KINDS.items() if start.startswith(prefix)), None)
 
 
 def output_kind(url: str) -> tuple[str, str | None]:
@@ -199,6 +213,17 @@ def _pid_start(pid: int) -> int | None:
         return None
 
 
+def stale_after_s() -> float:
+    """Seconds after which an abandoned write of another machine may be cleaned up (``STEFALAND_LOCK_STALE_S``,
+    default 6 h): the same limit as a lock's, for temp files that cannot hold a heartbeat."""
+    return _stale_after()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this machine (a temp file named after a dead writer is abandoned)."""
+    return _pid_alive(pid)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -228,8 +253,12 @@ def _create_exclusive(url: str, data: bytes) -> bool:
         return False
     except OSError as exc:
         raise StefaLandError(f"{url}: cannot create the lock ({exc.strerror or exc})") from exc
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:  # a full disk must not leave a cut-off lock that blocks every later run
+        os.unlink(url)
+        raise StefaLandError(f"{url}: cannot write the lock ({exc.strerror or exc})") from exc
     return True
 
 

@@ -136,15 +136,18 @@ def discharge_to_depth(values_m3s: np.ndarray, area_km2: np.ndarray) -> np.ndarr
 
 
 def check_plausible(values: np.ndarray, unit: str, where: str) -> None:
-    """Refuse values outside the plausible range of their quantity (in canonical units)."""
+    """Refuse values outside the plausible range of their quantity (in canonical units).
+
+    NaN is missing and skipped; ±inf is not missing, so it counts as out of range (it used to be
+    skipped with NaN, and an ``inf`` forcing reached the store)."""
     quantity = lookup(unit, where).quantity
     bounds = PLAUSIBLE.get(quantity)
     if bounds is None:
         return
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+    present = values[~np.isnan(values)]
+    if present.size == 0:
         return
-    low, high = float(finite.min()), float(finite.max())
+    low, high = float(present.min()), float(present.max())
     if low < bounds[0] or high > bounds[1]:
         raise StefaLandError(
             f"{where}: values {low:g}..{high:g} {CANONICAL[quantity]} are outside the plausible "

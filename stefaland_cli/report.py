@@ -24,16 +24,22 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--models", default=None, help="Comma-separated models, in table order (default: all found).")
 @click.option("--format", "formats", default="md,csv,json,png", show_default=True,
               help="Comma-separated outputs: md, csv, json, png.")
-@click.option("--out", default=None, help="Output folder, local or s3:// [default: reports/<task>].")
+@click.option("--out", default=None,
+              help="Output folder, local or s3:// [default: reports/<task>]; refused if it holds anything but an "
+                   "earlier report.")
+@click.option("--force", is_flag=True, help="Replace an earlier report at --out (never anything else).")
 @click.option("--min-valid", default=DEFAULT_MIN_VALID, show_default=True,
               help="Fewest paired (obs, sim) steps for a site to be scored; others count as skipped.")
 @click.option("--folds", default=None,
               help="Comma-separated folds of --split to score (default: every fold, all required); the table "
                    "says which.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def report(task: str, split: str, runs: str | None, models: str | None, formats: str, out: str | None, min_valid: int,
-           folds: str | None, quiet: bool) -> None:
-    """Median-metric tables (as in the paper), per-site metrics, JSON and plots for TASK."""
+def report(task: str, split: str, runs: str | None, models: str | None, formats: str, out: str | None, force: bool,
+           min_valid: int, folds: str | None, quiet: bool) -> None:
+    """Median-metric tables (as in the paper), per-site metrics, JSON and plots for TASK.
+
+    Each predictions file is checked against its run's manifest.json (sha256) or its own data
+    digest first; a mismatch is an error, a file with neither is scored with a warning."""
     from stefaland import settings
     from stefaland.errors import StefaLandError
     from stefaland.report import make_report
@@ -48,7 +54,7 @@ def report(task: str, split: str, runs: str | None, models: str | None, formats:
     try:
         result = make_report(task, split, runs, out or f"reports/{task}", models=_split_list(models),
                          formats=_split_list(formats) or [], min_valid=min_valid, quiet=quiet,
-                         folds=_split_list(folds))
+                         folds=_split_list(folds), force=force)
     except StefaLandError as exc:
         if root.value or not str(exc).startswith(runs):
             raise

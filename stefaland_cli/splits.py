@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stefaland.splits import DEFAULT_SEED, SCHEMES, make_split, write_split
+from stefaland.splits import DEFAULT_SEED, SCHEMES, check_split_out, make_split, write_split
 
 _ALL_SCHEMES = sorted({scheme for schemes in SCHEMES.values() for scheme in schemes})
 
@@ -21,7 +21,10 @@ def splits() -> None:
 @click.option("--sites", "sites", required=True, multiple=True,
               help="Site table (CSV/TXT, glob allowed), CAMELS attribute folder or zarr store; "
                    "repeat to combine tables by site id.")
-@click.option("--out", required=True, help="Split file to write (local path or s3://).")
+@click.option("--out", required=True,
+              help="Split file to write (local path or s3://); an existing file is refused unless it is a split "
+                   "file and --force is given.")
+@click.option("--force", is_flag=True, help="Replace an existing split file at --out (never any other file).")
 @click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
 @click.option("--folds", type=int, default=None, help="Number of random folds (task default).")
 @click.option("--basins", default=None,
@@ -31,12 +34,13 @@ def splits() -> None:
               help="Import MHPI's published PUB folds: PUBsplitLst.txt (JSON list of lists of gauge ids) "
                    "or a huc,gage,LAT,LONG,PUB_ID CSV.")
 @click.option("--id-column", default=None, help="Site id column, if not a usual name.")
-def make(task: str, scheme: str, sites: tuple[str, ...], out: str, seed: int, folds: int | None,
+def make(task: str, scheme: str, sites: tuple[str, ...], out: str, force: bool, seed: int, folds: int | None,
          basins: str | None, from_mhpi: str | None, id_column: str | None) -> None:
     """Assign every site one fold and write SITE,FOLD with a JSON header line."""
+    check_split_out(out, force)  # before reading any table: a user's file at --out is refused at once
     split = make_split(task, scheme, list(sites), seed=seed, folds=folds, basins=basins,
                        from_mhpi=from_mhpi, id_column=id_column)
-    write_split(split, out)
+    write_split(split, out, force)
     sizes = split.folds.value_counts().sort_index()
     summary = " ".join(f"{split.fold_names.get(int(k), 'not held out')}={v}" for k, v in sizes.items())
     click.echo(f"{out}: {len(split.folds)} sites, {task}/{scheme}: {summary}")

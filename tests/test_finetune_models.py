@@ -159,10 +159,10 @@ def test_sklearn_baselines_predict_held_out_sites(store: str, tmp_path: Path) ->
         ok = np.isfinite(obs)
         assert np.isfinite(sim).all() and predictions.attrs["model"] == DEFAULT_LABELS[name]  # the paper's name
         assert np.sqrt(np.mean((obs - sim)[ok] ** 2)) < np.sqrt(np.mean((obs - climatology)[ok] ** 2))
-    pickle = tmp_path / "random_forest" / "fold-1" / "checkpoints" / "model.pkl"
-    stamp = pickle.stat().st_mtime_ns
+    saved = tmp_path / "random_forest" / "fold-1" / "checkpoints" / "model.npz"
+    stamp = saved.stat().st_mtime_ns
     finetune_fold(store, _config("random_forest"), str(tmp_path / "random_forest"), "pub", 1, quiet=True)
-    assert pickle.stat().st_mtime_ns == stamp  # a re-run reuses the fitted model
+    assert saved.stat().st_mtime_ns == stamp  # a re-run reuses the fitted model
 
 
 def test_hbv_hybrid_end_to_end_and_its_inputs(store: str, tmp_path: Path) -> None:

@@ -216,7 +216,7 @@ def test_reading_and_writing_on_seaweedfs(s3_bucket: str, tmp_path: Path):
     assert code == 0, output
     fs, root = fileio.filesystem(f"{s3_bucket}/report")
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root))
-    assert names == ["global_report.json", "global_table.md"]
+    assert names == [".stefaland", "global_report.json", "global_table.md"]  # the marker says the folder is ours
     document = json.loads(fileio.read_bytes(f"{s3_bucket}/report/global_report.json"))
     assert {r["model"] for r in document["runs"]} == {"lstm", "resconn"}
     assert all(s.startswith("s3://") for r in document["runs"] for s in r["sources"])

@@ -37,7 +37,7 @@ from ..outputs import Claim, claim_output, read_marker
 from ..progress import ProgressBoard
 from ..store.integrity import RECORD_KEY, check_on_open
 from ..store.layout import COMPLETE_ATTR
-from .harmonise import harmonise, refuse_empty_sites, store_unit
+from .harmonise import harmonise, refuse_empty_sites, refuse_empty_static, store_unit
 from .inputs import fingerprint_inputs, first_change
 from .readers import SourceReader
 from .sites import load_catalog_sites
@@ -345,8 +345,11 @@ def _static_block(specs: list[SourceSpec], readers: dict[str, SourceReader], sit
     columns: dict[str, np.ndarray] = {}
     for spec in specs:
         board.add(f"read {spec.name}", 1)
+        keyed = readers[spec.name].check_table_keys(site_ids)
         raw = next(readers[spec.name].read_shards([list(site_ids)], None))
-        columns.update(harmonise(spec, raw))
+        harmonised = harmonise(spec, raw)
+        refuse_empty_static(spec, site_ids, harmonised, fatal=keyed)
+        columns.update(harmonised)
         board.advance(f"read {spec.name}")
     values = np.stack([columns[v] for v in layout.variables], axis=-1) if layout.variables else np.zeros((len(site_ids), 0), np.float32)
     areas = {name: columns[name].astype(np.float64) for name, unit in zip(layout.variables, layout.units) if unit == "km2"}

@@ -14,7 +14,7 @@ import xarray as xr
 from ..catalog import SourceSpec, VariableSpec
 from ..errors import StefaLandError
 from ..units import CANONICAL, UNITS, check_plausible, discharge_to_depth, lookup, to_canonical
-from .physical import check_area, clean
+from .physical import check_area, check_storable, clean
 
 log = logging.getLogger("stefaland.build")
 
@@ -61,7 +61,9 @@ def harmonise(spec: SourceSpec, raw: xr.Dataset, areas_km2: dict[str, np.ndarray
             check_area(area, values, array, variable.per_area, where)
             area = area.reshape(area.shape + (1,) * (values.ndim - 1))
             values = discharge_to_depth(values, area)
-        check_plausible(values, "mm/day" if variable.per_area else variable.units, where)
+        unit = "mm/day" if variable.per_area else variable.units
+        check_plausible(values, unit, where)
+        check_storable(values, array, store_unit(variable, spec.name), where)
         out[variable.name] = values.astype(np.float32)
     return out
 
@@ -76,3 +78,21 @@ def refuse_empty_sites(spec: SourceSpec, sites: np.ndarray, block: dict[str, np.
             if fatal:
                 raise StefaLandError(message)
             log.info("%s (%d such sites; kept as ungauged)", message, int(empty.sum()))
+
+
+def refuse_empty_static(spec: SourceSpec, sites: np.ndarray, block: dict[str, np.ndarray], fatal: bool) -> None:
+    """A static variable with no value at any site: finetuning would see a column that is NaN everywhere.
+
+    From joined attribute tables (``fatal``: CAMELS, Caravan, curated to cover every site) it is a
+    broken input — an empty column, or ids that match no site — and is refused. A grid, a polygon
+    layer or station metadata may truly hold nothing at a small set of sites (an ISMN archive
+    without its static files), so there it is a warning with the count, never silent."""
+    for name, values in block.items():
+        if not len(sites) or np.isfinite(values).any():
+            continue
+        message = f"source {spec.name} variable {name}: no value at any of the {len(sites)} sites"
+        if fatal:
+            raise StefaLandError(f"{message} (the column is empty, or its table's ids match no site); "
+                                 "fix the input or leave the variable out of the catalog")
+        log.warning("%s; it is stored as missing everywhere — leave it out of the catalog if that is not expected",
+                    message)

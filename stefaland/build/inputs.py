@@ -13,6 +13,9 @@ behind them. Each input file therefore gets a fingerprint:
 The files are those named by each selected source's ``urlpath`` (or, for the product drivers,
 their ``input_paths()``) after the catalog's templating (globs expanded), the site table's, and the
 basin polygons'. A source whose driver names no file is covered by the catalog hash only.
+
+The record is kept with the store, so its keys are masked: a part of a path that came from the
+environment (``{{ env('NAME') }}`` or a parameter defaulting to ``env(NAME)``) reads ``env(NAME)``.
 """
 
 from __future__ import annotations
@@ -89,16 +92,16 @@ def fingerprint_inputs(catalog: CatalogSpec, specs: Iterable[SourceSpec]) -> dic
             else:
                 matches = {path: fs.info(path)}
         except (FileNotFoundError, OSError):
-            prints[pattern] = "absent"
+            prints[catalog.mask(pattern)] = "absent"
             continue
         if not matches:
-            prints[pattern] = "no match"
+            prints[catalog.mask(pattern)] = "no match"
         for name, info in sorted(matches.items()):
             url = prefix + name if remote and not name.startswith(prefix) else name
             if info.get("type") == "directory":
-                prints[url] = _folder_fingerprint(fs, name)
+                prints[catalog.mask(url)] = _folder_fingerprint(fs, name)
             else:
-                prints[url] = _file_fingerprint(fs, name, info, remote)
+                prints[catalog.mask(url)] = _file_fingerprint(fs, name, info, remote)
     return prints
 
 

@@ -3,9 +3,12 @@
 The plausibility ranges of :mod:`stefaland.units` catch a wrong unit (Kelvin read as Celsius);
 they cannot catch a negative rain of -3 mm/day or a discharge of -5 ft³/s, which a unit error never
 produces but a corrupt or mis-coded file does, nor a basin area of 0 km² that turns every flow into
-+inf. Such a value is an error naming the site, unless the catalog says ``on_invalid: nan`` for the
-variable: then it becomes NaN and the count is logged. A declared ``missing_value`` sentinel is
-NaN first, so it is never mistaken for a negative value.
++inf. Nor can they catch ±inf in the input itself (``inf`` in a text file, an overflowed cell of a
+NetCDF): the range checks see only finite values, and one ``inf`` day moved a site's predictions by
+a third. Such a value — impossible, or not finite, in any variable — is an error naming the site
+(and date), unless the catalog says ``on_invalid: nan`` for the variable: then it becomes NaN and
+the count is logged. A declared ``missing_value`` sentinel is NaN first, so it is never mistaken
+for a negative value. NaN itself is "missing", never an error here.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def clean(variable: VariableSpec, values: np.ndarray, raw: xr.DataArray, where: 
     """The sentinel → NaN; impossible values → error (or NaN with a logged count if allowed)."""
     if variable.missing_value is not None:
         values = np.where(values == variable.missing_value, np.nan, values)
+    infinite = np.isinf(values)
+    if infinite.any():
+        values = _refuse_or_blank(variable, values, np.asarray(infinite), raw, where, "a non-finite value")
     quantity = lookup(variable.units, where).quantity
     if quantity == "area":
         bad, what = values <= 0, "an area <= 0"
@@ -61,6 +67,12 @@ def clean(variable: VariableSpec, values: np.ndarray, raw: xr.DataArray, where: 
     bad = np.asarray(bad & np.isfinite(values))
     if not bad.any():
         return values
+    return _refuse_or_blank(variable, values, bad, raw, where, what)
+
+
+def _refuse_or_blank(variable: VariableSpec, values: np.ndarray, bad: np.ndarray, raw: xr.DataArray, where: str,
+                     what: str) -> np.ndarray:
+    """One policy for every impossible cell: an error naming the first, or NaN when ``on_invalid: nan``."""
     first = float(values[bad].flat[0])
     sentinel = f" (declared missing value: {variable.missing_value:g})" if variable.missing_value is not None else ""
     if variable.on_invalid == "nan":
@@ -83,4 +95,18 @@ def check_area(area_km2: np.ndarray, discharge: np.ndarray, raw: xr.DataArray, p
         raise StefaLandError(
             f"{where}: site {site} has basin area {float(area[bad][0]):g} km2 ({per_area}); discharge cannot "
             f"become a depth (it would be inf or NaN); {int(bad.sum())} such sites"
+        )
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_storable(values: np.ndarray, raw: xr.DataArray, unit: str, where: str) -> None:
+    """Converted values must stay finite in the store's float32: a finite 1e39 (or a conversion that
+    overflows) would be written as inf without a word, exactly what :func:`clean` refuses in the input."""
+    bad = np.asarray(np.isinf(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > _FLOAT32_MAX))
+    if bad.any():
+        raise StefaLandError(
+            f"{where}: {_where_first(bad, raw)} is {float(values[bad].flat[0]):g} {unit} after conversion, "
+            f"not finite as float32; {int(bad.sum())} such cells. Fix the input or its declared unit"
         )

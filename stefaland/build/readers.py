@@ -6,6 +6,7 @@ opened lazily and sliced, so a shard costs only its own bytes; tables are reinde
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -15,6 +16,8 @@ import xarray as xr
 from ..catalog import CatalogSpec, SourceSpec
 from ..culling import compute_shard
 from ..errors import StefaLandError
+
+log = logging.getLogger("stefaland.build")
 
 # A gridded source is extracted a window of shards at a time: the window's sites are sorted
 # spatially, cut into batches of ``shard_size`` and computed as one task per batch
@@ -269,11 +272,54 @@ class SourceReader:
             return None
         return max(chunk, DAYS_PER_TIME_BATCH // chunk * chunk)
 
+    def check_table_keys(self, sites: Sequence[str]) -> bool:
+        """Each table a static source is made of must key its rows like the store's sites.
+
+        A table whose ids were written differently (a spreadsheet round-trip, another id scheme)
+        joins to nothing: its columns become NaN at every site and the build looks complete.
+        Refuse a table that matches no site; warn with counts when it matches only some. A grid
+        or a polygon layer covers sites by location, not by id, and is not checked. Returns whether
+        the source joins several tables on the id (CAMELS, Caravan attributes): curated tables
+        meant to cover every site.
+        """
+        if self.spec.gridded is not None or self.spec.vector is not None:
+            return False
+        store = pd.Index(list(map(str, sites)))
+        for label, ids, used in self._keyed_tables():
+            matched = int(store.isin(ids).sum())
+            counts = f"{label}: {matched} of {len(store)} sites matched by {self.site_id}"
+            if matched == 0:
+                example = str(ids[0]) if len(ids) else "none"
+                raise StefaLandError(
+                    f"source {self.spec.name}: {counts} (its ids look like {example!r}, the store's like "
+                    f"{store[0]!r}); {_listed(used)} would be missing at every site. Fix the table's ids"
+                )
+            if matched < len(store):
+                log.warning("source %s: %s; %s missing at the other %d", self.spec.name, counts, _listed(used),
+                            len(store) - matched)
+        return hasattr(self.source, "table_keys")
+
+    def _keyed_tables(self) -> list[tuple[str, pd.Index, list[str]]]:
+        """``(label, ids, variables it gives)`` per file of a joined source, else one for the whole source."""
+        wanted = [v.source_var for v in self.spec.variables]
+        if hasattr(self.source, "table_keys"):
+            tables = [(t.label, t.ids, [c for c in wanted if c in t.columns]) for t in self.source.table_keys()]
+            return [t for t in tables if t[2]]
+        urlpath = getattr(self.source, "urlpath", None)
+        label = urlpath if isinstance(urlpath, str) else self.spec.name
+        return [(label, pd.Index(sorted(self.site_ids())), wanted)]
+
     def _refuse_missing(self, missing: list[str], present: list[str]) -> None:
         if missing:
             raise StefaLandError(
                 f"source {self.spec.name}: variable {missing[0]} not found (it has: {', '.join(present[:12])})"
             )
+
+
+def _listed(columns: list[str], shown: int = 4) -> str:
+    """'its variables a, b, c, d and 4 more': enough to recognise the table, short enough for one line."""
+    more = f" and {len(columns) - shown} more" if len(columns) > shown else ""
+    return f"its variable{'s' if len(columns) > 1 else ''} {', '.join(columns[:shown])}{more}"
 
 
 def _as_text(values: np.ndarray) -> list[str]:

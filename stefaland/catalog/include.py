@@ -26,13 +26,24 @@ from typing import Any
 from ..errors import StefaLandError
 from ..fileio import read_bytes
 from ..yaml_mapping import load_mapping
-from .template import catalog_dir, render_catalog
+from .template import Rendered, catalog_dir, refuse_protocol, render_catalog
 
 
 def _included_url(url: str, name: str) -> str:
+    refuse_protocol(name, f"catalog {url}: metadata.stefaland.include catalog")
     if "://" in name or name.startswith("/"):
         return name
     return f"{catalog_dir(url)}/{name}"
+
+
+def _parse_included(url: str, included: str, raw: bytes) -> dict[str, Any]:
+    """The included catalog's document: a mapping with ``sources:``, and no includes of its own."""
+    parsed = load_mapping(raw, f"catalog {included} (included by {url})", "no 'sources:' mapping at the top level")
+    if not isinstance(parsed.get("sources"), dict):
+        raise StefaLandError(f"catalog {url}: included catalog {included} has no 'sources:' mapping at the top level")
+    if ((parsed.get("metadata") or {}).get("stefaland") or {}).get("include"):
+        raise StefaLandError(f"catalog {url}: included catalog {included} has includes of its own; includes do not nest")
+    return parsed
 
 
 def _entries(url: str, include: Any) -> list[tuple[str, list[str]]]:
@@ -48,12 +59,14 @@ def _entries(url: str, include: Any) -> list[tuple[str, list[str]]]:
     return entries
 
 
-def add_included_sources(url: str, document: dict[str, Any], unset: dict[str, str]) -> str:
-    """Add the included catalogs' sources to ``document`` (and their unset variables to ``unset``).
+def add_included_sources(url: str, top_rendered: Rendered) -> str:
+    """Add the included catalogs' sources to ``top_rendered.document`` (their unset variables and
+    environment masks to its ``unset`` and ``masks``).
 
     Returns a digest of the included catalogs' bytes ("" when there are none), so that a store built from this catalog is
     no longer "up to date" when an included catalog changes.
     """
+    document, unset = top_rendered.document, top_rendered.unset
     top = (document.get("metadata") or {}).get("stefaland") or {}
     entries = _entries(url, top.get("include"))
     if not entries:
@@ -62,13 +75,11 @@ def add_included_sources(url: str, document: dict[str, Any], unset: dict[str, st
     for included, names in entries:
         raw = read_bytes(included)
         digest.update(raw)
-        parsed = load_mapping(raw, f"catalog {included} (included by {url})", "no 'sources:' mapping at the top level")
-        if ((parsed.get("metadata") or {}).get("stefaland") or {}).get("include"):
-            raise StefaLandError(f"catalog {url}: included catalog {included} has includes of its own; includes do not nest")
-        rendered = render_catalog(included, parsed)
+        rendered = render_catalog(included, _parse_included(url, included, raw))
         if rendered.settings:  # its env(NAME, literal) values, as for the including catalog's own
             digest.update(repr(sorted(rendered.settings.items())).encode())
-        sources = rendered.document.get("sources") or {}
+        top_rendered.masks.update(rendered.masks)
+        sources = rendered.document["sources"]
         for name in names:
             if name not in sources:
                 raise StefaLandError(f"catalog {url}: include names source {name}, which {included} does not have")

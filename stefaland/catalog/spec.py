@@ -21,7 +21,7 @@ from ..fileio import read_bytes
 from ..units import lookup
 from ..yaml_mapping import load_mapping
 from .include import add_included_sources
-from .template import render_catalog
+from .template import mask, render_catalog
 
 # intake warns on every parameter expansion that it did not run a shell command; we never ask it to.
 warnings.filterwarnings("ignore", message="Shell command not executed", category=UserWarning)
@@ -71,6 +71,11 @@ class CatalogSpec:
     catalog: Any  # the intake catalog, to open sources with
     default_sources: list[str] = field(default_factory=list)  # used when the user picks none
     unset: dict[str, str] = field(default_factory=dict)  # source → environment variable its args need but is unset
+    masks: dict[str, str] = field(default_factory=dict)  # environment value in a path → env(NAME)
+
+    def mask(self, text: str) -> str:
+        """``text`` (a path or URL) as it may be recorded or shown: environment values read ``env(NAME)``."""
+        return mask(text, self.masks)
 
     def by_role(self, role: str) -> list[SourceSpec]:
         return [s for s in self.sources.values() if s.role == role]
@@ -225,7 +230,7 @@ def load_catalog(url: str) -> CatalogSpec:
     raw = read_bytes(url)
     rendered = render_catalog(url, _parse_yaml(url, raw))
     document = rendered.document
-    included = add_included_sources(url, document, rendered.unset)
+    included = add_included_sources(url, rendered)
     top = (document.get("metadata") or {}).get("stefaland") or {}
     sources = {name: _source(name, entry or {}) for name, entry in document["sources"].items()}
     sites = top.get("sites") or next((s.name for s in sources.values() if s.role == "sites"), None)
@@ -250,4 +255,5 @@ def load_catalog(url: str) -> CatalogSpec:
         catalog=catalog,
         default_sources=defaults,
         unset=rendered.unset,
+        masks=rendered.masks,
     )

@@ -20,6 +20,22 @@ statements, other calls — is refused in one line naming the source and argumen
 document, holding no template and no parameter, is what intake opens, so intake's own Jinja never
 sees a user expression. A value that would become a template again (an environment variable
 holding ``{{``) is refused too.
+
+What comes from the environment stays out of what StefaLand shows and records:
+
+* ``env()`` — and a parameter whose default is ``env(...)`` — may appear only where data is read
+  from: a source's ``args`` (paths and driver parameters) and ``metadata.basins`` (the polygons'
+  path). Descriptive metadata (descriptions, units, variable specs) is shown by ``catalog show`` and
+  written into the store, so there it is refused, naming the file, source and field.
+* A variable named like a credential (``*SECRET*``, ``*PASSWORD*``, ``*TOKEN*``, ``*_KEY``,
+  ``*KEY_ID``…) is refused wherever ``env()`` names it: credentials reach s3fs/botocore through the
+  standard AWS variables or profile, never through a catalog.
+* A value substituted from the environment into a path is remembered (``masks``), so the
+  input-fingerprint record holds ``env(NAME)/…`` instead of the value.
+* Sources may name only local paths and the object stores listed in ``PROTOCOLS``: no ``http(s)://``
+  (``catalog validate`` would send a request wherever a shared catalog points, query string and all),
+  no ``user:password@`` in a URL, no GDAL ``/vsi…/`` paths. Error messages name the field and the
+  protocol, never the value.
 """
 
 from __future__ import annotations
@@ -43,6 +59,14 @@ _PARSER = SandboxedEnvironment(autoescape=False)
 _WHAT = {"Call": "a function call", "Getattr": "attribute access", "Getitem": "item access", "Filter": "a filter",
          "Test": "a test", "Assign": "set", "AssignBlock": "set"}
 ALLOWED = "a catalog parameter, {{ CATALOG_DIR }} or {{ env('NAME') }}"
+# fsspec protocols a source may name: local files and object storage; the caching and archive
+# wrappers only ever chain onto one of these (every ``::`` segment is checked).
+PROTOCOLS = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory",
+                       "simplecache", "filecache", "blockcache", "zip", "tar"})
+_CREDENTIAL = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|COOKIE|SESSION|CONNECTION_STRING|APIKEY"
+                         r"|(^|_)(KEY|KEY_ID|PAT|AUTH|SAS|PASS|PWD)(_|$)", re.IGNORECASE)
+_USERINFO = re.compile(r"^[^/]*://[^/@]*@")
+_ENV_PLACES = "args (paths and driver parameters) and metadata.basins"
 
 
 @dataclass
@@ -54,6 +78,8 @@ class Rendered:
     # Values of ``env(NAME, literal)`` parameters, which the catalog's bytes do not fix: they join the
     # catalog's digest, so a store built with another surface layer is not "up to date".
     settings: dict[str, str] = field(default_factory=dict)
+    # Environment values substituted into paths → ``env(NAME)``: what records and displays show instead.
+    masks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +87,58 @@ class _Value:
     value: Any
     unset_env: str | None = None  # the environment variable that was empty, if this came from one
     setting: bool = False  # from ``env(NAME, literal)``: the environment or the catalog's fallback
+    env: str | None = None  # the variable the default names (set or not): such a value stays out of metadata
+    from_env: bool = False  # the value really came from the environment (not a literal fallback): masked
+
+
+def refuse_credential(variable: str, where: str) -> None:
+    """A catalog never carries credentials: they would be shown, recorded, or sent where it points."""
+    if _CREDENTIAL.search(variable):
+        raise StefaLandError(
+            f"{where}: env({variable}) names a credential; credentials reach s3fs through the standard AWS "
+            "variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or an AWS profile, "
+            "never through the catalog"
+        )
+
+
+def refuse_protocol(url: str, where: str) -> None:
+    """Local paths and the object stores of ``PROTOCOLS`` only; the message never repeats the value."""
+    if url.startswith("/vsi"):
+        raise StefaLandError(f"{where}: GDAL virtual file systems (/vsi…/) are not allowed; name a path or an s3:// URL")
+    for segment in url.split("::"):
+        if segment.startswith("data:"):
+            raise StefaLandError(f"{where}: data: URLs are not allowed; name a path or an object-storage URL")
+        if "://" not in segment:
+            continue
+        protocol = segment.split("://", 1)[0]
+        if protocol.lower() not in PROTOCOLS:
+            shown = protocol if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,15}", protocol) else "?"
+            raise StefaLandError(
+                f"{where}: protocol {shown}:// is not allowed; a catalog may name local paths, file://, s3://, gs://, "
+                "az:// (abfs://) or memory:// (S3-compatible endpoints come from AWS_ENDPOINT_URL_S3)"
+            )
+        if _USERINFO.match(segment):
+            raise StefaLandError(f"{where}: a URL may not carry user:password@; use the standard AWS variables or profile")
+
+
+def _refuse_protocols(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        refuse_protocol(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_protocols(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_protocols(item, f"{where}[{index}]")
+
+
+def mask(text: str, masks: dict[str, str]) -> str:
+    """``text`` with each environment value that fills whole path segments replaced by ``env(NAME)``."""
+    for value in sorted(masks, key=len, reverse=True):
+        core = value.rstrip("/")
+        if core:
+            text = re.sub(rf"(?<![^/:]){re.escape(core)}(?![^/])", lambda _, label=masks[value]: label, text)
+    return text
 
 
 def catalog_dir(url: str) -> str:
@@ -87,13 +165,16 @@ def _parameters(where: str, declared: Any) -> dict[str, _Value]:
         if kind not in COERCION_RULES:
             raise StefaLandError(f"{at}: unknown type {kind!r} (use one of {', '.join(COERCION_RULES)})")
         default, unset, setting = spec.get("default"), None, False
+        variable = from_env = None
         if isinstance(default, str):
             if any(m in default for m in _MARKERS):
                 raise StefaLandError(f"{at}: a default may not be a template ({default!r})")
             match = _ENV_DEFAULT.match(default)
             if match:
                 variable, fallback = match.group(1), match.group(2)
+                refuse_credential(variable, f"{at}: default")
                 default = os.environ.get(variable, "")
+                from_env = bool(default)
                 _refuse_template_value(default, f"{at}: environment variable {variable}")
                 if fallback is not None:  # optional: unset means the catalog's literal
                     default, setting = default or _literal(fallback), True
@@ -110,7 +191,7 @@ def _parameters(where: str, declared: Any) -> dict[str, _Value]:
         allowed = spec.get("allowed")
         if allowed is not None and value is not None and kind != "mlist" and value not in allowed:
             raise StefaLandError(f"{at}: {value!r} is not one of {allowed}")
-        values[name] = _Value(value, unset, setting)
+        values[name] = _Value(value, unset, setting, variable, bool(from_env))
     return values
 
 
@@ -133,18 +214,24 @@ def _literal(text: str) -> str:
 
 
 def _refuse_template_value(value: Any, where: str) -> None:
+    """A substituted value must not become a template; the message names the place, never the value."""
     if isinstance(value, str) and any(m in value for m in _MARKERS):
-        raise StefaLandError(f"{where} holds template markup ({value[:60]!r}); catalog values may not contain '{{{{', '{{%' or '{{#'")
+        raise StefaLandError(f"{where} holds template markup; catalog values may not contain '{{{{', '{{%' or '{{#'")
 
 
 class _Renderer:
-    """Resolves the three documented forms in one string; refuses every other template construct."""
+    """Resolves the three documented forms in one string; refuses every other template construct.
+
+    ``env_ok`` is False for descriptive metadata: there neither ``env()`` nor a parameter set from
+    the environment may appear. Environment values that land in a path are collected in ``masks``."""
 
     def __init__(self, context: dict[str, _Value]) -> None:
         self.context = context
         self.unset: str | None = None
+        self.masks: dict[str, str] = {}
+        self._found: dict[str, str] = {}  # environment values substituted into the string being rendered
 
-    def render(self, text: str, where: str) -> str:
+    def render(self, text: str, where: str, env_ok: bool = True) -> str:
         if not any(m in text for m in _MARKERS):
             return text
         try:
@@ -152,6 +239,7 @@ class _Renderer:
         except TemplateSyntaxError as exc:
             raise StefaLandError(f"{where}: template syntax error ({exc.message}) in {text[:80]!r}") from None
         pieces: list[str] = []
+        self._found = {}
         for statement in tree.body:
             if not isinstance(statement, nodes.Output):
                 raise StefaLandError(
@@ -160,48 +248,85 @@ class _Renderer:
                     f"a catalog may only substitute {ALLOWED}"
                 )
             for node in statement.nodes:
-                pieces.append(self._piece(node, text, where))
+                pieces.append(self._piece(node, text, where, env_ok))
         rendered = "".join(pieces)
         _refuse_template_value(rendered, f"{where}: the substituted value")
+        if "/" in rendered:  # a path: its environment parts are masked in records
+            self.masks.update(self._found)
         return rendered
 
-    def _piece(self, node: nodes.Node, text: str, where: str) -> str:
+    def _piece(self, node: nodes.Node, text: str, where: str, env_ok: bool) -> str:
         if isinstance(node, nodes.TemplateData):
             return node.data
         if isinstance(node, nodes.Name) and node.ctx == "load":
-            if node.name not in self.context:
-                raise StefaLandError(
-                    f"{where}: {{{{ {node.name} }}}} names no catalog parameter "
-                    f"(parameters: {', '.join(sorted(k for k in self.context if k != 'CATALOG_DIR')) or 'none'})"
-                )
-            value = self.context[node.name]
-            if value.unset_env and self.unset is None:
-                self.unset = value.unset_env
-            return "" if value.value is None else str(value.value)
+            return self._parameter(node.name, where, env_ok)
         if (isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "env"
                 and len(node.args) == 1 and isinstance(node.args[0], nodes.Const)
                 and isinstance(node.args[0].value, str) and not node.kwargs
                 and node.dyn_args is None and node.dyn_kwargs is None):
-            variable = node.args[0].value
-            value = os.environ.get(variable, "")
-            _refuse_template_value(value, f"{where}: environment variable {variable}")
-            if not value and self.unset is None:
-                self.unset = variable
-            return value
+            return self._environment(node.args[0].value, where, env_ok)
         raise StefaLandError(
             f"{where}: template {text[:80]!r} uses {_WHAT.get(type(node).__name__, type(node).__name__.lower())}; "
             f"a catalog may only substitute {ALLOWED}"
         )
 
+    def _parameter(self, name: str, where: str, env_ok: bool) -> str:
+        if name not in self.context:
+            raise StefaLandError(
+                f"{where}: {{{{ {name} }}}} names no catalog parameter "
+                f"(parameters: {', '.join(sorted(k for k in self.context if k != 'CATALOG_DIR')) or 'none'})"
+            )
+        value = self.context[name]
+        if value.env and not env_ok:
+            _refuse_in_metadata(where, f"{{{{ {name} }}}} (set from env({value.env}))")
+        if value.unset_env and self.unset is None:
+            self.unset = value.unset_env
+        text = "" if value.value is None else str(value.value)
+        if value.from_env and text:
+            self._found[text] = f"env({value.env})"
+        return text
 
-def _walk(value: Any, renderer: _Renderer, where: str) -> Any:
+    def _environment(self, variable: str, where: str, env_ok: bool) -> str:
+        refuse_credential(variable, where)
+        if not env_ok:
+            _refuse_in_metadata(where, f"{{{{ env('{variable}') }}}}")
+        value = os.environ.get(variable, "")
+        _refuse_template_value(value, f"{where}: environment variable {variable}")
+        if not value and self.unset is None:
+            self.unset = variable
+        if value:
+            self._found[value] = f"env({variable})"
+        return value
+
+
+def _refuse_in_metadata(where: str, what: str) -> None:
+    """Descriptive metadata is displayed and stored: an environment value there would leak."""
+    raise StefaLandError(
+        f"{where}: {what} is not allowed here; values from the environment may appear only in {_ENV_PLACES}, "
+        "never in descriptive metadata (it is shown by catalog show and written into the store)"
+    )
+
+
+def _walk(value: Any, renderer: _Renderer, where: str, env_ok: bool = True) -> Any:
     if isinstance(value, str):
-        return renderer.render(value, where)
+        return renderer.render(value, where, env_ok)
     if isinstance(value, dict):
-        return {k: _walk(v, renderer, f"{where}.{k}") for k, v in value.items()}
+        return {k: _walk(v, renderer, f"{where}.{k}", env_ok) for k, v in value.items()}
     if isinstance(value, list):
-        return [_walk(v, renderer, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_walk(v, renderer, f"{where}[{i}]", env_ok) for i, v in enumerate(value)]
     return value
+
+
+def _metadata(metadata: Any, renderer: _Renderer, where: str) -> Any:
+    """A source's metadata resolved: ``basins`` (a path) like args, everything else without the environment."""
+    if not isinstance(metadata, dict):
+        return _walk(metadata, renderer, where, env_ok=False)
+    resolved = {}
+    for key, value in metadata.items():
+        resolved[key] = _walk(value, renderer, f"{where}.{key}", env_ok=key == "basins")
+    if isinstance(resolved.get("basins"), dict):
+        _refuse_protocols(resolved["basins"], f"{where}.basins")
+    return resolved
 
 
 def _check_driver(where: str, entry: dict[str, Any]) -> None:
@@ -236,7 +361,10 @@ def render_catalog(url: str, document: dict[str, Any]) -> Rendered:
     base = {**shared, "CATALOG_DIR": _Value(catalog_dir(url))}
     remote = "://" in url and not url.startswith("file://")
     rendered = Rendered(document, settings=_settings(shared))
-    for name, entry in document["sources"].items():
+    sources = document.get("sources")
+    if not isinstance(sources, dict):
+        raise StefaLandError(f"{where}: no 'sources:' mapping at the top level")
+    for name, entry in sources.items():
         at = f"{where} source {name}"
         if not isinstance(entry, dict):
             raise StefaLandError(f"{at}: must be a mapping (driver, args, metadata)")
@@ -258,6 +386,7 @@ def render_catalog(url: str, document: dict[str, Any]) -> Rendered:
                     resolved[key] = coerce(type(parameter.value).__name__, value)
                 except (ValueError, TypeError, SyntaxError, KeyError):
                     pass
+        _refuse_protocols(resolved, f"{at} args")  # before the endpoint from AWS_ENDPOINT_URL joins them
         if uses_dir and remote and "storage_options" not in resolved:
             from ..fileio import storage_options_for
 
@@ -266,7 +395,8 @@ def render_catalog(url: str, document: dict[str, Any]) -> Rendered:
                 resolved["storage_options"] = options
         entry["args"] = resolved
         if entry.get("metadata") is not None:
-            entry["metadata"] = _walk(entry["metadata"], renderer, f"{at} metadata")
+            entry["metadata"] = _metadata(entry["metadata"], renderer, f"{at} metadata")
         if renderer.unset:
             rendered.unset[name] = renderer.unset
+        rendered.masks.update(renderer.masks)
     return rendered

@@ -15,10 +15,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from stefaland.errors import StefaLandError
 from stefaland.model import ModelConfig
+from stefaland.model.config import MAX_PARAMETER_BYTES, parameter_memory_problem
 from stefaland.run import config_io
 
 ADAPTERS = ("none", "gated", "bottleneck", "residual")
+# Built-in models without a model.hidden-wide LSTM; every other built-in model has at least one.
+_NO_HIDDEN_LSTM = ("linear", "random_forest", "stefaland_transformer")
 
 
 class _Strict(BaseModel):
@@ -133,9 +137,33 @@ class ModelSection(_Strict):
         """``label``, else the paper's name of the model, else its registry name."""
         return self.label or DEFAULT_LABELS.get(self.name, self.name)
 
+    def builds_encoder_from_config(self) -> bool:
+        """The transformer always, an ablation without ``pretrained``: ``encoder`` then sizes the model."""
+        return self.name == "stefaland_transformer" or (self.name.startswith("ablation_") and self.pretrained is None)
+
+    def parameter_estimate(self, prefix: str = "model.") -> tuple[str, int]:
+        """What sizes this model (for the error line, keys after ``prefix``) and a lower bound on its
+        parameters, from the config alone: an LSTM of ``hidden`` (its two weight matrices,
+        8·hidden²) and the encoder when it is built from ``encoder``. Plug-ins are not estimated."""
+        uses_hidden = self.name in DEFAULT_LABELS and self.name not in _NO_HIDDEN_LSTM
+        parts = [(f"{prefix}hidden = {self.hidden}", 8 * self.hidden**2)] if uses_hidden else []
+        if self.builds_encoder_from_config():
+            parts.append((f"{prefix}encoder ({self.encoder.sizes()})", self.encoder.parameter_count()))
+        if not parts:
+            return "", 0
+        return max(parts, key=lambda part: part[1])[0], sum(count for _, count in parts)
+
+    @model_validator(mode="after")
+    def _size_is_possible(self) -> ModelSection:
+        what, count = self.parameter_estimate(prefix="")  # the error's location already says "model"
+        problem = parameter_memory_problem(what, count, MAX_PARAMETER_BYTES)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 class TrainConfig(_Strict):
-    epochs: int = Field(25, ge=0)
+    epochs: int = Field(25, ge=1)  # 0 would predict with an untrained model
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adadelta", "adam", "adamw"] = "adadelta"
     lr: float | None = Field(None, gt=0.0, le=10.0, allow_inf_nan=False)  # None: 1.0 for Adadelta, 1e-3 for Adam(W)
@@ -195,5 +223,19 @@ def parse_config(text: bytes | str, source: str = "config") -> FinetuneConfig:
 
 
 def load_config(path_or_url: str | Path) -> FinetuneConfig:
-    """Read and validate a YAML config; every problem is one line naming the file and key."""
-    return config_io.read_config(FinetuneConfig, str(path_or_url), NOT_A_MAPPING)
+    """Read and validate a YAML config; every problem is one line naming the file and key.
+
+    This is the config of a run about to start on this machine, so the model must also fit in its
+    memory (``submit``'s checks use :func:`config_from_dict`, as the pod's machine is not this one).
+    """
+    config = config_io.read_config(FinetuneConfig, str(path_or_url), NOT_A_MAPPING)
+    check_fits_this_machine(config, str(path_or_url))
+    return config
+
+
+def check_fits_this_machine(config: FinetuneConfig, source: str) -> None:
+    """Refuse, with the figure, a model whose parameters alone exceed this machine's memory."""
+    what, count = config.model.parameter_estimate()
+    problem = parameter_memory_problem(what, count)
+    if problem:
+        raise StefaLandError(f"{source}: {problem}")

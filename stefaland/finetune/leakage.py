@@ -8,20 +8,14 @@ checkpoint), so the check is exact rather than a convention.
 
 from __future__ import annotations
 
-import io
-
-import torch
-
-from stefaland import fileio
 from stefaland.errors import StefaLandError
-from stefaland.run.pretrained import resolve_checkpoint
+from stefaland.run.pretrained import read_state
 
 
 def pretraining_exclusion(url: str) -> dict | None:
     """The ``data.exclude`` block of the pretraining run behind a checkpoint (None if it excluded nothing)."""
-    path = resolve_checkpoint(url)
-    state = torch.load(io.BytesIO(fileio.read_bytes(path)), map_location="cpu", weights_only=False)
-    config = state.get("config") if isinstance(state, dict) else None
+    _, state = read_state(url)  # weights_only: a planted pickle is refused before this check can run it
+    config = state.get("config")
     data = config.get("data") if isinstance(config, dict) else None
     return data.get("exclude") if isinstance(data, dict) else None
 

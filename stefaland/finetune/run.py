@@ -1,16 +1,14 @@
 """One finetuning run per held-out fold: select sites, train (or resume), predict, write.
 
 Layout of ``<out>/fold-<k>/``: ``config.yaml`` (the exact config, checked on resume),
-``checkpoints/`` (``latest.json`` + ``ckpt-XXXXXX.pt``, or ``model.pkl`` for scikit-learn),
+``checkpoints/`` (``latest.json`` + ``ckpt-XXXXXX.pt``, or ``model.npz`` for scikit-learn: arrays, no pickle),
 ``metrics.csv`` and ``predictions.nc`` (written last, atomically).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +21,7 @@ from stefaland.outputs import Claim
 from stefaland.run import config_io, folder
 from stefaland.run.device import set_threads
 from stefaland.run.folds import fold_assignment, fold_ids
-from stefaland.run.manifest import write_run_manifest
+from stefaland.run.manifest import MANIFEST, write_run_manifest
 from stefaland.run.metrics_log import write_metrics
 from stefaland.run.record import write_run_record
 from stefaland.store import open_store
@@ -44,7 +42,7 @@ from .inference import predict_sklearn, predict_torch, write_fold_predictions
 from .labels import fold_label
 from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
-from .models.sklearn_baselines import HISTORY
+from .models.sklearn_baselines import HISTORY, load_baseline, save_baseline
 from .record import make_record
 from .trainer import Validation, best_epoch, train_model
 
@@ -53,7 +51,6 @@ log = logging.getLogger("stefaland.finetune")
 PREDICTIONS_FILE = "predictions.nc"
 TEMPORAL = "temporal"  # the split in which every site trains on one period and is tested on another
 TEMPORAL_FOLD = "all"  # its one "fold": the report's fold label; the run's folder is <out>/temporal
-SKLEARN_FILE = "model.pkl"
 
 
 @dataclass
@@ -85,18 +82,16 @@ def _variables_state(variables: Variables) -> dict:
 
 
 def _train_sklearn(config: FinetuneConfig, directory: str, train_data, variables: Variables, seed: int):
-    url = fileio.join(directory, "checkpoints", SKLEARN_FILE)
-    if fileio.exists(url):
-        log.info("reusing the fitted baseline %s", url)
-        return pickle.loads(fileio.read_bytes(url))
+    fitted = load_baseline(directory)  # arrays only: a planted pickle is refused, never loaded
+    if fitted is not None:
+        log.info("reusing the fitted baseline in %s", directory)
+        return fitted
     model = model_spec(config.model.name).build(config.model, variables, seed)
     if train_data.target.ndim == 1:
         model.fit_static(train_data.dynamic, train_data.static, train_data.target)
     else:
         model.fit(train_data.dynamic, train_data.static, train_data.target, np.random.default_rng(seed))
-    buffer = io.BytesIO()
-    pickle.dump(model, buffer)
-    fileio.write_bytes_atomic(url, buffer.getvalue())
+    model = save_baseline(directory, model)  # predict with what was saved, as a later reuse will
     write_metrics(directory, [{"epoch": 0, "train_rows": min(config.model.max_rows, int(np.isfinite(train_data.target).sum()))}])
     return model
 
@@ -221,6 +216,7 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
         history = warmup + data.overlap()
         validation = _validation_data(dataset, config, variables, train_data, held_back, split == TEMPORAL, history)
         metrics = train_model(model, train_data, config, directory, _variables_state(variables), quiet, validation)
+        _refuse_untrained(directory, metrics)
         test_data = load_site_data(dataset, sites.test, variables, data.test_start, data.test_end, "test", history)
         simulated = predict_torch(model, test_data, data.seq_len, data.overlap(), config.train.batch_size, quiet,
                                   warmup=warmup)
@@ -229,10 +225,25 @@ def _run(store: str, dataset, config: FinetuneConfig, directory: str, split: str
             "sites": [str(s) for s in validation.data.sites],
             "period": [str(validation.data.times[validation.data.history].date()), str(validation.data.times[-1].date())]}
         write_run_record(directory, record)
+    _unfinished(directory)
     url = write_fold_predictions(fileio.join(directory, PREDICTIONS_FILE), test_data, simulated, variables,
                                  config.task, split, label, config.model.display_label())
-    write_run_manifest(directory)  # sizes and checksums, so `stefaland pull` can verify
+    write_run_manifest(directory)  # last: marks the fold finished; `pull` and `report` check files against it
     return FoldResult(fold, url, len(train_data.sites), len(test_data.sites), metrics)
+
+
+def _refuse_untrained(directory: str, metrics: list[dict]) -> None:
+    """Predictions of a model that trained no epoch would look like any fold's; refuse before writing any."""
+    if not metrics:
+        raise StefaLandError(f"{directory}: the model trained no epoch (train.epochs: 0?); no predictions written")
+
+
+def _unfinished(directory: str) -> None:
+    """Drop the fold's manifest before its predictions are (re)written: until the new manifest comes,
+    `report` sees a fold that did not finish rather than a manifest that vouches for other bytes."""
+    url = fileio.join(directory, MANIFEST)
+    if fileio.exists(url):
+        fileio.remove(url, recursive=False)
 
 
 def resolve_folds(store: str, split: str, fold: str | int, split_file: str | None = None) -> list[int]:

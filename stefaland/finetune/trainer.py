@@ -24,7 +24,7 @@ from stefaland import fileio
 from stefaland.divergence import check_finite_step
 from stefaland.errors import StefaLandError
 from stefaland.progress import progress
-from stefaland.run.checkpoint import load_latest, save_checkpoint
+from stefaland.run.checkpoint import load_latest, load_torch_file, save_checkpoint
 from stefaland.run.device import select_device
 from stefaland.run.metrics_log import write_metrics
 from stefaland.run.trainer import Trainer, derived_seed, warmup_cosine
@@ -120,7 +120,7 @@ def _save_best(fold_dir: str, model: nn.Module) -> None:
 
 def _load_best(fold_dir: str, model: nn.Module) -> None:
     url = fileio.join(fold_dir, "checkpoints", BEST_FILE)
-    model.load_state_dict(torch.load(io.BytesIO(fileio.read_bytes(url)), map_location="cpu", weights_only=True))
+    model.load_state_dict(load_torch_file(url, fileio.read_bytes(url)))
 
 
 def _warn_if_undertrained(metrics: list[dict[str, Any]], updates: int, stopped_early: bool) -> None:

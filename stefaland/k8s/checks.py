@@ -7,6 +7,7 @@ are the rules the API server applies, checked locally, each failure one line nam
 
 from __future__ import annotations
 
+import posixpath
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -14,6 +15,17 @@ from ..errors import StefaLandError
 from .manifests import PodOptions
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")  # a label key's name, a label value
+SUBDOMAIN_RULE = ("DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or "
+                  "digit, at most 253 characters")
+LABEL_KEY_RULE = ("label key: [prefix/]name, name at most 63 characters of letters, digits, '-', '_' and '.', "
+                  "starting and ending with a letter or digit; prefix a DNS-1123 subdomain")
+LABEL_VALUE_RULE = ("label value: empty, or at most 63 characters of letters, digits, '-', '_' and '.', starting and "
+                    "ending with a letter or digit")
+#: Paths the Job's container mounts itself (manifests._container); a PVC mounted on, inside or
+#: above one would hide it (/dev/shm: the data-loader workers' shared memory).
+RESERVED_MOUNTS = {"/dev/shm": "the shared-memory volume (--shm)"}
 # the grammar of github.com/distribution/reference: [registry[:port]/]path[:tag][@digest]
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
@@ -34,6 +46,47 @@ def check_namespace(namespace: str) -> None:
             f"--namespace {namespace!r}: not a valid namespace (DNS-1123 label: lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"
         )
+
+
+def check_subdomain(value: str, option: str, what: str) -> None:
+    """Names of Secrets, ServiceAccounts and PersistentVolumeClaims are DNS-1123 subdomains."""
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        raise StefaLandError(f"{option} {value!r}: not a valid {what} name ({SUBDOMAIN_RULE})")
+
+
+def check_label_key(key: str, option: str) -> None:
+    """A node label or taint key, ``[prefix/]name``, as ``kubectl label`` accepts it."""
+    prefix, slash, name = key.rpartition("/")
+    valid = len(name) <= 63 and _LABEL_NAME.match(name) is not None
+    if slash:
+        valid = valid and len(prefix) <= 253 and _DNS1123_SUBDOMAIN.match(prefix) is not None
+    if not valid:
+        raise StefaLandError(f"{option}: {key!r} is not a valid label key ({LABEL_KEY_RULE})")
+
+
+def check_label_value(key: str, value: str, option: str) -> None:
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        raise StefaLandError(f"{option}: {key}={value!r} is not a valid label value ({LABEL_VALUE_RULE})")
+
+
+def check_node_selector(selector: dict[str, str], option: str) -> None:
+    """Every key and value of a node selector (from ``--node-selector`` or the config's section)."""
+    for key, value in selector.items():
+        check_label_key(key, option)
+        check_label_value(key, value, option)
+
+
+def check_mount_path(path: str, option: str) -> None:
+    """An absolute, normalised container path that neither is, lies inside nor contains one of the
+    Job's own mounts: the API server accepts ``/dev/shm`` twice only to fail the pod at start-up."""
+    if not path.startswith("/") or "//" in path or posixpath.normpath(path) != path.rstrip("/") or path == "/":
+        raise StefaLandError(f"{option} {path!r}: expected an absolute container path such as /data "
+                             "(no '..', '.', '//' or the root itself)")
+    for reserved, what in RESERVED_MOUNTS.items():
+        inside = path == reserved or path.startswith(reserved + "/") or reserved.startswith(path.rstrip("/") + "/")
+        if inside:
+            raise StefaLandError(f"{option} {path!r}: collides with {reserved}, where the Job mounts {what}; "
+                                 "choose another path such as /data")
 
 
 def check_image(image: str) -> None:
@@ -76,3 +129,19 @@ def check_pod(pod: PodOptions, namespace: str) -> None:
         raise StefaLandError(f"--memory {pod.memory_quantity()!r}: below 1Mi (a plain number is bytes; write 16Gi for 16 GiB)")
     if quantity(pod.shm, "shared memory size") <= 0:
         raise StefaLandError(f"shared memory size {pod.shm!r} must be positive")
+    check_names(pod)
+
+
+def check_names(pod: PodOptions) -> None:
+    """The names the Job refers to (Secret, ServiceAccount, PVC, node labels) and the PVC's mount
+    path, so a typo is refused here and not as an API rejection or a pod stuck in ContainerCreating."""
+    check_subdomain(pod.secret, "--secret", "Secret")
+    if pod.service_account is not None:
+        check_subdomain(pod.service_account, "--service-account", "ServiceAccount")
+    if pod.pvc is not None:
+        check_subdomain(pod.pvc, "--pvc", "PersistentVolumeClaim")
+    check_mount_path(pod.pvc_mount, "--pvc-mount")
+    check_node_selector(pod.node_selector, "--node-selector")
+    for toleration in pod.tolerations:
+        if toleration.key:
+            check_label_key(toleration.key, "--toleration")

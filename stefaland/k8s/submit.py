@@ -21,7 +21,7 @@ from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.yaml_mapping import load_mapping
 
-from .checks import check_pod
+from .checks import check_label_key, check_node_selector, check_pod
 from .manifests import PodOptions, finetune_objects, pretrain_objects
 from .runs import new_run_id, run_kind
 
@@ -84,6 +84,8 @@ def toleration_from_config(entry: Any, config: str) -> k8s.V1Toleration:
             f"(keys: key, operator, value, effect, tolerationSeconds)"
         )
     snake = {name: entry.get(name, entry.get(alias)) for name, alias in k8s.V1Toleration.attribute_map.items()}
+    if snake["key"]:
+        check_label_key(str(snake["key"]), f"{config}: kubernetes.tolerations")
     return k8s.V1Toleration(**{k: v for k, v in snake.items() if v is not None})
 
 
@@ -100,7 +102,9 @@ def scheduling(
     from_config = section.get("node_selector") or {}
     if not isinstance(from_config, dict):
         raise StefaLandError(f"{config}: kubernetes.node_selector must be a mapping of labels")
-    merged = {str(k): str(v) for k, v in from_config.items()} | node_selector
+    from_config = {str(k): str(v) for k, v in from_config.items()}
+    check_node_selector(from_config, f"{config}: kubernetes.node_selector")
+    merged = from_config | node_selector
     config_tolerations = section.get("tolerations") or []
     if not isinstance(config_tolerations, list):
         raise StefaLandError(f"{config}: kubernetes.tolerations must be a list")

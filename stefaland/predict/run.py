@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import pickle
 import re
 import shutil
 import tempfile
@@ -90,10 +89,12 @@ def load_fold(name: str, directory: str, training_store: str | None) -> FoldMode
     kind = model_spec(config.model.name).kind
     state, estimator = None, None
     if kind == "sklearn":
-        url = fileio.join(directory, "checkpoints", "model.pkl")
-        if not fileio.exists(url):
+        from stefaland.finetune.models.sklearn_baselines import BASELINE_FILE, load_baseline
+
+        estimator = load_baseline(directory)  # arrays only: a planted pickle is refused, never loaded
+        if estimator is None:
+            url = fileio.join(directory, "checkpoints", BASELINE_FILE)
             raise StefaLandError(f"{url}: the fitted model is missing (did the fold finish?)")
-        estimator = pickle.loads(fileio.read_bytes(url))
     else:
         state = load_latest(directory)
         if state is None:

@@ -4,7 +4,9 @@ The output is claimed first (:func:`stefaland.outputs.claim_output`, kind ``pred
 folder at ``url`` that StefaLand's ``predict`` did not write is refused, a previous prediction is
 replaced only with ``force``, and a second writer to the same path is turned away by the lock.
 A single file cannot hold the marker folder, so the kind travels as the dataset's global
-attribute ``stefaland_output = "predict"`` (NetCDF and zarr alike).
+attribute ``stefaland_output = "predict"`` (NetCDF and zarr alike). There is no run manifest beside
+such a file, so the writer also records the sha256 of its data (``stefaland_data_sha256``), which
+``report`` checks; a write killed half-way leaves no temp file for good (stefaland.report.atomic).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..model.config import ModelConfig
+from ..errors import StefaLandError
+from ..model.config import ModelConfig, parameter_memory_problem
 from ..run import config_io
 
 
@@ -161,7 +162,20 @@ def with_overrides(config: PretrainConfig, overrides: dict[str, dict[str, Any]],
 
 
 def load_config(path: str | Path | None) -> PretrainConfig:
-    """Read and validate a run config; ``None`` gives every default."""
+    """Read and validate a run config; ``None`` gives every default.
+
+    This is the config of a run about to start on this machine, so the model must also fit in its
+    memory (``submit`` checks with :func:`parse_config`, as the pod's machine is not this one).
+    """
     if path is None:
         return PretrainConfig()
-    return config_io.read_config(PretrainConfig, str(path), NOT_A_MAPPING)
+    config = config_io.read_config(PretrainConfig, str(path), NOT_A_MAPPING)
+    check_fits_this_machine(config, str(path))
+    return config
+
+
+def check_fits_this_machine(config: PretrainConfig, source: str) -> None:
+    """Refuse, with the figure, an encoder whose parameters alone exceed this machine's memory."""
+    problem = parameter_memory_problem(f"model ({config.model.sizes()})", config.model.parameter_count())
+    if problem:
+        raise StefaLandError(f"{source}: {problem}")

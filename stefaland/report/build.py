@@ -15,11 +15,13 @@ import xarray as xr
 from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.metrics import DEFAULT_MIN_VALID, keep_freed_memory_for_scoring
+from stefaland.outputs import claim_output
 from stefaland.progress import progress
 from stefaland.report.folds import JoinedRun, group_by_run, join_folds
-from stefaland.report.predictions import list_prediction_files, open_predictions
+from stefaland.report.predictions import REQUIRED_ATTRS, find_prediction_files, open_if_predictions
 from stefaland.report.tables import markdown_table, score_run
 from stefaland.report.tasks import Scheme, Task, get_task, schemes_for
+from stefaland.report.verify import UNVERIFIED, VERIFIED_MANIFEST, verify_against_manifest
 
 log = logging.getLogger("stefaland.report")
 
@@ -29,6 +31,9 @@ FORMATS = ("md", "csv", "json", "png")
 #: ``sim``); the report scores such files under their own column group ``predict``.
 PREDICT_FOLD = "predict"
 PREDICT_SPLIT = "predict"
+#: ``--out`` is claimed as this kind of StefaLand output (stefaland.outputs): a folder holding
+#: anything else (a user's own camels_table.md) is refused, a previous report replaced only with force.
+REPORT_KIND = "report"
 
 
 @dataclass
@@ -40,17 +45,20 @@ class Report:
     summary: pd.DataFrame
     sites: pd.DataFrame
     outputs: list[str] = field(default_factory=list)
+    verification: dict[str, str] = field(default_factory=dict)  # source -> how it was verified
 
 
 def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str] | None = None,
                 formats: Sequence[str] = FORMATS, min_valid: int = DEFAULT_MIN_VALID, quiet: bool = False,
-                folds: Sequence[str] | None = None) -> Report:
+                folds: Sequence[str] | None = None, force: bool = False) -> Report:
     """Score every model's joined folds on the task's schemes and write the requested outputs.
 
     ``split`` names one scheme or ``all``; with ``all`` a scheme nobody has predictions for is left
     out with a note, while a scheme named explicitly must have files. ``folds`` scores a subset of
     one scheme's folds (folds run as separate jobs, a quick demo); the table's heading says so,
-    since a median over some folds is not the scheme's median.
+    since a median over some folds is not the scheme's median. ``out`` is a folder StefaLand claims
+    as a report (:mod:`stefaland.outputs`); an earlier report there is replaced only with ``force``.
+    Every file is verified before it is scored (:mod:`stefaland.report.verify`).
     """
     spec = get_task(task)
     unknown = [f for f in formats if f not in FORMATS]
@@ -59,12 +67,9 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     schemes = [] if split == PREDICT_SPLIT else schemes_for(task, split)
     if folds is not None:
         schemes = [_only_folds(scheme, folds, split) for scheme in schemes]
-    files = list_prediction_files(runs)
-    if not files:
-        raise StefaLandError(f"{runs}: no predictions files (*.nc, *.zarr) found")
     splits = {s.split for s in schemes}
     datasets = []
-    for dataset in (open_predictions(f) for f in progress(files, "reading predictions", quiet=quiet)):
+    for dataset in _read_predictions(runs, quiet):
         if dataset.attrs["task"] != task or (models is not None and dataset.attrs["model"] not in models):
             continue
         if dataset.attrs["fold"] == PREDICT_FOLD:
@@ -99,6 +104,8 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
                             "can be scored", ", ".join(run.sources), run.dataset.sizes["site"])
     _check_units(joined)
     _check_same_sites(joined)
+    verification = {s: how for rs in joined.values() for r in rs for s, how in r.verification.items()}
+    _warn_unverified(verification)
 
     keep_freed_memory_for_scoring()
     site_frames, records = [], []
@@ -112,9 +119,50 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     order = list(models) if models is not None else list(dict.fromkeys(r.model for r in all_runs))
     used = [s for s in schemes if s.split in joined]
     table = markdown_table(summary, spec, used, order)
-    report = Report(task, table, summary, sites)
-    _write_outputs(report, spec, used, joined, out, formats, min_valid)
+    report = Report(task, table, summary, sites, verification=verification)
+    if formats:
+        with claim_output(out, REPORT_KIND, force=force) as claim:
+            if claim.existed:
+                claim.clear()  # a report of ours (force): replaced whole, no stale plot left beside the new
+            claim.mark()
+            _write_outputs(report, spec, used, joined, out, formats, min_valid)
     return report
+
+
+def _read_predictions(runs: str, quiet: bool) -> list[xr.Dataset]:
+    """Every predictions file under ``runs``, verified (manifest, else data digest) and validated.
+
+    Other StefaLand outputs (a store, embeddings) and datasets with no obs/sim at all are passed
+    over with a log line; when nothing is left, the error says what was looked for and what was seen.
+    """
+    found = find_prediction_files(runs)
+    datasets = []
+    for url in progress(found.files, "reading predictions", quiet=quiet):
+        in_manifest = verify_against_manifest(url)
+        dataset = open_if_predictions(url)
+        if dataset is None:
+            found.skipped.append((url, "no obs/sim variables"))
+            log.info("%s: skipped, no obs/sim variables (not a predictions file)", url)
+            continue
+        if in_manifest:
+            dataset.attrs["verified"] = VERIFIED_MANIFEST
+        datasets.append(dataset)
+    if not datasets:
+        seen = "; ".join(f"{url} ({why})" for url, why in found.skipped[:3])
+        more = f" and {len(found.skipped) - 3} more" if len(found.skipped) > 3 else ""
+        raise StefaLandError(f"{runs}: no predictions files found (*.nc or *.zarr holding obs and sim, with attributes "
+                             f"{', '.join(REQUIRED_ATTRS)}; docs/PREDICTIONS.md)"
+                             + (f"; skipped {seen}{more}" if seen else ""))
+    return datasets
+
+
+def _warn_unverified(verification: dict[str, str]) -> None:
+    """One warning for the files scored without any checksum to vouch for them (the decision is in
+    stefaland.report.verify: scored, and said so, since other tools write predictions files too)."""
+    unverified = [source for source, how in verification.items() if how == UNVERIFIED]
+    if unverified:
+        log.warning("%d predictions file(s) carry no checksum (no manifest.json beside them, no data sha256) and are "
+                    "scored unverified: %s", len(unverified), ", ".join(unverified[:3]) + (" …" if len(unverified) > 3 else ""))
 
 
 def _only_folds(scheme: Scheme, folds: Sequence[str], split: str) -> Scheme:
@@ -184,7 +232,7 @@ def _write_outputs(report: Report, spec: Task, schemes: list[Scheme], joined: di
             "task": task, "min_valid": min_valid,
             "schemes": [{"split": s.split, "title": s.title, "folds": list(s.folds)} for s in schemes],
             "runs": [{"model": r.model, "variable": r.variable, "split": r.scheme.split, "units": r.units,
-                      "n_sites": int(r.dataset.sizes["site"]), "sources": r.sources}
+                      "n_sites": int(r.dataset.sizes["site"]), "sources": r.sources, "verified": r.verification}
                      for rs in joined.values() for r in rs],
             "summary": _records(report.summary),
             "sites": _records(report.sites),

@@ -29,6 +29,7 @@ class JoinedRun:
     scheme: Scheme
     dataset: xr.Dataset  # obs, sim, coord fold (site,), optional lat/lon
     sources: list[str] = field(default_factory=list)
+    verification: dict[str, str] = field(default_factory=dict)  # source -> how it was verified (report.verify)
 
 
 def group_by_run(datasets: list[xr.Dataset], scheme: Scheme, task: Task) -> dict[tuple[str, str], dict[str, xr.Dataset]]:
@@ -76,7 +77,8 @@ def join_folds(model: str, variable: str, folds: dict[str, xr.Dataset], scheme: 
     if not has_coords:
         parts = [p.drop_vars([c for c in ("lat", "lon") if c in p.coords]) for p in parts]
     joined = xr.concat(parts, dim="site", join="outer", data_vars="all", coords="different", compat="equals")
-    return JoinedRun(model, variable, units.pop(), scheme, joined, [d.attrs["source"] for d in ordered])
+    return JoinedRun(model, variable, units.pop(), scheme, joined, [d.attrs["source"] for d in ordered],
+                     {d.attrs["source"]: str(d.attrs.get("verified", "")) for d in ordered})
 
 
 def _prepare(fold: str, dataset: xr.Dataset, task: Task) -> xr.Dataset:

@@ -5,6 +5,9 @@ static target -- holding ``obs`` and ``sim`` (optionally ensemble members ``sim_
 optional site coordinates ``lat``/``lon``, and the attributes ``task``, ``split``, ``fold``,
 ``model`` and ``units`` (plus optional ``variable``). ``docs/PREDICTIONS.md`` is the user-facing
 description; this module writes and validates it so the two cannot drift apart.
+
+Files written here also carry ``stefaland_data_sha256`` (:mod:`stefaland.report.verify`), checked
+whenever they are opened; their temp files never outlive a killed writer (:mod:`.atomic`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,9 @@ import xarray as xr
 
 from stefaland import fileio
 from stefaland.errors import StefaLandError
+from stefaland.outputs import read_marker
+from stefaland.report import atomic
+from stefaland.report.verify import UNVERIFIED, VERIFIED_DIGEST, check_digest, with_digest
 
 log = logging.getLogger("stefaland.report")
 
@@ -92,13 +99,14 @@ def predictions_dataset(obs, sim, sites, times, task, split, fold, model, units,
 
 
 def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
-    """Via a temporary file: h5netcdf writes a file several times faster than an in-memory image."""
+    """Via a temporary file: h5netcdf writes a file several times faster than an in-memory image.
+
+    The temp file is named after this writer and never outlives it (:mod:`stefaland.report.atomic`)."""
+    dataset = with_digest(dataset)
     remote = fileio.is_remote(url)
     parent = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(url))
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=".nc")
-    os.close(fd)
-    try:
+    with atomic.writing(atomic.temp_path(parent, ".nc")) as tmp:
         dataset.to_netcdf(tmp, engine="h5netcdf")
         if remote:
             with open(tmp, "rb") as handle:
@@ -106,12 +114,10 @@ def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
         else:
             os.chmod(tmp, 0o644)
             os.replace(tmp, url)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write_zarr(dataset: xr.Dataset, url: str) -> None:
+    dataset = with_digest(dataset)
     if fileio.is_remote(url):
         fileio.remove(url)
         pending = dataset.assign_attrs({COMPLETE_ATTR: 0})
@@ -124,8 +130,7 @@ def _write_zarr(dataset: xr.Dataset, url: str) -> None:
         return
     parent = os.path.dirname(os.path.abspath(url))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-", suffix=".zarr")
-    try:
+    with atomic.writing(atomic.temp_path(parent, ".zarr")) as tmp:
         dataset.assign_attrs({COMPLETE_ATTR: 1}).to_zarr(tmp, mode="w", consolidated=False)
         if os.path.exists(url):  # replacing: move the old one aside first, then drop it
             old = f"{url}.old-{uuid.uuid4().hex[:8]}"
@@ -134,12 +139,24 @@ def _write_zarr(dataset: xr.Dataset, url: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, url)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Found:
+    """What a search for predictions found: candidate files, and what it passed over (path, why)."""
+
+    files: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def list_prediction_files(runs: str) -> list[str]:
     """Every predictions file under a folder (recursively), matching a glob, or the file itself."""
+    return find_prediction_files(runs).files
+
+
+def find_prediction_files(runs: str) -> Found:
+    """Candidate predictions files under ``runs``; zarr folders that are another StefaLand output
+    (the store the runs were trained on, embeddings: their marker says so) are passed over."""
     runs = str(runs)
     fs, path = fileio.filesystem(runs)
     prefix = runs.split("://", 1)[0] + "://" if fileio.is_remote(runs) else ""
@@ -151,33 +168,60 @@ def list_prediction_files(runs: str) -> list[str]:
         found = sorted(fs.find(path, withdirs=True))
     else:
         raise StefaLandError(f"{runs}: no such folder, file or glob match for predictions")
-    files = []
+    result = Found()
     for item in found:
         item = item.rstrip("/")
         name = item.rsplit("/", 1)[-1]
         inside_zarr = any(part.endswith(".zarr") for part in item.split("/")[:-1])
-        if name.startswith(".tmp-") or ".old-" in name or inside_zarr or not name.endswith(SUFFIXES):
+        if name.startswith(atomic.TEMP_PREFIX) or ".old-" in name or inside_zarr or not name.endswith(SUFFIXES):
             continue
-        files.append(prefix + item if prefix and not item.startswith(prefix) else item)
-    return files
+        url = prefix + item if prefix and not item.startswith(prefix) else item
+        marker = read_marker(url) if name.endswith(".zarr") else None
+        if marker is not None:
+            result.skipped.append((url, f"a StefaLand {marker['stefaland_output']} output"))
+            log.info("%s: skipped, a StefaLand %s output, not predictions", url, marker["stefaland_output"])
+            continue
+        result.files.append(url)
+    return result
 
 
-def open_predictions(url: str) -> xr.Dataset:
-    """Open and validate one predictions file lazily (attributes first, arrays on ``.load()``)."""
-    url = str(url)
+def _open_dataset(url: str) -> xr.Dataset:
     try:
         if url.rstrip("/").endswith(".zarr"):
-            dataset = xr.open_zarr(url, storage_options=fileio.storage_options_for(url) or None,
-                                   consolidated=False)
-        elif fileio.is_remote(url):
-            dataset = xr.open_dataset(io.BytesIO(fileio.read_bytes(url)))
-        else:
-            dataset = xr.open_dataset(url)
+            return xr.open_zarr(url, storage_options=fileio.storage_options_for(url) or None, consolidated=False)
+        if fileio.is_remote(url):
+            return xr.open_dataset(io.BytesIO(fileio.read_bytes(url)))
+        return xr.open_dataset(url)
     except StefaLandError:
         raise
     except Exception as exc:  # a corrupt or foreign file: say which one
         raise StefaLandError(f"{url}: cannot be read as a predictions dataset ({type(exc).__name__}: {exc})") from exc
-    return validate_predictions(dataset, url)
+
+
+def open_predictions(url: str) -> xr.Dataset:
+    """Open and validate one predictions file lazily (attributes first, arrays on ``.load()``);
+    a file that records its data digest is checked against it (which reads its arrays)."""
+    url = str(url)
+    return _checked(_open_dataset(url), url)
+
+
+def open_if_predictions(url: str) -> xr.Dataset | None:
+    """:func:`open_predictions`, or None for a dataset that is no predictions file at all: no
+    ``obs``, ``sim`` nor ``sim_<member>`` variable (HBV fluxes beside predict's output, a store
+    without a marker). One that has some of them and breaks the contract is still one line."""
+    url = str(url)
+    dataset = _open_dataset(url)
+    if not any(str(v) in ("obs", "sim") or str(v).startswith("sim_") for v in dataset.data_vars):
+        dataset.close()
+        return None
+    return _checked(dataset, url)
+
+
+def _checked(dataset: xr.Dataset, url: str) -> xr.Dataset:
+    verified = check_digest(dataset, url)
+    dataset = validate_predictions(dataset, url)
+    dataset.attrs["verified"] = VERIFIED_DIGEST if verified else UNVERIFIED
+    return dataset
 
 
 def read_predictions(url: str) -> xr.Dataset:

@@ -8,6 +8,12 @@ Two more guards, because a checkpoint is what every later command trusts: a stat
 or inf tensor is never written (a diverged run must not replace the last good checkpoint), and a
 latest checkpoint that cannot be read (truncated by a full disk, damaged on a copy, deleted) is
 skipped with a warning in favour of the newest intact older one.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: unpickling a file may otherwise
+call any Python function it names, and checkpoints travel (shared buckets, colleagues, ``pull``).
+What StefaLand writes is tensors, plain containers and numbers, plus the numpy arrays of the
+pretraining RNG state; a file naming anything else is refused, never skipped (see
+:func:`load_torch_file`).
 """
 
 from __future__ import annotations
@@ -15,8 +21,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
+import re
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..divergence import nonfinite_tensor
@@ -26,6 +36,49 @@ from ..fileio import exists, filesystem, join, read_bytes, remove, write_bytes_a
 log = logging.getLogger("stefaland.run.checkpoint")
 
 POINTER = "latest.json"
+
+
+class RefusedFile(StefaLandError):
+    """A file that would have to run code to load: refused, never skipped or retried with less safety."""
+
+
+def _numpy_array_globals() -> list:
+    """The one allow-list beyond torch's default: numpy arrays of numbers and booleans.
+
+    Pretraining checkpoints hold ``np.random.get_state()``, whose key is a uint32 array. Rebuilding
+    such an array calls only numpy's array constructor and sets its dtype and bytes; object arrays
+    (whose elements could be anything) stay out. Both spellings of the constructor are listed, so
+    files written under numpy 1 (``numpy.core``) load under numpy 2 (``numpy._core``) too.
+    """
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    dtypes = [type(np.dtype(kind)) for kind in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8",
+                                                 "f2", "f4", "f8", "c8", "c16")]
+    return [(_reconstruct, "numpy._core.multiarray._reconstruct"), (_reconstruct, "numpy.core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, *dtypes]
+
+
+def _named_global(message: str) -> str:
+    """What a refused pickle tried to reach (``posix.system``), from torch's message, for the error line."""
+    match = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", message)
+    return f" (it names {match.group(1) or match.group(2)})" if match else ""
+
+
+def load_torch_file(url: str, data: bytes) -> Any:
+    """``torch.load`` that can only rebuild tensors, plain containers, numbers, strings and numpy arrays.
+
+    A file that names any other class or function raises :class:`RefusedFile` (one line naming the
+    file); other failures (a truncated zip, garbage bytes) propagate for the caller to call unreadable.
+    """
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_array_globals()):
+            warnings.simplefilter("ignore", UserWarning)  # "protocol 4 ..." notes about a foreign pickle: noise
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RefusedFile(f"{url}: refused: it holds objects other than tensors and plain metadata"
+                          f"{_named_global(str(exc))}, which could run code if loaded; StefaLand never writes such a file") from None
 
 
 def checkpoint_dir(out: str) -> str:
@@ -110,8 +163,10 @@ def _read_checkpoint(url: str) -> dict[str, Any]:
     except StefaLandError:
         raise StefaLandError(f"{url}: missing") from None
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zip, garbage bytes, a foreign pickle: all mean "unreadable"
+        state = load_torch_file(url, data)
+    except RefusedFile:
+        raise
+    except Exception as exc:  # truncated zip, garbage bytes: "unreadable" (a foreign pickle is RefusedFile)
         raise StefaLandError(f"{url}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not isinstance(state, dict):
         raise StefaLandError(f"{url}: not a StefaLand checkpoint (holds a {type(state).__name__})")
@@ -145,6 +200,8 @@ def load_latest(out: str) -> dict[str, Any] | None:
         url = join(directory, name)
         try:
             state = _read_checkpoint(url)
+        except RefusedFile:
+            raise  # a planted file is news, not damage: stop rather than quietly resume from an older one
         except StefaLandError as exc:
             problems.append(str(exc))
             continue

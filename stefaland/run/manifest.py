@@ -2,7 +2,9 @@
 
 Why: object storage can hold a truncated upload or a half-copied checkpoint without a sign; the
 manifest written by the trainer (from the bytes read back) lets ``stefaland pull`` check each file
-it downloads (:mod:`stefaland.pull`). Finetuning folds write their own ``fold-<k>/manifest.json``.
+it downloads (:mod:`stefaland.pull`) and ``stefaland report`` each predictions file it scores
+(:mod:`stefaland.report.verify`). Finetuning folds write their own ``fold-<k>/manifest.json``, as
+their last file: a fold folder without one did not finish.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ def list_run_files(run_url: str) -> dict[str, int]:
 
 
 def _sha256(run_url: str, relative: str) -> str:
-    fs, path = fileio.filesystem(fileio.join(run_url, relative))
+    return file_sha256(fileio.join(run_url, relative))
+
+
+def file_sha256(url: str) -> str:
+    """The sha256 of the bytes at ``url`` (local or object storage), read in chunks."""
+    fs, path = fileio.filesystem(url)
     digest = hashlib.sha256()
     with fs.open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -67,3 +74,19 @@ def write_run_manifest(run_url: str, quiet: bool = True) -> dict[str, Any]:
     }
     fileio.write_bytes_atomic(fileio.join(run_url, MANIFEST), json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def read_manifest(folder_url: str) -> dict[str, dict[str, Any]] | None:
+    """``{relative path: entry}`` of ``<folder_url>/manifest.json``; None when there is none.
+
+    An unreadable manifest is one line naming it: a run whose record of its own files is damaged
+    cannot vouch for them.
+    """
+    url = fileio.join(folder_url, MANIFEST)
+    if not fileio.exists(url):
+        return None
+    try:
+        document = json.loads(fileio.read_bytes(url))
+        return {str(entry["path"]): entry for entry in document["files"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StefaLandError(f"{url}: not a readable manifest ({type(exc).__name__}: {exc})") from exc

@@ -11,11 +11,13 @@ Checkpoints come from ``stefaland pretrain``: ``<run>/checkpoints/latest.json`` 
 ``ckpt-XXXXXX.pt`` holding the weights (``objective`` → ``model.encoder.*``, or ``model`` →
 ``encoder.*``, or a bare encoder state dict), the config (``config.model``) and the variables
 and their statistics (``schema``).
+
+These files are read with :func:`stefaland.run.checkpoint.load_torch_file` (``weights_only``): a
+checkpoint is often someone else's, and one that would run code to load is refused.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from pydantic import ValidationError
 from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.model import ModelConfig, StefaLandEncoder
+from stefaland.run.checkpoint import RefusedFile, load_torch_file
 
 log = logging.getLogger("stefaland.run.pretrained")
 
@@ -81,16 +84,27 @@ def encoder_state(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return stripped
 
 
-def read_checkpoint(url: str) -> PretrainedCheckpoint:
+def read_state(url: str) -> tuple[str, dict]:
+    """``(resolved file, its top-level dict)``; tensors and plain metadata only, so nothing in it runs.
+
+    Shared by :func:`read_checkpoint` and the leakage check, so every reader of a pretraining
+    checkpoint refuses a planted pickle the same way.
+    """
     url = resolve_checkpoint(url)
+    data = fileio.read_bytes(url)
     try:
-        state = torch.load(io.BytesIO(fileio.read_bytes(url)), map_location="cpu", weights_only=False)
-    except StefaLandError:
+        state = load_torch_file(url, data)
+    except RefusedFile:
         raise
     except Exception as exc:
         raise StefaLandError(f"{url}: cannot be read as a torch checkpoint ({type(exc).__name__})") from exc
     if not isinstance(state, dict):
         raise StefaLandError(f"{url}: not a StefaLand checkpoint (expected a dict)")
+    return url, state
+
+
+def read_checkpoint(url: str) -> PretrainedCheckpoint:
+    url, state = read_state(url)
     weights = state.get("objective") or state.get("model") or state.get("state_dict")
     if weights is None and all(isinstance(v, torch.Tensor) for v in state.values()):
         weights = state

@@ -13,6 +13,7 @@ import io
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -150,11 +151,27 @@ def _refuse_duplicate_dates(dataset: xr.Dataset, url: str, source: str) -> None:
         raise StefaLandError(f"source {source}: file {url}: duplicated date {index[index.duplicated()][0]:%Y-%m-%d}")
 
 
-def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
-                          sep: str = ";", storage_options: dict | None = None) -> pd.DataFrame:
-    """Join CAMELS attribute tables on the site id, keeping ids as zero-padded strings."""
-    tables: list[pd.DataFrame] = []
-    labels: list[str] = []
+_NUMERIC_ID = re.compile(r"^(\d+)(?:\.0*)?$")
+GAUGE_ID_DIGITS = 8
+
+
+def normalise_gauge_ids(ids: pd.Series) -> pd.Series:
+    """USGS gauge ids as CAMELS writes them: 8 digits, zero-padded, whichever table they come from.
+
+    A table that went through a spreadsheet lost its leading zeros ("01013500" → "1013500", or
+    "1013500.0"); joined as text it matched no site, and its attributes were NaN everywhere.
+    Ids that are not plain numbers are kept as written (stripped)."""
+    text = ids.astype(str).str.strip()
+    digits = text.str.extract(_NUMERIC_ID, expand=False)
+    padded = digits.str.zfill(GAUGE_ID_DIGITS)
+    return padded.where(digits.notna(), text)
+
+
+def read_attribute_table_list(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
+                              sep: str = ";", storage_options: dict | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Each CAMELS attribute file as ``(url, table indexed by normalised gauge id)``, unjoined, so a
+    build can say which file matches none of its sites."""
+    tables: list[tuple[str, pd.DataFrame]] = []
     for url in expand_files(urlpath, source, storage_options):
         text = _read_text(url, storage_options)
         lines = text.splitlines()
@@ -166,13 +183,19 @@ def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: st
             raise StefaLandError(
                 f"source {source}: file {url} has no site id column {site_id!r} (columns: {', '.join(table.columns[:8])})"
             )
-        table[site_id] = table[site_id].astype(str).str.strip()
+        table[site_id] = normalise_gauge_ids(table[site_id])
         duplicated = table[site_id][table[site_id].duplicated()]
         if not duplicated.empty:
             raise StefaLandError(f"source {source}: file {url}: duplicated site id {duplicated.iloc[0]}")
-        tables.append(table.set_index(site_id))
-        labels.append(url)
-    return join_on_site(tables, site_id, source, labels)
+        tables.append((url, table.set_index(site_id)))
+    return tables
+
+
+def read_attribute_tables(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
+                          sep: str = ";", storage_options: dict | None = None) -> pd.DataFrame:
+    """Join CAMELS attribute tables on the site id, keeping ids as zero-padded strings."""
+    tables = read_attribute_table_list(urlpath, source, site_id, sep, storage_options)
+    return join_on_site([t for _, t in tables], site_id, source, [url for url, _ in tables])
 
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -268,7 +291,7 @@ class SiteFilesSource(DataSource):
             template = template if template is not None else piece
             pieces.append(piece)
         if template is None:
-            raise StefaLandError(f"source {self._label()}: none of the requested sites has a file")
+            template = self._empty_template(time)
         filled = [p if p is not None else xr.full_like(template, np.nan) for p in pieces]
         if time is None:
             combined = xr.concat(filled, dim="site", join="outer")
@@ -277,6 +300,20 @@ class SiteFilesSource(DataSource):
         for name in template.data_vars:
             combined[name].attrs = template[name].attrs
         return combined.assign_coords(site=np.asarray(list(sites), dtype=object))
+
+    def _empty_template(self, time: pd.DatetimeIndex | None) -> xr.Dataset:
+        """The variables (and units) of this source for a shard none of whose sites has a file.
+
+        A target source legitimately lacks ungauged sites; with small shards (``--shard-size 1``)
+        a shard may hold only such sites, and its rows are all NaN like any ungauged row. The
+        variables come from the first file of the source (read once, its values dropped)."""
+        files = self.files()
+        if not files:
+            raise StefaLandError(f"source {self._label()}: no file to read")
+        piece = self._read_file(files[min(files)])
+        if time is not None:
+            piece = piece.reindex(time=time)
+        return xr.full_like(piece, np.nan)
 
     def time_bounds(self, sites: Sequence[str]) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         """Earliest and latest date in the files of ``sites`` (each file read once, then dropped)."""
@@ -320,6 +357,15 @@ class CamelsStreamflowSource(SiteFilesSource):
         return read_streamflow_file(url, self._label(), self.storage_options)
 
 
+@dataclass(frozen=True)
+class TableKeys:
+    """One joined table of a source: where it came from, the site ids it holds, its columns."""
+
+    label: str
+    ids: pd.Index
+    columns: tuple[str, ...]
+
+
 class SiteTableSource(DataSource):
     """A site table assembled from several files, read once and cached: the shared shape of the
     attribute drivers (CAMELS, Caravan), which differ only in how they read and join their files."""
@@ -334,9 +380,16 @@ class SiteTableSource(DataSource):
         self.urlpath = urlpath
         self.site_id = site_id
         self._frame: pd.DataFrame | None = None
+        self._keys: list[TableKeys] = []
 
     def _read_table(self, label: str) -> pd.DataFrame:
         raise NotImplementedError
+
+    def table_keys(self) -> list[TableKeys]:
+        """The ids and columns of each file (or group of files) before the join: a file whose ids
+        match no site of the store is then named, not hidden behind NaN columns."""
+        self.read()
+        return list(self._keys)
 
     def _get_schema(self) -> Schema:
         frame = self.read()
@@ -365,4 +418,6 @@ class CamelsAttributesSource(SiteTableSource):
         self.sep = sep
 
     def _read_table(self, label: str) -> pd.DataFrame:
-        return read_attribute_tables(self.urlpath, label, self.site_id, self.sep, self.storage_options)
+        tables = read_attribute_table_list(self.urlpath, label, self.site_id, self.sep, self.storage_options)
+        self._keys = [TableKeys(url, t.index, tuple(map(str, t.columns))) for url, t in tables]
+        return join_on_site([t for _, t in tables], self.site_id, label, [url for url, _ in tables])

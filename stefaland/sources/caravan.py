@@ -24,7 +24,7 @@ import xarray as xr
 
 from ..errors import StefaLandError
 from ..fileio import filesystem
-from .camels import SiteFilesSource, SiteTableSource, expand_files, join_on_site
+from .camels import SiteFilesSource, SiteTableSource, TableKeys, expand_files, join_on_site
 from .textcheck import check_field_counts
 
 DATE_COLUMN = "date"
@@ -102,6 +102,14 @@ def read_attribute_files(urlpath: str | Sequence[str], source: str, site_id: str
                          storage_options: dict | None = None) -> pd.DataFrame:
     """Caravan attribute CSVs → one table: rows of the same kind (``attributes_other_*``) are
     stacked across Caravan sources, different kinds are joined on the gauge id."""
+    kinds = read_attribute_kinds(urlpath, source, site_id, storage_options)
+    return join_on_site([t for _, t in kinds], site_id, source, [label for label, _ in kinds])
+
+
+def read_attribute_kinds(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
+                         storage_options: dict | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """``(label, table indexed by gauge id)`` per kind, unjoined. Every file's ids are read as text
+    and stripped (never as numbers, which would drop leading zeros), so all kinds key alike."""
     kinds: dict[str, list[pd.DataFrame]] = {}
     for url in expand_files(urlpath, source, storage_options):
         match = _KIND.match(os.path.basename(url))
@@ -111,14 +119,14 @@ def read_attribute_files(urlpath: str | Sequence[str], source: str, site_id: str
             raise StefaLandError(f"source {source}: file {url} has no site id column {site_id!r}")
         table[site_id] = table[site_id].astype(str).str.strip()
         kinds.setdefault(kind, []).append(table)
-    indexed: list[pd.DataFrame] = []
+    indexed: list[tuple[str, pd.DataFrame]] = []
     for kind, tables in kinds.items():
         stacked = pd.concat(tables, ignore_index=True)
         duplicated = stacked[site_id][stacked[site_id].duplicated()]
         if not duplicated.empty:
             raise StefaLandError(f"source {source}: duplicated site id {duplicated.iloc[0]} in the {kind} tables")
-        indexed.append(stacked.set_index(site_id))
-    return join_on_site(indexed, site_id, source, [f"the {kind} tables" for kind in kinds])
+        indexed.append((f"the {kind} tables", stacked.set_index(site_id)))
+    return indexed
 
 
 class CaravanAttributesSource(SiteTableSource):
@@ -127,7 +135,9 @@ class CaravanAttributesSource(SiteTableSource):
     name = "stefaland_caravan_attributes"
 
     def _read_table(self, label: str) -> pd.DataFrame:
-        return read_attribute_files(self.urlpath, label, self.site_id, self.storage_options)
+        kinds = read_attribute_kinds(self.urlpath, label, self.site_id, self.storage_options)
+        self._keys = [TableKeys(kind, t.index, tuple(map(str, t.columns))) for kind, t in kinds]
+        return join_on_site([t for _, t in kinds], self.site_id, label, [kind for kind, _ in kinds])
 
 
 # StefaLand list prefix → Caravan sources that may hold the same gauge, and how the id is written there.

@@ -15,7 +15,7 @@ from stefaland.errors import StefaLandError
 from .continents import CONTINENTS, continent_of
 from .schemes import NOT_HELD_OUT, PUR_REGIONS, SCHEMES, Assignment, assign, mhpi_folds, random_folds
 from .sites import load_site_tables, read_site_list, restrict
-from .splitfile import Split, apply_split, holdout, read_split, validate_split, write_split
+from .splitfile import Split, apply_split, check_split_out, holdout, read_split, validate_split, write_split
 
 log = logging.getLogger("stefaland.splits")
 
@@ -84,6 +84,6 @@ def make_split(
 
 __all__ = [
     "CONTINENTS", "DEFAULT_SEED", "NOT_HELD_OUT", "PUR_REGIONS", "SCHEMES", "Assignment", "Split",
-    "apply_split", "assign", "continent_of", "holdout", "load_site_tables", "make_split", "mhpi_folds",
+    "apply_split", "assign", "check_split_out", "continent_of", "holdout", "load_site_tables", "make_split", "mhpi_folds",
     "random_folds", "read_split", "validate_split", "write_split",
 ]

@@ -21,6 +21,7 @@ import pandas as pd
 
 from stefaland import __version__, fileio
 from stefaland.errors import StefaLandError
+from stefaland.outputs import claim_output
 
 from .schemes import NOT_HELD_OUT
 
@@ -59,9 +60,22 @@ class Split:
         return {int(k): list(v.index) for k, v in self.folds.groupby(self.folds, sort=True)}
 
 
-def write_split(split: Split, url: str) -> None:
-    """Write atomically (readers never see half a split), local or s3://."""
-    fileio.write_bytes_atomic(url, split.to_csv_bytes())
+SPLIT_KIND = "split"  # its header line is its StefaLand marker (stefaland.outputs.HEADER_KINDS)
+
+
+def write_split(split: Split, url: str, force: bool = False) -> None:
+    """Write atomically (readers never see half a split), local or s3://.
+
+    The path is claimed first (:func:`stefaland.outputs.claim_output`): a file that is not a split
+    file (a user's own CSV) is refused, an existing split file is replaced only with ``force``.
+    """
+    with claim_output(url, SPLIT_KIND, force=force):
+        fileio.write_bytes_atomic(url, split.to_csv_bytes())
+
+
+def check_split_out(url: str, force: bool = False) -> None:
+    """Refuse ``url`` now (before any table is read) if :func:`write_split` would refuse it later."""
+    claim_output(url, SPLIT_KIND, force=force).release()
 
 
 def check_header(split: Split, url: str, scheme: str | None = None, task: str | None = None) -> None:
