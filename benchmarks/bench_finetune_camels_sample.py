@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
 
-from stefaland.testing.camels_sample import link_camels_sample
 from stefaland_cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' helper modules
+from _camels_sample import link_camels_sample  # noqa: E402
+
 SHARED = Path(os.environ.get("STEFALAND_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

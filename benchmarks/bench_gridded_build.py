@@ -36,7 +36,7 @@ GRIDDED_S = [0.0]  # seconds spent reading gridded sources in the current build
 def old_path(enabled: bool):
     """``enabled``: the build reads each shard on its own, as before. Either way the seconds spent
     reading gridded sources are added up in ``GRIDDED_S``."""
-    from stefaland.build.readers import SourceReader
+    from stefaland.catalog.readers import SourceReader
 
     fast = SourceReader.read_shards
     chosen = (lambda self, shards, time: (self.read(s, time) for s in shards)) if enabled else fast

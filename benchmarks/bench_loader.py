@@ -12,7 +12,7 @@ the same run:
   batch gathers anyway), and ``make_batch`` (one contiguous row per window of a zero-copy
   ``sliding_window_view``, + torch.from_numpy);
 * ``make_batch`` alone on fresh random windows, to split the gather from the draws and the check;
-* the loader as it was before issue 7 (``stefaland.testing.reference_loader``: a (site, day) fancy
+* the loader as it was before issue 7 (``tests/_reference_loader.py``: a (site, day) fancy
   index per cell and a Python loop for the check) as the baseline; asserted to give identical batches.
 
 ``--profile`` additionally runs a few real LSTM-SL training steps (hidden/seq/batch as given) under
@@ -26,14 +26,18 @@ batch assembly in an epoch is measured rather than guessed.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from stefaland.finetune.data import SiteData, WindowRows, WindowSampler, make_batch
-from stefaland.testing.reference_loader import reference_batches
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helper modules
+from _reference_loader import reference_batches  # noqa: E402
 
 
 def synthetic_sites(n_sites: int, days: int, n_dyn: int, n_static: int, gap_fraction: float, seed: int) -> SiteData:

@@ -10,6 +10,7 @@ same hyper-parameters. Everything is written under a scratch folder, never into 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,9 @@ class Case:
 
 def real_case(work: Path) -> Case:
     """The 19 real CAMELS basins (NLDAS; Tmax == Tmin in these files) with the 671-basin attribute tables."""
-    from stefaland.testing.camels_sample import link_camels_sample
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))  # the tests' helper modules
+    from _camels_sample import link_camels_sample
 
     root = link_camels_sample(SHARED, work / "camels_real")
     basins = sorted(p.name[:8] for p in (root / "basin_mean_forcing" / "nldas").glob("*/*_forcing_leap.txt"))

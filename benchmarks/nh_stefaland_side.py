@@ -4,7 +4,7 @@ Run as its own process (like neuralhydrology's side) so each tool's peak RSS is 
 
     python nh_stefaland_side.py build SPEC.json RESULT.json   # stefaland.build.build_store, timed
     python nh_stefaland_side.py train SPEC.json RESULT.json   # stefaland.finetune.finetune_fold, timed
-                                                             # (finetune_temporal when SPEC has "split": "temporal")
+                                                             # (finetune(..., "temporal") when SPEC has "split": "temporal")
 
 Preparation = ``build_store`` + everything ``finetune_fold`` does before the first epoch (open the
 store, read and z-score the training sites, build the model); epochs are timed by the trainer
@@ -57,7 +57,7 @@ def train(spec: dict, result_file: Path) -> dict:
     config = load_config(spec["config"])
     started = time.perf_counter()
     if spec.get("split") == "temporal":  # skill_camels_temporal.py: every site, train and test periods
-        result = finetune_run.finetune_temporal(spec["store"], config, spec["out"], quiet=True)
+        result = finetune_run.finetune(spec["store"], config, spec["out"], "temporal", quiet=True)[0]
     else:
         result = finetune_run.finetune_fold(spec["store"], config, spec["out"], "bench", spec["fold"],
                                             split_file=spec["split_file"], quiet=True)

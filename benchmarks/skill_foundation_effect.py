@@ -89,8 +89,7 @@ def _pretrain_fold(task: tuple) -> tuple[int, float]:
 
 
 def _finetune_folds(task: tuple) -> tuple[str, int, float]:
-    """Every scored fold of one (model, seed), in turn: a run folder is written by one process at a time
-    (finishing a fold writes the folder's model card from all its folds)."""
+    """Every scored fold of one (model, seed), in turn: a run folder is written by one process at a time."""
     store, config, out, folds, model, seed = task
     import torch
 
@@ -98,7 +97,7 @@ def _finetune_folds(task: tuple) -> tuple[str, int, float]:
     from stefaland.finetune import config_from_dict, finetune
 
     started = time.perf_counter()
-    for fold in folds:  # a fold folder without a checkpoint is an interrupted run (its model card would fail)
+    for fold in folds:  # a fold folder without a checkpoint is an interrupted run: it starts again
         partial = Path(out) / f"fold-{fold}"
         if partial.is_dir() and not (partial / "checkpoints" / "latest.json").exists():
             shutil.rmtree(partial)

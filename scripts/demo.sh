@@ -10,7 +10,8 @@ bash scripts/setup.sh
 export MPLBACKEND=Agg
 STEFALAND=.venv/bin/stefaland
 DEMO="${DEMO_DIR:-demo}"
-FOLDS="${DEMO_FOLDS:-1 2}"   # 2 of the 10 PUB folds (80 held-out basins) keep the demo to minutes
+FOLDS="${DEMO_FOLDS:-1,2}"   # a fold spec (all, 3, 1,2, 1-5): 2 of the 10 PUB folds (80 held-out basins) keep the demo to minutes
+FOLDS="${FOLDS// /,}"         # "1 2" is read as 1,2
 mkdir -p "$DEMO"
 
 echo "== 1/5 virtual world: 400 basins x 3 years (CAMELS-format files, gridded rasters, intake catalog)"
@@ -21,18 +22,16 @@ echo "== 2/5 data build → sharded zarr store"
 
 echo "== 3/5 masked pretraining, once per held-out PUB fold with that fold's basins left out (no leakage)"
 "$STEFALAND" pretrain --store "$DEMO/world.zarr" --config configs/pretrain_demo.yaml --out "$DEMO/runs/pretrain" \
-  --split pub --fold "${FOLDS// /,}" --quiet   # writes runs/pretrain/fold-<k>, each without fold k's basins
+  --split pub --fold "$FOLDS" --quiet   # writes runs/pretrain/fold-<k>, each without fold k's basins
 
-echo "== 4/5 finetuning on PUB folds ${FOLDS// /, }: LSTM-SL and StefaLand-resConn"
+echo "== 4/5 finetuning on PUB folds ${FOLDS//,/, }: LSTM-SL and StefaLand-resConn"
 sed "s#^  name: lstm#  name: stefaland_resconn\n  pretrained: $DEMO/runs/pretrain/fold-{fold}#" configs/finetune_demo.yaml > "$DEMO/finetune_resconn.yaml"
-for k in $FOLDS; do
-  "$STEFALAND" finetune --store "$DEMO/world.zarr" --config configs/finetune_demo.yaml --out "$DEMO/runs/finetune/lstm" \
-    --task camels --split pub --fold "$k" --model lstm --quiet
-  "$STEFALAND" finetune --store "$DEMO/world.zarr" --config "$DEMO/finetune_resconn.yaml" --out "$DEMO/runs/finetune/resconn" \
-    --task camels --split pub --fold "$k" --quiet
-done
+"$STEFALAND" finetune --store "$DEMO/world.zarr" --config configs/finetune_demo.yaml --out "$DEMO/runs/finetune/lstm" \
+  --task camels --split pub --fold "$FOLDS" --model lstm --quiet
+"$STEFALAND" finetune --store "$DEMO/world.zarr" --config "$DEMO/finetune_resconn.yaml" --out "$DEMO/runs/finetune/resconn" \
+  --task camels --split pub --fold "$FOLDS" --quiet
 
 echo "== 5/5 report (held-out basins of the folds run)"
-"$STEFALAND" report camels --split pub --folds "${FOLDS// /,}" --runs "$DEMO/runs/finetune" --out "$DEMO/report" --quiet
+"$STEFALAND" report camels --split pub --folds "$FOLDS" --runs "$DEMO/runs/finetune" --out "$DEMO/report" --quiet
 cat "$DEMO/report/"*table.md
 echo "demo complete: see $DEMO/report/"

@@ -7,6 +7,7 @@ import click
 from stefaland.finetune import FinetuneConfig, config_from_dict, load_config
 from stefaland.finetune import finetune as run_finetune
 from stefaland.finetune.models import known_models
+from stefaland.report.model_card import write_model_card
 
 
 def with_overrides(config: FinetuneConfig, source: str, model_name: str | None, task: str | None) -> FinetuneConfig:
@@ -32,7 +33,8 @@ def with_overrides(config: FinetuneConfig, source: str, model_name: str | None, 
 @click.option("--task", default=None, help="Task name recorded in the predictions (default: the config's).")
 @click.option("--split", required=True, help="Holdout scheme, e.g. pub or pur (store coordinate fold_<split>).")
 @click.option("--split-file", default=None, help="Split file to use instead of the store's fold_<split> column.")
-@click.option("--fold", default="all", show_default=True, help="Held-out fold id, or 'all' to loop over every fold.")
+@click.option("--fold", default="all", show_default=True,
+              help="Folds to train: 'all', one id (3), a list (1,2) or a range (1-5); each is its own run.")
 @click.option("--model", "model_name", metavar="NAME", default=None,
               help=f"Model to train (default: the config's model.name); one of {', '.join(known_models())}.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -40,6 +42,9 @@ def finetune(store: str, config_path: str, out: str, task: str | None, split: st
              fold: str, model_name: str | None, quiet: bool) -> None:
     """Leave-one-fold-out finetuning; re-running an interrupted run resumes it."""
     config = with_overrides(load_config(config_path), config_path, model_name, task)
-    for result in run_finetune(store, config, out, split, fold, split_file, quiet):
-        click.echo(f"fold {result.fold}: {result.n_train_sites} training / {result.n_test_sites} held-out sites "
+    results = run_finetune(store, config, out, split, fold, split_file, quiet)
+    if results:  # the other ranks of a torchrun launch train nothing and write nothing
+        write_model_card(out)
+    for result in results:
+        click.echo(f"fold {result.name}: {result.n_train_sites} training / {result.n_test_sites} held-out sites "
                    f"-> {result.predictions}")

@@ -10,6 +10,7 @@ from stefaland.report.tasks import TASKS
 
 
 def _split_list(value: str | None) -> list[str] | None:
+    """A comma-separated list (models, formats)."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
@@ -31,7 +32,7 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--min-valid", default=DEFAULT_MIN_VALID, show_default=True,
               help="Fewest paired (obs, sim) steps for a site to be scored; others count as skipped.")
 @click.option("--folds", default=None,
-              help="Comma-separated folds of --split to score (default: every fold, all required); the table "
+              help="Folds of --split to score: 3, 1,2 or 1-5 (default: every fold, all required); the table "
                    "says which.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def report(task: str, split: str, runs: str | None, models: str | None, formats: str, out: str | None, force: bool,
@@ -54,7 +55,7 @@ def report(task: str, split: str, runs: str | None, models: str | None, formats:
     try:
         result = make_report(task, split, runs, out or f"reports/{task}", models=_split_list(models),
                          formats=_split_list(formats) or [], min_valid=min_valid, quiet=quiet,
-                         folds=_split_list(folds), force=force)
+                         folds=folds or None, force=force)
     except StefaLandError as exc:
         if root.value or not str(exc).startswith(runs):
             raise

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
-from stefaland.splits import DEFAULT_SEED, SCHEMES, check_split_out, make_split, write_split
+from stefaland.splits import DEFAULT_SEED, check_split_out, make_split, splittable, write_split
 
-_ALL_SCHEMES = sorted({scheme for schemes in SCHEMES.values() for scheme in schemes})
+
+class RegisteredChoice(click.Choice):
+    """A choice among the holdout registry's names as they are when the command runs, so a scheme
+    registered after this module was imported (an installed plug-in, a test) is accepted too."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self.names = names
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.names())
+
+
+def _tasks() -> list[str]:
+    return sorted(splittable())
+
+
+def _schemes() -> list[str]:
+    return sorted({scheme for schemes in splittable().values() for scheme in schemes})
 
 
 @click.group("splits")
@@ -15,9 +36,9 @@ def splits() -> None:
 
 
 @splits.command("make")
-@click.option("--task", required=True, type=click.Choice(sorted(SCHEMES)),
+@click.option("--task", required=True, type=RegisteredChoice(_tasks),
               help="camels (pub|pur), global (random|continents), ismn (random|europe), wosis (random).")
-@click.option("--scheme", required=True, type=click.Choice(_ALL_SCHEMES), help="Holdout scheme.")
+@click.option("--scheme", required=True, type=RegisteredChoice(_schemes), help="Holdout scheme.")
 @click.option("--sites", "sites", required=True, multiple=True,
               help="Site table (CSV/TXT, glob allowed), CAMELS attribute folder or zarr store; "
                    "repeat to combine tables by site id.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stefaland.testing.seaweed import S3Server, seaweed_server
+from _seaweed import S3Server, seaweed_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def virtual_store(virtual_world: Path, tmp_path_factory: pytest.TempPathFactory)
 def camels_sample_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 19 sample basins (NLDAS forcing, streamflow with -999 gaps) beside the 671-basin tables,
     in CAMELS' own layout — linked, not copied."""
-    from stefaland.testing.camels_sample import link_camels_sample
+    from _camels_sample import link_camels_sample
 
     return link_camels_sample(shared_data, tmp_path_factory.mktemp("camels"))
 

@@ -11,8 +11,9 @@ import s3fs
 from click.testing import CliRunner
 
 from stefaland.store import open_store
-from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
+
+from _seaweed import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 BASINS = ["01013500", "01022500", "05291000", "09386900", "12010000"]

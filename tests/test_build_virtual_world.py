@@ -11,8 +11,9 @@ import s3fs
 from click.testing import CliRunner
 
 from stefaland.store import open_store, read_shard, shard_slices
-from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
+
+from _seaweed import S3Server
 
 
 def test_local_and_s3_builds_of_the_virtual_world_are_identical(

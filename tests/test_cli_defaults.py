@@ -179,9 +179,11 @@ def test_pretrain_split_fold_writes_one_run_per_fold_each_excluding_it(workflow,
         saved = yaml.safe_load((workflow / "pretrain" / f"fold-{k}" / "config.yaml").read_text())
         assert saved["data"]["exclude"] == {"split": "pub", "fold": k, "split_file": None}
     assert not (workflow / "pretrain" / "fold-3").exists()
-    from stefaland_cli.pretrain import _folds
+    from stefaland.pretrain import load_config
+    from stefaland.pretrain.runs import plan_runs
 
-    assert _folds(str(virtual_store), "pub", "all", None) == list(range(1, 11))
+    runs = plan_runs(str(virtual_store), load_config(workflow / "pretrain.yaml"), "x", "pub", "all")
+    assert [run.fold for run in runs] == list(range(1, 11)) and runs[0].out == "x/fold-1"
     bad = invoke("pretrain", "--store", virtual_store, "--out", workflow / "x", "--split", "pub", "--fold", "11")
     assert bad.exit_code == 1 and bad.output.startswith("error: --fold 11: fold 11 is not in split 'pub'")
     alone = invoke("pretrain", "--store", virtual_store, "--out", workflow / "x", "--fold", "all")
@@ -218,7 +220,7 @@ def test_model_card_says_half_records_no_encoder_and_keeps_flv_sane(workflow):
     assert not np.isfinite(flv) or abs(flv) < 1000
     if not np.isfinite(flv):
         assert "FLV leaves out" in card
-    from stefaland.runcard import flv_unscorable
+    from stefaland.report.model_card import flv_unscorable
 
     flows = np.array([[0.0] * 7 + [1e-4, 5.0, 10.0], [1.0] * 4 + [2.0] * 6, [0.005] * 4 + [0.01] * 6])
     assert flv_unscorable(flows, "mm/day").tolist() == [True, False, True]

@@ -5,6 +5,10 @@ examples/extending/ are what a contributor copies, so they must keep working as 
    tiny finetune on the virtual world writes finite predictions for the held-out fold.
 2. ``my_source.py`` is an intake driver for JSON Lines station records; ``my_catalog.yaml`` built
    with ``stefaland data build`` gives a store whose values are the files' values in canonical units.
+3. ``my_metric.py`` registers a metric, ``BetaNSE``; ``stefaland report`` scores it site by site
+   (the per-site CSV, the summary, the JSON) as it scores the built-in metrics.
+4. ``my_holdout.py`` registers a holdout scheme, ``camels/latitude``; ``splits make`` draws it,
+   ``finetune --fold 1,2`` trains both folds in one command and ``report`` titles and checks them.
 """
 
 from __future__ import annotations
@@ -204,3 +208,163 @@ def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path: Path, mo
         assert "plugin_broken" not in registry.MODELS and "plugin_broken" in caplog.text  # logged, not fatal
     finally:
         registry.MODELS.pop("plugin_lstm", None)
+
+
+# -- adding a metric ---------------------------------------------------------------------------------
+
+@pytest.fixture()
+def my_metric() -> Iterator[ModuleType]:
+    """``BetaNSE`` registered for one test: the rest of the suite scores the built-in metrics only."""
+    from stefaland.metrics import METRICS
+
+    module = _load("my_metric")
+    yield module
+    METRICS.pop(module.NAME, None)
+
+
+def _beta_nse(obs: np.ndarray, sim: np.ndarray) -> float:
+    """Beta-NSE of one site the plain way, over the steps where both series are finite."""
+    keep = np.isfinite(obs) & np.isfinite(sim)
+    o, s = obs[keep].astype(np.float64), sim[keep].astype(np.float64)
+    return float((s.mean() - o.mean()) / o.std())
+
+
+def test_stefaland_report_scores_my_metric(my_metric: ModuleType, tmp_path: Path) -> None:
+    """`stefaland report` on one PUB fold: BetaNSE per site in the CSV, its median in the summary and
+    the JSON, and the task's table as it was (a table shows the metrics its task names)."""
+    from stefaland.report import write_predictions
+
+    rng = np.random.default_rng(5)
+    obs = rng.gamma(2.0, 1.5, (6, 90))
+    sim = obs * rng.uniform(0.7, 1.3, (6, 1)) + rng.normal(0, 0.5, obs.shape)
+    obs[1, ::3] = np.nan  # gaps: scored over the paired steps
+    obs[2] = 1.0  # constant observations: Beta-NSE is undefined there, so the site is skipped
+    obs, sim = obs.astype(np.float32), sim.astype(np.float32)  # as predictions files store them
+    sites = [f"site{k}" for k in range(6)]
+    write_predictions(str(tmp_path / "runs" / "pub-fold-1.nc"), obs, sim, sites, pd.date_range("2001-01-01", periods=90),
+                      "camels", "pub", "1", "GRU-SL", "mm/day")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["report", "camels", "--split", "pub", "--folds", "1", "--runs",
+                                      str(tmp_path / "runs"), "--out", str(out), "--format", "md,csv,json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    per_site = pd.read_csv(out / "camels_sites.csv").set_index("site")["BetaNSE"]
+    expected = [np.nan if k == 2 else _beta_nse(obs[k], sim[k]) for k in range(6)]
+    np.testing.assert_allclose(per_site[sites].to_numpy(), expected, rtol=1e-9)
+    summary = pd.read_csv(out / "camels_summary.csv").set_index("metric").loc["BetaNSE"]
+    assert summary["value"] == pytest.approx(np.nanmedian(per_site)) and summary["aggregate"] == "median"
+    assert (summary["n_scored"], summary["n_skipped"]) == (5, 1)
+    document = json.loads((out / "camels_report.json").read_text())
+    assert any(row["metric"] == "BetaNSE" for row in document["summary"])
+    assert "BetaNSE" not in (out / "camels_table.md").read_text()
+
+
+def test_an_installed_metric_plugin_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """What `pip install` of a plug-in package leaves: a dist-info with a `stefaland.metrics` entry point."""
+    from stefaland import metrics
+
+    (tmp_path / "stefaland_metric_demo.py").write_text(
+        "from stefaland.metrics import Metric\n"
+        "METRIC = Metric(name='ME', direction='zero', fn=lambda b: b.error.sum(axis=1) / b.n_safe)\n"
+        "NOT_A_METRIC = 42\n")
+    info = tmp_path / "stefaland_metric_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stefaland-metric-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stefaland.metrics]\nME = stefaland_metric_demo:METRIC\n"
+                                           "broken = stefaland_metric_missing:METRIC\n"
+                                           "not_one = stefaland_metric_demo:NOT_A_METRIC\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(metrics, "_plugins_loaded", False)
+    try:
+        with caplog.at_level("WARNING", logger="stefaland.metrics"):
+            scores = metrics.site_metrics(np.array([[1.0, 2.0, 4.0]]), np.array([[2.0, 2.0, 5.0]]), min_valid=2)
+        assert scores["ME"] == pytest.approx([2 / 3])
+        assert "broken" not in metrics.METRICS and "broken" in caplog.text  # logged, not fatal
+        assert "not_one" in caplog.text and "is not a Metric" in caplog.text
+    finally:
+        metrics.METRICS.pop("ME", None)
+
+
+# -- adding a holdout scheme -------------------------------------------------------------------------
+
+@pytest.fixture()
+def my_holdout() -> Iterator[ModuleType]:
+    """``camels/latitude`` registered for one test: the rest of the suite sees the built-in schemes."""
+    from stefaland.splits.registry import HOLDOUTS
+
+    module = _load("my_holdout")
+    yield module
+    HOLDOUTS.pop((module.TASK, module.NAME), None)
+
+
+def test_my_holdout_splits_finetunes_and_reports_on_the_virtual_world(my_holdout: ModuleType, virtual_store: Path,
+                                                                     tmp_path: Path) -> None:
+    """`splits make --scheme latitude`, `finetune --split latitude --fold 1,2`, `report --split latitude`."""
+    from stefaland.splits import read_split
+
+    split = tmp_path / "latitude.csv"
+    made = CliRunner().invoke(cli, ["splits", "make", "--task", "camels", "--scheme", "latitude", "--sites",
+                                    str(virtual_store), "--basins", "all", "--out", str(split)])
+    assert made.exit_code == 0, made.output
+    assert "south=12 north=12" in made.output
+    folds = read_split(str(split)).folds
+    lat = open_store(str(virtual_store))["lat"].to_series().set_axis(folds.index)
+    assert lat[folds == 1].max() < lat[folds == 2].min()  # the rule as written: south, then north
+    config = yaml.safe_load((REPO / "configs" / "finetune_tiny.yaml").read_text())
+    config["data"]["seq_len"] = 60
+    config["train"].update(epochs=1, iterations_per_epoch=4)
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(config))
+    runs = tmp_path / "runs"
+    trained = CliRunner().invoke(cli, ["finetune", "--store", str(virtual_store), "--config", str(tmp_path / "ft.yaml"),
+                                       "--out", str(runs / "lstm"), "--split", "latitude", "--split-file", str(split),
+                                       "--fold", "1,2", "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    assert [line.split(":")[0] for line in trained.stdout.splitlines() if line.startswith("fold ")] == ["fold 1", "fold 2"]
+    for fold in (1, 2):
+        with xr.open_dataset(runs / "lstm" / f"fold-{fold}" / "predictions.nc") as predictions:
+            assert (predictions.attrs["split"], predictions.attrs["fold"]) == ("latitude", str(fold))
+            assert sorted(predictions["site"].values.astype(str)) == sorted(folds.index[folds == fold])
+    reported = CliRunner().invoke(cli, ["report", "camels", "--split", "latitude", "--runs", str(runs), "--out",
+                                        str(tmp_path / "report"), "--format", "md", "--quiet"])
+    assert reported.exit_code == 0, reported.output
+    assert "latitude = Latitude holdout (southern and northern halves)" in reported.output
+    assert "| LSTM-SL |" in reported.output
+
+
+def test_a_holdout_scheme_is_refused_until_registered_and_never_replaced(my_holdout: ModuleType,
+                                                                         tmp_path: Path) -> None:
+    from stefaland.splits import Holdout, register_holdout
+    from stefaland.splits.registry import HOLDOUTS
+
+    HOLDOUTS.pop(("camels", "latitude"))
+    refused = CliRunner().invoke(cli, ["report", "camels", "--split", "latitude", "--runs", str(tmp_path)])
+    assert refused.exit_code == 1 and "task 'camels' has no split 'latitude'; known: pub, pur, temporal" in refused.output
+    my_holdout.register()
+    my_holdout.register()  # the same scheme again is harmless
+    with pytest.raises(ValueError, match="already registered"):
+        register_holdout(Holdout("camels", "latitude", title="another scheme under a taken name"))
+
+
+def test_an_installed_holdout_plugin_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """What `pip install` of a plug-in package leaves: a dist-info with a `stefaland.holdouts` entry point."""
+    from stefaland.report.tasks import TASKS
+    from stefaland.splits import registry
+
+    (tmp_path / "stefaland_holdout_demo.py").write_text(
+        "from stefaland.splits import Holdout\n"
+        "HOLDOUT = Holdout('ismn', 'plugin_halves', title='Plug-in halves', fold_ids=(1, 2))\n")
+    info = tmp_path / "stefaland_holdout_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stefaland-holdout-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stefaland.holdouts]\nplugin_halves = stefaland_holdout_demo:HOLDOUT\n"
+                                           "broken = stefaland_holdout_missing:HOLDOUT\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    try:
+        with caplog.at_level("WARNING", logger="stefaland.splits"):
+            scheme = TASKS["ismn"].schemes["plugin_halves"]  # the report's column group, from the registry
+        assert (scheme.title, scheme.folds) == ("Plug-in halves", ("1", "2"))
+        assert "broken" in caplog.text  # logged, not fatal
+    finally:
+        registry.HOLDOUTS.pop(("ismn", "plugin_halves"), None)

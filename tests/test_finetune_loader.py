@@ -1,6 +1,6 @@
 """The window sampler's fast paths (contiguous-row gather, cumulative redraw check) against a plain reference.
 
-The reference (``stefaland.testing.reference_loader``) is written the slow, obvious way — one (site, day) fancy index per cell and a
+The reference (``tests/_reference_loader.py``) is written the slow, obvious way — one (site, day) fancy index per cell and a
 per-window Python check for observations — so the vectorised loader must reproduce it batch for
 batch from the same random stream.
 """
@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from stefaland.finetune.data import SiteData, WindowSampler, make_batch
-from stefaland.testing.reference_loader import reference_batches
+
+from _reference_loader import reference_batches
 
 
 def site_data(n_sites: int = 7, days: int = 120, n_dyn: int = 3, n_static: int = 4, static_target: bool = False,

@@ -11,9 +11,8 @@ import xarray as xr
 
 from stefaland.errors import StefaLandError
 from stefaland.finetune import config_from_dict, finetune_fold
-from stefaland.finetune.config import DEFAULT_LABELS
 from stefaland.finetune.data import WindowSampler, load_site_data, resolve_variables
-from stefaland.finetune.models import MODELS, build_torch_model
+from stefaland.finetune.models import MODELS, ModelSpec, build_torch_model, model_label
 from stefaland.finetune.models.adapters import ADAPTERS, make_adapter
 from stefaland.finetune.trainer import masked_loss
 from stefaland.model import MaskedReconstructionModel, ModelConfig
@@ -92,6 +91,20 @@ def test_every_torch_model_builds_and_trains_a_step(name: str, store: str, tmp_p
         assert frozen and all("encoder" in k for k in frozen)  # the encoder, and only it, stays frozen
 
 
+def test_a_model_label_comes_from_its_spec_else_its_name() -> None:
+    paper = {"lstm": "LSTM-SL", "linear": "Linear", "random_forest": "RandomForest",
+             "stefaland_resconn": "StefaLand-resConn", "stefaland_noresconn": "StefaLand-noResConn",
+             "stefaland_transformer": "StefaLand-Transformer", "ablation_resconn": "Ablation-resConn",
+             "lstm_hbv": "LSTM-HBV1.1", "stefaland_resconn_hbv": "StefaLand-resConn-HBV1.1",
+             "stefaland_noresconn_hbv": "StefaLand-noResConn-HBV1.1", "ablation_resconn_hbv": "Ablation-resConn-HBV1.1"}
+    assert {name: model_label(name) for name in paper} == paper  # every built-in model carries the paper's name
+    assert _config("lstm").model.display_label() == "LSTM-SL"
+    assert model_label("not_registered") == "not_registered"  # a plug-in without a label: its registry name
+    assert config_from_dict({"model": {"name": "lstm", "label": "mine"}}).model.display_label() == "mine"
+    with pytest.raises(ValueError, match="model label 'two words'"):
+        ModelSpec("torch", MODELS["lstm"].factory, "x", label="two words")
+
+
 def test_pretrained_encoder_loads_by_name_and_shape(store: str, tmp_path: Path, capsys) -> None:
     run, weights = _pretrain_run(tmp_path / "pre", list(DVARS), list(SVARS), ddp=True, stats_shift=2.0)
     variables = resolve_variables(open_store(store), _config("lstm").data)
@@ -157,7 +170,7 @@ def test_sklearn_baselines_predict_held_out_sites(store: str, tmp_path: Path) ->
         predictions = xr.open_dataset(result.predictions)
         obs, sim = predictions["obs"].values, predictions["sim"].values
         ok = np.isfinite(obs)
-        assert np.isfinite(sim).all() and predictions.attrs["model"] == DEFAULT_LABELS[name]  # the paper's name
+        assert np.isfinite(sim).all() and predictions.attrs["model"] == MODELS[name].label  # the paper's name
         assert np.sqrt(np.mean((obs - sim)[ok] ** 2)) < np.sqrt(np.mean((obs - climatology)[ok] ** 2))
     saved = tmp_path / "random_forest" / "fold-1" / "checkpoints" / "model.npz"
     stamp = saved.stat().st_mtime_ns

@@ -20,6 +20,7 @@ from stefaland.errors import StefaLandError
 from stefaland.finetune import config_from_dict, finetune, finetune_fold
 from stefaland.finetune.data import SiteData, batches_per_epoch, hydrodl_iterations
 from stefaland.finetune.trainer import train_model
+from stefaland.report.model_card import write_model_card
 from stefaland.report.predictions import read_predictions
 from stefaland.store import open_store
 from stefaland_cli.main import cli
@@ -225,5 +226,6 @@ def test_the_model_card_describes_finished_folds_while_another_trains(store: str
     (started / "checkpoints").mkdir(parents=True)
     (started / "config.yaml").write_text((tmp_path / "run" / "fold-1" / "config.yaml").read_text())
     finetune(store, config_from_dict(values), str(tmp_path / "run"), "pub", fold=1, quiet=True)  # fold 1 again
+    write_model_card(str(tmp_path / "run"))  # as `stefaland finetune` does once its folds are done
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
     assert "fold2" in card and "no predictions yet" in card

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from stefaland.build import build as build_module
 from stefaland.build import build_store
-from stefaland.build.readers import SourceReader
 from stefaland.build.state import BuildState
+from stefaland.catalog.readers import SourceReader
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

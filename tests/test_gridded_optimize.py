@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from stefaland.build.readers import SourceReader
+from stefaland.catalog.readers import SourceReader
 from stefaland.catalog.spec import CatalogSpec, SourceSpec, VariableSpec
 from stefaland.gridded import compute_shard, cull_shard, extract_to_sites
 
@@ -234,7 +234,7 @@ def test_read_shards_equals_read_shard_by_shard(grid: xr.Dataset, sites: pd.Data
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Sorted spatially inside the extraction, handed back in store order: the same values, bit for bit,
     whatever the window (all shards at once, two, one)."""
-    import stefaland.build.readers as readers
+    import stefaland.catalog.readers as readers
 
     time = pd.date_range("1999-12-30", periods=33)  # wider than the grid: NaN days kept as read() gives them
     shards = [list(sites["site"].iloc[s:s + SHARD]) for s in range(0, N_SITES, SHARD)]

@@ -29,10 +29,10 @@ import s3fs
 import yaml
 from click.testing import CliRunner
 
-from stefaland.testing.seaweed import SECRET_KEY, S3Server
 from stefaland_cli.main import cli
 
 from _k8s_api_server import FakeApiServer, fake_api_server
+from _seaweed import SECRET_KEY, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 CONTEXT = "lab-gpu-east"  # a name no server message contains, so finding it proves the CLI put it there

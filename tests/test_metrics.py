@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -155,3 +156,54 @@ def test_unknown_metric_and_mismatched_shapes_are_refused():
         site_metrics(np.ones((1, 3)), np.ones((1, 3)), metrics=["NSE", "XYZ"])
     with pytest.raises(ValueError, match="same shape"):
         site_metrics(np.ones((2, 3)), np.ones((2, 4)))
+
+
+# -- the registry: one entry per metric, read by the report, its plots and the model card ----------
+
+def test_the_registry_holds_what_the_report_plots_and_card_show():
+    from stefaland.metrics import card_metrics, pooled_metric_names
+    from stefaland.report.tasks import TASKS
+
+    assert [m.name for m in card_metrics()] == ["NSE", "KGE", "Corr", "RMSE", "FHV", "FLV"]
+    assert pooled_metric_names() == ["Corr", "R2", "RMSE", "ubRMSE", "MAE", "NSE", "PBIAS"]
+    assert {name for name, m in METRICS.items() if m.bounded} == {"NSE", "KGE", "Corr", "R2"}
+    assert {name for name, m in METRICS.items() if m.decimals == 1} == {"PBIAS", "FLV", "FHV", "FLV_log"}
+    assert [METRICS[n].arrow for n in ("NSE", "RMSE", "FLV")] == ["↑", "↓", "→0"]
+    assert METRICS["R2"].heading == "R²" and METRICS["RMSE_FDC"].heading == "RMSE_FDC"
+    for task in TASKS.values():  # every metric a task's table or plots name is registered
+        assert set(task.table_metrics) | {task.plot_metric} <= set(METRICS), task.name
+
+
+@pytest.fixture()
+def registered() -> Iterator[list[str]]:
+    """Names registered by a test, removed afterwards so the rest of the suite sees the built-ins."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        METRICS.pop(name, None)
+
+
+def test_a_registered_metric_is_scored_with_the_same_guards_as_the_built_ins(registered):
+    from stefaland.metrics import Metric, register_metric
+
+    mean_error = Metric(name="ME", direction="zero", fn=lambda b: b.error.sum(axis=1) / b.n_safe)
+    register_metric(mean_error)
+    registered.append("ME")
+    register_metric(mean_error)  # the same metric again is harmless
+    obs = np.array([[1.0, 2.0, np.nan, 4.0], [1.0, np.nan, np.nan, np.nan], [0.0, 0.0, 0.0, 0.0]])
+    sim = np.array([[2.0, 2.0, 9.0, 5.0], [3.0, 3.0, 3.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    scores = site_metrics(obs, sim, min_valid=2)  # every registered metric, the new one last
+    assert list(scores)[-1] == "ME"
+    np.testing.assert_allclose(scores["ME"], [2 / 3, np.nan, 1.0])  # site 1: one paired step, skipped
+    with pytest.raises(ValueError, match="'ME' is already registered"):
+        register_metric(Metric(name="ME", direction="lower", fn=mean_error.fn))
+
+    register_metric(Metric(name="Inf", direction="lower", fn=lambda b: np.full(b.n.shape, np.inf)))
+    registered.append("Inf")
+    assert np.isnan(site_metrics(obs, sim, metrics=["Inf"], min_valid=2)["Inf"]).all()  # never ±inf
+    register_metric(Metric(name="Scalar", direction="lower", fn=lambda b: 1.0))
+    registered.append("Scalar")
+    with pytest.raises(ValueError, match="one value per site"):
+        site_metrics(obs, sim, metrics=["Scalar"])
+    with pytest.raises(ValueError, match="direction 'up'"):
+        Metric(name="X", direction="up", fn=mean_error.fn)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stefaland.testing.seaweed import S3Server
+from _seaweed import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 READ_ONLY = Path("/sys")  # sysfs refuses new entries, to root too (a chmod'ed folder does not stop root)

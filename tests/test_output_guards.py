@@ -22,10 +22,10 @@ from stefaland.outputs import claim_output, lock_url, output_kind
 from stefaland.predict.write import write_dataset
 from stefaland.store import open_store
 from stefaland.synth import write_virtual_world
-from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
 
 from _guarded import one_line_error, snapshot
+from _seaweed import S3Server
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def test_hbv_runs_also_write_fluxes_states_and_parameters(virtual_store: Path, v
 def test_model_card_describes_training_data_holdout_results_and_limits(run: str, virtual_store: Path,
                                                                        tmp_path: Path) -> None:
     from stefaland.metrics import site_metrics
-    from stefaland.runcard import write_model_card
+    from stefaland.report.model_card import write_model_card
 
     url = write_model_card(run)
     card = Path(url).read_text()

@@ -111,7 +111,7 @@ def test_a_subset_of_folds_is_scored_only_when_asked_and_says_so(tmp_path: Path)
     assert len(sites) == 32 and not held_in_fold_4 & set(sites["site"])  # fold 4's sites are not there at all
     code, output = invoke("ismn", "--split", "random", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "p"),
                           "--folds", "7")
-    assert code == 1 and "--folds 7: not a fold of ismn/random" in output
+    assert code == 1 and "--folds 7: fold 7 is not in split 'random' (folds: 1, 2, 3, 4, 5)" in output
     code, output = invoke("ismn", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "q"), "--folds", "1")
     assert code == 1 and "--folds needs one --split" in output
 

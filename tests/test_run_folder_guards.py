@@ -27,7 +27,6 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from stefaland.finetune.run import fold_dir
 from stefaland.k8s.submit import Submission, upload_config
 from stefaland.model.config import ModelConfig
 from stefaland.outputs import (
@@ -42,13 +41,14 @@ from stefaland.outputs import (
     output_kind,
     write_marker,
 )
+from stefaland.run.layout import fold_dir
 from stefaland.splits import Split, write_split
 from stefaland.store import open_store
-from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
 
 from _finetune_store import write_finetune_store
 from _guarded import one_line_error, snapshot
+from _seaweed import S3Server
 from _stores import write_store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from stefaland.build import build_store
 from stefaland.errors import StefaLandError
 from stefaland.store import open_store, read_shard
-from stefaland.testing.seaweed import S3Server
 from stefaland_cli.main import cli
 
 from _guarded import one_line_error
+from _seaweed import S3Server
 
 
 @pytest.fixture(scope="module")

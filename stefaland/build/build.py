@@ -32,6 +32,8 @@ import pandas as pd
 
 from .. import __version__, fileio
 from ..catalog import CatalogSpec, SourceSpec, load_catalog
+from ..catalog.readers import SourceReader
+from ..catalog.sites import load_catalog_sites
 from ..errors import StefaLandError
 from ..outputs import Claim, claim_output, read_marker
 from ..progress import ProgressBoard
@@ -39,8 +41,6 @@ from ..store.integrity import RECORD_KEY, check_on_open
 from ..store.layout import COMPLETE_ATTR
 from .harmonise import harmonise, refuse_empty_sites, refuse_empty_static, store_unit
 from .inputs import fingerprint_inputs, first_change
-from .readers import SourceReader
-from .sites import load_catalog_sites
 from .state import BuildState, RunningMoments
 from .timeaxis import record_missing, report_missing, resolve_time
 from .writer import BlockLayout, create_skeleton, finalise, open_group, write_shard

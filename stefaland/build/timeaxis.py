@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..catalog.readers import SourceReader
 from ..errors import StefaLandError
-from .readers import SourceReader
 
 log = logging.getLogger("stefaland.build")
 

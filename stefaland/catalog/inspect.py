@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..build.readers import SourceReader
-from ..build.sites import load_catalog_sites
 from ..errors import StefaLandError
 from .duplicates import describe, identical_pairs
+from .readers import SourceReader
+from .sites import load_catalog_sites
 from .spec import CatalogSpec
 
 

@@ -5,7 +5,7 @@
 """
 
 from .config import FinetuneConfig, config_from_dict, load_config
-from .run import FoldResult, finetune, finetune_fold, resolve_folds
+from .run import FoldResult, finetune, finetune_fold
 
 __all__ = ["FinetuneConfig", "FoldResult", "config_from_dict", "finetune", "finetune_fold",
-           "load_config", "resolve_folds"]
+           "load_config"]

@@ -2,8 +2,8 @@
 
 Defaults follow the paper's Table C2 and the authors' public release (where the two differ,
 docs/FINETUNE.md says so): CAMELS windows of 365 days, hidden 256 (512 for the HBV runs, set in
-their YAML), dropout 0.2, Adadelta, batch 64, 25 epochs, RMSE loss, seed 111111, period
-1989-10-01 .. 2008-09-30. Unknown keys are rejected
+their YAML), dropout 0.2, Adadelta, batch 64, 25 epochs, seed 111111, period
+1989-10-01 .. 2008-09-30. The loss follows the target (:mod:`.target_defaults`). Unknown keys are rejected
 (``extra="forbid"``) so a typo in a config never silently falls back to a default.
 """
 
@@ -20,9 +20,9 @@ from stefaland.model import ModelConfig
 from stefaland.model.config import MAX_PARAMETER_BYTES, parameter_memory_problem
 from stefaland.run import config_io
 
+from .target_defaults import default_loss
+
 ADAPTERS = ("none", "gated", "bottleneck", "residual")
-# Built-in models without a model.hidden-wide LSTM; every other built-in model has at least one.
-_NO_HIDDEN_LSTM = ("linear", "random_forest", "stefaland_transformer")
 
 
 class _Strict(BaseModel):
@@ -85,16 +85,6 @@ class HBVConfig(_Strict):
     day_length: str = "dayl"
 
 
-# The paper's names of the registry's models (README and report tables): the default model.label.
-DEFAULT_LABELS = {
-    "lstm": "LSTM-SL", "linear": "Linear", "random_forest": "RandomForest",
-    "stefaland_resconn": "StefaLand-resConn", "stefaland_noresconn": "StefaLand-noResConn",
-    "stefaland_transformer": "StefaLand-Transformer", "ablation_resconn": "Ablation-resConn",
-    "lstm_hbv": "LSTM-HBV1.1", "stefaland_resconn_hbv": "StefaLand-resConn-HBV1.1",
-    "stefaland_noresconn_hbv": "StefaLand-noResConn-HBV1.1", "ablation_resconn_hbv": "Ablation-resConn-HBV1.1",
-}
-
-
 class ModelSection(_Strict):
     name: str = "lstm"
     # The model's name in predictions files, report tables and the model card (default: the paper's
@@ -125,7 +115,7 @@ class ModelSection(_Strict):
     def _registered(cls, name: str) -> str:
         """Refuse a name the registry cannot build while the config is read, not after the data is loaded
         (and before ``submit`` schedules a GPU pod for it)."""
-        from .models.registry import known_models  # imported here: the registry imports this module
+        from .models.registry import known_models  # imported here: the registry pulls in torch and every model
 
         models = known_models()
         if name not in models:
@@ -134,8 +124,10 @@ class ModelSection(_Strict):
         return name
 
     def display_label(self) -> str:
-        """``label``, else the paper's name of the model, else its registry name."""
-        return self.label or DEFAULT_LABELS.get(self.name, self.name)
+        """``label``, else the registry's label of the model (the paper's name of a built-in one), else its name."""
+        from .models.registry import model_label  # imported here: the registry pulls in torch and every model
+
+        return self.label or model_label(self.name)
 
     def builds_encoder_from_config(self) -> bool:
         """The transformer always, an ablation without ``pretrained``: ``encoder`` then sizes the model."""
@@ -145,7 +137,10 @@ class ModelSection(_Strict):
         """What sizes this model (for the error line, keys after ``prefix``) and a lower bound on its
         parameters, from the config alone: an LSTM of ``hidden`` (its two weight matrices,
         8·hidden²) and the encoder when it is built from ``encoder``. Plug-ins are not estimated."""
-        uses_hidden = self.name in DEFAULT_LABELS and self.name not in _NO_HIDDEN_LSTM
+        from .models.registry import MODELS  # imported here: the registry pulls in torch and every model
+
+        spec = MODELS.get(self.name)  # not known_models(): this runs while the module loads (the default section)
+        uses_hidden = spec is not None and spec.hidden_lstm
         parts = [(f"{prefix}hidden = {self.hidden}", 8 * self.hidden**2)] if uses_hidden else []
         if self.builds_encoder_from_config():
             parts.append((f"{prefix}encoder ({self.encoder.sizes()})", self.encoder.parameter_count()))
@@ -168,8 +163,9 @@ class TrainConfig(_Strict):
     optimizer: Literal["adadelta", "adam", "adamw"] = "adadelta"
     lr: float | None = Field(None, gt=0.0, le=10.0, allow_inf_nan=False)  # None: 1.0 for Adadelta, 1e-3 for Adam(W)
     # rmse/mse over every observed cell; nse: neuralhydrology's NSE* (each basin's squared errors
-    # divided by (its training-period std + 0.1)^2, so wet, flashy basins do not dominate the fit)
-    loss: Literal["rmse", "mse", "nse"] = "rmse"
+    # divided by (its training-period std + 0.1)^2, so wet, flashy basins do not dominate the fit).
+    # None: the target's default (stefaland.finetune.target_defaults: nse for streamflow, else rmse).
+    loss: Literal["rmse", "mse", "nse"] | None = None
     seed: int = 111111
     # None: hydroDL's rule (enough batches that each (site, day) is drawn with 99 % probability),
     # raised to min_updates / epochs when the training set is small -- hydroDL's rule alone gives a
@@ -196,6 +192,16 @@ class FinetuneConfig(_Strict):
     data: DataConfig = DataConfig()
     model: ModelSection = ModelSection()
     train: TrainConfig = TrainConfig()
+
+    def loss(self) -> str:
+        """``train.loss``, or the target's default when the config leaves it unset (None stays None in
+        the saved config.yaml, so a fold's config still says the choice was not the user's)."""
+        return self.train.loss or default_loss(self.data.target)
+
+    def target_defaults(self) -> dict[str, str]:
+        """Settings this config left unset that its target decided, e.g. ``{"train.loss": "nse"}``:
+        run.json records them so a reader knows which choices were the user's."""
+        return {} if self.train.loss is not None else {"train.loss": self.loss()}
 
     @model_validator(mode="after")
     def _windows(self) -> FinetuneConfig:

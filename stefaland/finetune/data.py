@@ -1,9 +1,10 @@
-"""Train/test sites from a holdout scheme, normalised arrays, and the (site, window) sampler.
+"""Normalised arrays of a fold's sites, and the (site, window) sampler.
 
-The held-out fold is split off *before* any array is read: the training arrays are loaded for
-the training sites only, so no sampler, shuffle or bug can put a held-out site into a batch (the
-test checks the sampler anyway). Arrays are first read with the store's statistics, then
-re-expressed in statistics of the training sites and training period alone
+The held-out fold is split off *before* any array is read (:mod:`stefaland.splits.plan` gives the
+training and test sites): the training arrays are loaded for the training sites only, so no
+sampler, shuffle or bug can put a held-out site into a batch (the test checks the sampler anyway).
+Arrays are first read with the store's statistics, then re-expressed in statistics of the training
+sites and training period alone
 (:func:`normalise_to_training`): the store's mean and std cover every site and every year, the
 held-out ones included, and a held-out score must not depend on them. A pretrained encoder still
 sees its own scaling: the registry converts between the two (``gain``/``shift``).
@@ -23,36 +24,11 @@ import xarray as xr
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stefaland.errors import StefaLandError
-from stefaland.run.folds import fold_ids
 from stefaland.run.variables import variable_columns
 
 from .config import DataConfig
 
 log = logging.getLogger("stefaland.finetune")
-
-
-# --------------------------------------------------------------------------- folds
-
-
-@dataclass
-class FoldSites:
-    """Store row indices of the training and the held-out sites of one fold."""
-
-    fold: int
-    train: np.ndarray  # (n_train,) int
-    test: np.ndarray  # (n_test,) int
-
-
-def select_fold(folds: np.ndarray, fold: int) -> FoldSites:
-    """Leave fold ``fold`` out; sites outside the scheme (-1) are in neither set."""
-    known = fold_ids(folds)
-    if fold not in known:
-        raise StefaLandError(f"fold {fold} is not in the split (folds: {', '.join(map(str, known))})")
-    test = np.flatnonzero(folds == fold)
-    train = np.flatnonzero((folds >= 0) & (folds != fold))
-    if len(train) == 0:
-        raise StefaLandError(f"fold {fold}: no training sites left once it is held out")
-    return FoldSites(fold, train, test)
 
 
 # --------------------------------------------------------------------------- arrays

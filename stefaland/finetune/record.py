@@ -49,6 +49,8 @@ def make_record(store: str, dataset: xr.Dataset, config: Any, variables: Any, sp
         "split": split, "fold": None if fold is None else str(fold), "split_file": split_file,
         "store": str(store), "store_provenance": dict(dataset.attrs.get("provenance", {}) or {}),
         "train_period": [config.data.train_start, config.data.train_end],
+        "loss": config.loss(),
+        "target_defaults": config.target_defaults(),  # what the config left unset and the target decided
         "train_sites": [str(s) for s in (train_sites or [])],
         "pretrained": pretrained_section(config),
         "variables": {

@@ -96,7 +96,7 @@ def validate(model: nn.Module, validation: Validation, config: FinetuneConfig) -
     sim = predict_torch(model, data, config.data.seq_len, config.data.overlap(), config.train.batch_size, quiet=True,
                         warmup=model_spec(config.model.name).warmup(config.model))
     obs = data.target if data.target.ndim == 1 else data.target[:, data.history:]
-    loss_kind = "mse" if config.train.loss == "nse" else config.train.loss
+    loss_kind = "mse" if config.loss() == "nse" else config.loss()
     loss = float(masked_loss(torch.from_numpy(sim), torch.from_numpy(obs), loss_kind))
     physical = clip_to_bounds(sim.astype(np.float64) * variables.target_std + variables.target_mean,
                               variables.target_bounds)
@@ -170,7 +170,8 @@ class FinetuneTrainer(Trainer):
         self.loss_days = self.config.data.seq_len - self.spinup
         self.per_epoch = batches_per_epoch(self.data, self.train.batch_size, self.length, self.loss_days,
                                            self.train.iterations_per_epoch, self.train.min_updates, self.train.epochs)
-        self.weights = torch.from_numpy(nse_weights(self.data)).to(self.device) if self.train.loss == "nse" else None
+        self.loss_kind = self.config.loss()  # train.loss, or the target's default
+        self.weights = torch.from_numpy(nse_weights(self.data)).to(self.device) if self.loss_kind == "nse" else None
 
     def load_state(self) -> dict[str, Any] | None:
         return load_latest(self.fold_dir)
@@ -214,10 +215,10 @@ class FinetuneTrainer(Trainer):
         prediction = self.model(batch.dynamic.to(device), batch.static.to(device))  # (B, seq_len)
         row_weights = None if self.weights is None else self.weights[torch.from_numpy(batch.rows).to(device)]
         if batch.target.dim() == 1:  # a static target: the window's mean daily output
-            loss = masked_loss(prediction.mean(1), batch.target.to(device), self.train.loss, row_weights)
+            loss = masked_loss(prediction.mean(1), batch.target.to(device), self.loss_kind, row_weights)
         else:
             loss = masked_loss(prediction[:, spinup:], batch.target[:, self.warmup + spinup:].to(device),
-                               self.train.loss, row_weights)
+                               self.loss_kind, row_weights)
         grad_clip = self.train.grad_clip if self.train.grad_clip is not None else math.inf
         self.optimise(loss, self.parameters, grad_clip, self.epoch + 1, self.batches + 1)
         return loss
@@ -230,7 +231,7 @@ class FinetuneTrainer(Trainer):
         self.metrics.append(row)
         self.epoch += 1
         self.checkpoint()
-        log.info("epoch %d/%d: train %s %.4f%s (%d batches, %.1f s)", self.epoch, self.epochs, self.train.loss,
+        log.info("epoch %d/%d: train %s %.4f%s (%d batches, %.1f s)", self.epoch, self.epochs, self.loss_kind,
                  row["train_loss"], f", valid NSE {row['valid_nse']:.3f}" if self.validation is not None else "",
                  self.batches, row["seconds"])
 

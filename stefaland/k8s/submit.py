@@ -127,30 +127,15 @@ def check_visible_to_pods(url: str, option: str, pod: PodOptions) -> None:
     raise StefaLandError(f"{option} {url}: a local path is not visible to the pods; use an s3:// URL{hint}")
 
 
-def parse_folds(spec: str) -> list[int] | None:
-    """``all`` -> None (read from the store), else ``1,3,5`` / ``0-9`` / a mix of both."""
-    if spec.strip() == "all":
-        return None
-    folds: list[int] = []
-    try:
-        for part in spec.split(","):
-            first, dash, last = part.strip().partition("-")
-            folds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
-    except ValueError as exc:
-        raise StefaLandError(f"--folds {spec!r}: expected 'all', a list like 1,3,5 or a range like 0-9") from exc
-    if not folds or min(folds) < 0:
-        raise StefaLandError(f"--folds {spec!r}: fold ids are integers >= 0")
-    return sorted(set(folds))
-
-
-def folds_in_store(store: str, split: str, split_file: str | None = None) -> list[int]:
+def folds_in_store(store: str, task: str, split: str, split_file: str | None = None) -> list[int]:
     """Fold ids of ``split``, read exactly as ``stefaland finetune --fold all`` will read them.
 
     Only the coordinates are opened (not the whole store), so this is quick even on S3.
     """
     import xarray as xr
 
-    from stefaland.run.folds import fold_assignment, fold_ids
+    from stefaland.run.folds import fold_ids
+    from stefaland.splits import holdout_for
 
     options = fileio.storage_options_for(store) if fileio.is_remote(store) else None
     try:
@@ -158,12 +143,28 @@ def folds_in_store(store: str, split: str, split_file: str | None = None) -> lis
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise StefaLandError(f"{store}: cannot open the store to list the folds of '{split}' ({exc})") from exc
     try:
-        folds = fold_ids(fold_assignment(dataset, split, split_file))
+        folds = fold_ids(holdout_for(task, split).assignment(dataset, split_file))
     except StefaLandError as exc:
         raise StefaLandError(f"{store}: {exc}") from exc
     if not folds:
         raise StefaLandError(f"{store}: split '{split}' assigns no site to any fold")
     return folds
+
+
+def finetune_folds(spec: str, store: str, task: str, split: str, split_file: str | None = None) -> list[int]:
+    """The fold ids ``--folds`` names; the store is read only for ``all``.
+
+    One Job runs one fold, so a holdout that does not hold sites out (the temporal holdout, one
+    model of every site) is refused here: ``stefaland finetune --split temporal`` runs it.
+    """
+    from stefaland.splits import ALL, holdout_for, parse_fold_spec
+
+    holdout = holdout_for(task, split)
+    if not holdout.holds_out_sites:
+        raise StefaLandError(f"--split {split}: submit finetune runs the folds of a spatial holdout; the {split} "
+                             f"holdout is one run (stefaland finetune --split {split})")
+    known = folds_in_store(store, task, split, split_file) if spec.strip() == ALL else None
+    return parse_fold_spec(spec, known, split, "--folds")
 
 
 def check_split_header(split_file: str, split: str) -> None:
@@ -240,9 +241,7 @@ def plan_finetune(
     data, parsed = read_run_config(config)
     pod = _with_scheduling(pod, parsed, config)
     data = trainer_config("finetune", data, parsed, config)
-    folds = parse_folds(folds_spec)
-    if folds is None:
-        folds = folds_in_store(store, split, split_file)
+    folds = finetune_folds(folds_spec, store, task, split, split_file)
     run_id = run_id or new_run_id("finetune")
     target = _config_target(out)
     objects = finetune_objects(

@@ -29,14 +29,12 @@ from stefaland.finetune.data import SiteData, Variables
 from stefaland.finetune.record import read_fold_record, record_from_store
 from stefaland.report.predictions import predictions_dataset
 from stefaland.run.checkpoint import load_latest
+from stefaland.run.layout import FOLD_MARKER, fold_directories, predict_url
 
 from .inputs import check_inputs, read_site_list, select_rows, site_data
 from .write import check_output, write_dataset
 
 log = logging.getLogger("stefaland.predict")
-
-FOLD_PATTERN = re.compile(r"^fold-(\d+)$")
-
 
 @dataclass
 class FoldModel:
@@ -61,29 +59,8 @@ class PredictSummary:
     sites: list[str] = field(default_factory=list)
 
 
-def fold_directories(run: str) -> list[tuple[str, str]]:
-    """``[(member name, folder)]``: the run's ``fold-<k>/`` folders, or RUN itself when it is one fold."""
-    run = str(run).rstrip("/")
-    if fileio.exists(fileio.join(run, "config.yaml")):
-        return [("model", run)]
-    if not fileio.exists(run):
-        raise StefaLandError(f"{run}: run folder not found")
-    if fileio.exists(fileio.join(run, "temporal", "config.yaml")):  # `finetune --split temporal`: one model
-        return [("temporal", fileio.join(run, "temporal"))]
-    fs, path = fileio.filesystem(run)
-    found = []
-    for entry in fs.ls(path, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        match = FOLD_PATTERN.match(name)
-        if match and fileio.exists(fileio.join(run, name, "config.yaml")):
-            found.append((int(match.group(1)), f"fold{match.group(1)}", fileio.join(run, name)))
-    if not found:
-        raise StefaLandError(f"{run}: not a finetune run folder (no config.yaml and no fold-<k>/config.yaml)")
-    return [(name, directory) for _, name, directory in sorted(found)]
-
-
 def load_fold(name: str, directory: str, training_store: str | None) -> FoldModel:
-    config = load_config(fileio.join(directory, "config.yaml"))
+    config = load_config(fileio.join(directory, FOLD_MARKER))
     from stefaland.finetune.models.registry import model_spec
 
     kind = model_spec(config.model.name).kind
@@ -212,7 +189,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
     folds = [load_fold(name, directory, training_store) for name, directory in fold_directories(run)]
     _same_inputs(folds)
     wanted = None if sites in (None, "all") else read_site_list(sites)
-    out = out or fileio.join(str(run).rstrip("/"), "predict", "predictions.nc")
+    out = out or predict_url(run)
     check_output(out, force)  # refuse a foreign or existing --out before any work (stefaland.outputs)
     workdir = tempfile.mkdtemp(prefix="stefaland-predict-")
     try:

@@ -22,6 +22,7 @@ from stefaland.report.predictions import REQUIRED_ATTRS, find_prediction_files, 
 from stefaland.report.tables import markdown_table, score_run
 from stefaland.report.tasks import Scheme, Task, get_task, schemes_for
 from stefaland.report.verify import UNVERIFIED, VERIFIED_MANIFEST, verify_against_manifest
+from stefaland.splits import get_holdout
 
 log = logging.getLogger("stefaland.report")
 
@@ -50,12 +51,13 @@ class Report:
 
 def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str] | None = None,
                 formats: Sequence[str] = FORMATS, min_valid: int = DEFAULT_MIN_VALID, quiet: bool = False,
-                folds: Sequence[str] | None = None, force: bool = False) -> Report:
+                folds: str | Sequence[str] | None = None, force: bool = False) -> Report:
     """Score every model's joined folds on the task's schemes and write the requested outputs.
 
     ``split`` names one scheme or ``all``; with ``all`` a scheme nobody has predictions for is left
     out with a note, while a scheme named explicitly must have files. ``folds`` scores a subset of
-    one scheme's folds (folds run as separate jobs, a quick demo); the table's heading says so,
+    one scheme's folds (folds run as separate jobs, a quick demo): a fold spec (``1,2``, ``1-5``,
+    :func:`stefaland.splits.parse_fold_spec`) or a list of fold ids; the table's heading says so,
     since a median over some folds is not the scheme's median. ``out`` is a folder StefaLand claims
     as a report (:mod:`stefaland.outputs`); an earlier report there is replaced only with ``force``.
     Every file is verified before it is scored (:mod:`stefaland.report.verify`).
@@ -65,8 +67,11 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     if unknown:
         raise StefaLandError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     schemes = [] if split == PREDICT_SPLIT else schemes_for(task, split)
+    kept: set[str] | None = None  # the fold labels scored, when not every fold is
     if folds is not None:
-        schemes = [_only_folds(scheme, folds, split) for scheme in schemes]
+        fold_spec = folds if isinstance(folds, str) else ",".join(map(str, folds))
+        schemes = [_only_folds(scheme, fold_spec, split) for scheme in schemes]
+        kept = {label for scheme in schemes for label in scheme.folds}
     splits = {s.split for s in schemes}
     datasets = []
     for dataset in _read_predictions(runs, quiet):
@@ -75,7 +80,7 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
         if dataset.attrs["fold"] == PREDICT_FOLD:
             if split in ("all", PREDICT_SPLIT) or dataset.attrs["split"] in splits:
                 datasets.append(_as_predict_scheme(dataset))
-        elif dataset.attrs["split"] in splits and (folds is None or dataset.attrs["fold"] in folds):
+        elif dataset.attrs["split"] in splits and (kept is None or dataset.attrs["fold"] in kept):
             datasets.append(dataset)
     splits_found = {d.attrs["split"] for d in datasets}
     if PREDICT_SPLIT in splits_found or split == PREDICT_SPLIT:
@@ -165,15 +170,13 @@ def _warn_unverified(verification: dict[str, str]) -> None:
                     "scored unverified: %s", len(unverified), ", ".join(unverified[:3]) + (" …" if len(unverified) > 3 else ""))
 
 
-def _only_folds(scheme: Scheme, folds: Sequence[str], split: str) -> Scheme:
-    """``scheme`` restricted to ``folds``, titled so nobody mistakes it for the whole scheme."""
+def _only_folds(scheme: Scheme, spec: str, split: str) -> Scheme:
+    """``scheme`` restricted to the folds ``spec`` names, titled so nobody mistakes it for the whole scheme."""
     if split == "all":
         raise StefaLandError("--folds needs one --split (the folds of which scheme?)")
-    unknown = [f for f in folds if f not in scheme.folds]
-    if unknown:
-        raise StefaLandError(f"--folds {', '.join(unknown)}: not a fold of {scheme.task}/{scheme.split} "
-                             f"(folds: {', '.join(scheme.folds)})")
-    kept = tuple(f for f in scheme.folds if f in folds)
+    holdout = get_holdout(scheme.task, scheme.split)
+    wanted = {holdout.label(k, holdout.fold_ids) for k in holdout.select(spec, holdout.fold_ids, "--folds")}
+    kept = tuple(f for f in scheme.folds if f in wanted)
     if kept == scheme.folds:
         return scheme
     return replace(scheme, folds=kept, title=f"{scheme.title}; folds {', '.join(kept)} of {len(scheme.folds)} only")

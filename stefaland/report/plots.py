@@ -14,11 +14,17 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stefaland.metrics import known_metrics
 from stefaland.report.folds import JoinedRun
 
 log = logging.getLogger("stefaland.report")
 
-BOUNDED = {"NSE", "KGE", "Corr", "R2"}  # skill scores: show [-1, 1], the range that matters
+
+def _bounded(column: str) -> bool:
+    """A skill score (:attr:`Metric.bounded`): drawn over [-1, 1], the range that matters. Other
+    columns (an error, an RMSE) are drawn over their own range."""
+    metric = known_metrics().get(column)
+    return metric is not None and metric.bounded
 
 
 def _png(figure: Figure) -> bytes:
@@ -38,7 +44,7 @@ def cdf_png(sites: pd.DataFrame, metric: str, title: str) -> bytes:
         if values.size:
             axes.step(values, np.arange(1, values.size + 1) / values.size, where="post",
                       label=f"{model} (median {np.median(values):.3f}, n={values.size})")
-    if metric in BOUNDED:
+    if _bounded(metric):
         axes.set_xlim(-1, 1)
     axes.set_xlabel(metric)
     axes.set_ylabel("fraction of sites ≤ value")
@@ -57,7 +63,7 @@ def map_png(sites: pd.DataFrame, metric: str, title: str) -> bytes | None:
     models = list(dict.fromkeys(located["model"]))
     columns, rows = min(len(models), 3), (len(models) + 2) // 3
     figure = Figure(figsize=(4.5 * columns + 1, 3.5 * rows), layout="constrained")
-    vmin, vmax = (-1, 1) if metric in BOUNDED else (float(located[metric].min()), float(located[metric].max()))
+    vmin, vmax = (-1, 1) if _bounded(metric) else (float(located[metric].min()), float(located[metric].max()))
     panels = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).ravel()
     for axes, model in zip(panels, models):
         group = located[located["model"] == model]

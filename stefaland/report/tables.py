@@ -11,14 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from stefaland.metrics import METRICS, pooled_metrics, site_metrics, summarise
+from stefaland.metrics import get_metric, known_metrics, pooled_metric_names, pooled_metrics, site_metrics, summarise
 from stefaland.report.folds import JoinedRun
 from stefaland.report.tasks import Scheme, Task
-
-TIME_SERIES_METRICS = tuple(METRICS)
-STATIC_METRICS = ("Corr", "R2", "RMSE", "ubRMSE", "MAE", "NSE", "PBIAS")
-PERCENT_METRICS = {"PBIAS", "FLV", "FHV", "FLV_log"}
-LABELS = {"R2": "R²"}
 
 
 def score_run(run: JoinedRun, task: Task, min_valid: int) -> tuple[pd.DataFrame, list[dict]]:
@@ -36,14 +31,14 @@ def score_run(run: JoinedRun, task: Task, min_valid: int) -> tuple[pd.DataFrame,
     if task.static:
         sites["n_valid"] = (np.isfinite(obs) & np.isfinite(sim)).astype(int)
         sites["obs"], sites["sim"], sites["error"] = obs, sim, sim - obs
-        pooled = pooled_metrics(obs, sim, metrics=STATIC_METRICS)
+        pooled = pooled_metrics(obs, sim, metrics=pooled_metric_names())
         n = pooled.pop("n")
         pooled = {m: (v if math.isfinite(v) else math.nan) for m, v in pooled.items()}
         records = [{**base, "metric": m, "value": v, "aggregate": "pooled", "median": math.nan, "mean": math.nan,
                     "std": math.nan, "n_scored": n, "n_skipped": int(obs.size - n)} for m, v in pooled.items()]
         return sites, records
     sites["n_valid"] = (np.isfinite(obs) & np.isfinite(sim)).sum(axis=1)
-    per_site = site_metrics(obs, sim, metrics=TIME_SERIES_METRICS, min_valid=min_valid)
+    per_site = site_metrics(obs, sim, metrics=list(known_metrics()), min_valid=min_valid)
     per_site = {name: np.where(np.isfinite(values), values, np.nan) for name, values in per_site.items()}
     for name, values in per_site.items():
         sites[name] = values  # NaN = skipped: an empty CSV cell, a JSON null, counted in n_skipped
@@ -59,7 +54,7 @@ def markdown_table(summary: pd.DataFrame, task: Task, schemes: list[Scheme], mod
     show_variable = task.static or len(variables) > 1
     header = ["Model"] + (["Property"] if show_variable else [])
     for scheme in schemes:
-        header += [f"{scheme.split} {LABELS.get(m, m)} {_arrow(m)}" for m in metrics]
+        header += [f"{scheme.split} {get_metric(m).heading} {get_metric(m).arrow}" for m in metrics]
     lines = [f"### {task.name}: " + "; ".join(f"{s.split} = {s.title}" for s in schemes), "",
              "| " + " | ".join(header) + " |",
              "| " + " | ".join(["---"] * (1 + show_variable) + ["---:"] * (len(header) - 1 - show_variable)) + " |"]
@@ -103,7 +98,7 @@ def _footnote(summary: pd.DataFrame, task: Task, schemes: list[Scheme]) -> str:
             others: dict[tuple[int, int], list[str]] = {}
             for metric in task.table_metrics:
                 if metric in counts and counts[metric] != first:
-                    others.setdefault(counts[metric], []).append(LABELS.get(metric, metric))
+                    others.setdefault(counts[metric], []).append(get_metric(metric).heading)
             if others:
                 text += " (" + "; ".join(f"{', '.join(m)}: {s} scored, {k} skipped" for (s, k), m in others.items()) + ")"
             parts.append(text)
@@ -121,12 +116,7 @@ def escape_markdown(text: str) -> str:
     return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in flat)
 
 
-def _arrow(metric: str) -> str:
-    better = METRICS.get(metric)
-    return "↑" if better is True else "↓" if better is False else "→0"
-
-
 def _format(metric: str, value: float) -> str:
     if not math.isfinite(value):
         return "—"  # no site could be scored: never a number (the footnote says how many were skipped)
-    return f"{value:.1f}" if metric in PERCENT_METRICS else f"{value:.3f}"
+    return f"{value:.{get_metric(metric).decimals}f}"

@@ -12,6 +12,7 @@ pulls in only what it uses and the GPU suite can import stage modules without za
 * :mod:`.metrics_log` — ``metrics.csv``, rewritten whole after every checkpoint;
 * :mod:`.config_io` — a run config read from YAML and validated, every problem on one line;
 * :mod:`.variables` — a run's variables looked up in a store;
-* :mod:`.folds` — which fold of a holdout split each store site is in;
+* :mod:`.folds` — fold ids as a store holds them (``fold_<split>`` coordinates);
+* :mod:`.layout` — a run folder's layout: ``fold-<k>/``, ``temporal/``, ``predictions.nc``;
 * :mod:`.trainer` — the training-loop skeleton that pretraining and finetuning specialise.
 """

@@ -1,9 +1,8 @@
-"""Which fold of a holdout split each store site is in: from the store's ``fold_<split>`` coordinate
-or from a split file (``stefaland splits make``).
+"""Fold ids as a store holds them: the ``fold_<split>`` coordinates, and fold ids per store site.
 
-Finetuning holds a fold out, pretraining excludes it (the paper's leak-free PUB/PUR setup), and
-``submit`` and the CLI list a split's folds: all read the same assignment, an array of fold ids in
-store order with -1 for a site the split does not hold out.
+A holdout scheme (:mod:`stefaland.splits.plan`) reads a store's assignment through these: an array
+of fold ids in store order, with -1 for a site the split does not hold out. Pretraining reads
+them to leave a fold out; finetuning, ``submit`` and the CLI through the scheme.
 """
 
 from __future__ import annotations
@@ -12,9 +11,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
-
-from .. import fileio
-from ..errors import StefaLandError
 
 NOT_IN_SPLIT = -1
 
@@ -38,29 +34,6 @@ def coordinate_folds(dataset: xr.Dataset, split: str) -> np.ndarray | None:
 
 def known_splits(dataset: xr.Dataset) -> list[str]:
     return sorted(str(c)[len("fold_"):] for c in dataset.coords if str(c).startswith("fold_"))
-
-
-def fold_assignment(dataset: xr.Dataset, split: str, split_file: str | None = None) -> np.ndarray:
-    """Fold id per store site (-1 = not in the scheme), from ``fold_<split>`` or a split file.
-
-    A split file must match the store's sites (it may leave some out: a 671-basin store with a
-    531-basin split) and be of ``split``'s scheme (any scheme for ``temporal``).
-    """
-    if split_file is not None:
-        if not fileio.exists(split_file):
-            raise StefaLandError(f"{split_file}: split file not found")
-        from ..splits import apply_split
-
-        sites = store_sites(dataset)
-        groups = apply_split(sites, split_file, subset=True, scheme=None if split == "temporal" else split)
-        return folds_of_sites(sites, {site: fold for fold, members in groups.items() for site in members})
-    folds = coordinate_folds(dataset, split)
-    if folds is None:
-        raise StefaLandError(
-            f"store has no coordinate {f'fold_{split}'!r} for split {split!r} (known splits: "
-            f"{', '.join(known_splits(dataset)) or 'none'}); pass --split-file"
-        )
-    return folds
 
 
 def fold_ids(folds: np.ndarray) -> list[int]:

@@ -1,7 +1,13 @@
-"""Holdout splits as data: make them from a site table or store, write/read split files, and
-apply them to a store's sites.
+"""Holdout splits: the schemes (one registry), their folds as plans, and split files.
 
-``make_split`` is what ``stefaland splits make`` calls; trainers use ``apply_split``/``holdout``.
+* :mod:`.plan` — :class:`Holdout` and :class:`Fold`: a scheme applied to a store gives, fold by
+  fold, the sites and periods to train and test on, the fold's label and its folder;
+  :func:`parse_fold_spec` reads every command's ``--fold``/``--folds``;
+* :mod:`.registry` — every scheme of every task (``splits make``, finetuning and the report read it);
+* :mod:`.schemes` — the rules that assign sites to folds; :mod:`.continents` — continents from coordinates;
+* :mod:`.splitfile` — the split file (``site,fold`` under a JSON header); :mod:`.sites` — site tables.
+
+``make_split`` is what ``stefaland splits make`` calls.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from stefaland import fileio
 from stefaland.errors import StefaLandError
 
 from .continents import CONTINENTS, continent_of
-from .schemes import NOT_HELD_OUT, PUR_REGIONS, SCHEMES, Assignment, assign, mhpi_folds, random_folds
+from .plan import ALL, TEMPORAL, Fold, Holdout, TemporalHoldout, parse_fold_spec
+from .registry import assign, get_holdout, holdout_for, holdouts_of, known_holdouts, register_holdout, splittable
+from .schemes import NOT_HELD_OUT, PUR_REGIONS, Assignment, mhpi_folds, random_folds
 from .sites import load_site_tables, read_site_list, restrict
 from .splitfile import Split, apply_split, check_split_out, holdout, read_split, validate_split, write_split
 
@@ -83,7 +91,8 @@ def make_split(
 
 
 __all__ = [
-    "CONTINENTS", "DEFAULT_SEED", "NOT_HELD_OUT", "PUR_REGIONS", "SCHEMES", "Assignment", "Split",
-    "apply_split", "assign", "check_split_out", "continent_of", "holdout", "load_site_tables", "make_split", "mhpi_folds",
-    "random_folds", "read_split", "validate_split", "write_split",
+    "ALL", "CONTINENTS", "DEFAULT_SEED", "NOT_HELD_OUT", "PUR_REGIONS", "TEMPORAL", "Assignment", "Fold", "Holdout",
+    "Split", "TemporalHoldout", "apply_split", "assign", "check_split_out", "continent_of", "get_holdout", "holdout",
+    "holdout_for", "holdouts_of", "known_holdouts", "load_site_tables", "make_split", "mhpi_folds", "parse_fold_spec",
+    "random_folds", "read_split", "register_holdout", "splittable", "validate_split", "write_split",
 ]

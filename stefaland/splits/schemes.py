@@ -2,7 +2,8 @@
 
 A scheme is a function of the site table (and a seed) only, so a split is reproducible from its
 file header alone. Fold ``-1`` means "never held out" (the site is always in training), as in the
-store's ``fold_<scheme>`` coordinates (docs/DESIGN.md).
+store's ``fold_<scheme>`` coordinates (docs/DESIGN.md). :mod:`stefaland.splits.registry` pairs each
+rule with its task, title and folds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 
 from stefaland.errors import StefaLandError
 
-from .continents import CONTINENTS, continent_of
+from .continents import continent_of
 
 NOT_HELD_OUT = -1
 FIRST_FOLD = 1  # fold ids are 1-based, as MHPI publish them (PUB_ID 1..10, PUR regions 1..7)
@@ -54,11 +55,15 @@ def random_folds(sites: pd.Index, n_folds: int, seed: int) -> pd.Series:
     return folds.reindex(sites)
 
 
-def _random(n_folds: int, label: str) -> Callable[[pd.DataFrame, int, int | None], Assignment]:
+def random_scheme(n_folds: int, label: str) -> Callable[[pd.DataFrame, int, int | None], Assignment]:
+    """Balanced random folds, ``n_folds`` unless ``splits make --folds`` says otherwise, named ``<label><k>``."""
     def scheme(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
         k = folds or n_folds
         return Assignment(random_folds(table.index, k, seed), {i: f"{label}{i}" for i in range(FIRST_FOLD, FIRST_FOLD + k)})
     return scheme
+
+
+PUB_FOLDS = 10
 
 
 def camels_pub(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
@@ -68,7 +73,7 @@ def camels_pub(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
     60 61 56 on the 531 basins) are not public, so these are new seeded groups of equal size;
     ``--from-mhpi PUBsplitLst.txt`` imports the public MHPI split of Feng et al. (2022) instead.
     """
-    k = folds or 10
+    k = folds or PUB_FOLDS
     return Assignment(
         random_folds(table.index, k, seed),
         {i: f"pub_group_{i}" for i in range(FIRST_FOLD, FIRST_FOLD + k)},
@@ -107,7 +112,8 @@ def _huc02(table: pd.DataFrame) -> pd.Series:
     return values.astype(int)
 
 
-def _holdout_by_continent(continents: tuple[str, ...]):
+def continent_scheme(continents: tuple[str, ...]) -> Callable[[pd.DataFrame, int, int | None], Assignment]:
+    """One fold per continent of ``continents`` (from the coordinates); sites elsewhere are never held out."""
     def scheme(table: pd.DataFrame, seed: int, folds: int | None) -> Assignment:
         if folds not in (None, len(continents)):
             raise StefaLandError(f"this scheme has {len(continents)} folds, not {folds}")
@@ -132,26 +138,6 @@ def _require_coordinates(table: pd.DataFrame) -> None:
         missing = table[column].isna()
         if missing.any():
             raise StefaLandError(f"site {table.index[missing][0]}: no {column}")
-
-
-SCHEMES: dict[str, dict[str, Callable[[pd.DataFrame, int, int | None], Assignment]]] = {
-    "camels": {"pub": camels_pub, "pur": camels_pur},
-    "global": {"random": _random(3, "random_"), "continents": _holdout_by_continent(CONTINENTS)},
-    "ismn": {"random": _random(5, "random_"), "europe": _holdout_by_continent(("europe",))},
-    "wosis": {"random": _random(5, "random_")},
-}
-
-
-def assign(table: pd.DataFrame, task: str, scheme: str, seed: int,
-           folds: int | None = None) -> Assignment:
-    """Run ``scheme`` of ``task`` on a site table indexed by site id."""
-    if task not in SCHEMES:
-        raise StefaLandError(f"unknown split task {task!r}; known: {', '.join(SCHEMES)}")
-    if scheme not in SCHEMES[task]:
-        raise StefaLandError(
-            f"unknown scheme {scheme!r} for task {task}; known: {', '.join(SCHEMES[task])}"
-        )
-    return SCHEMES[task][scheme](table, seed, folds)
 
 
 def _pub_csv_folds(text: str, source: str) -> dict[int, int]:

@@ -126,16 +126,16 @@ def validate_split(folds: pd.Series, sites: Iterable[str], source: str = "split"
                    subset: bool = False) -> None:
     """Every split site is one of ``sites`` and appears once; unless ``subset``, every one of
     ``sites`` is in the split. Errors name the first offending site."""
-    sites = pd.Index([str(s) for s in sites])
+    known = pd.Index([str(s) for s in sites])
     duplicated = folds.index[folds.index.duplicated()]
     if len(duplicated):
         raise StefaLandError(f"{source}: site {duplicated[0]} appears more than once")
-    unknown = folds.index.difference(sites)
+    unknown = folds.index.difference(known)
     if len(unknown):
         raise StefaLandError(f"{source}: site {unknown[0]} is not among the store's sites"
                              + (f" ({len(unknown)} such sites)" if len(unknown) > 1 else ""))
     if not subset:
-        missing = sites.difference(folds.index)
+        missing = known.difference(folds.index)
         if len(missing):
             raise StefaLandError(f"{source}: site {missing[0]} has no fold"
                                  + (f" ({len(missing)} such sites)" if len(missing) > 1 else ""))

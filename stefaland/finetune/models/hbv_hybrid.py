@@ -8,15 +8,19 @@ PET). Its output (mm/day) is z-scored with the target statistics so every model 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from stefaland.errors import StefaLandError
 from stefaland.hbv import HBV11p, n_outputs
 
-from ..config import HBVConfig, ModelSection
-from ..data import Variables
 from .base import FinetuneModel
+
+if TYPE_CHECKING:  # annotations only: the run config imports the registry, not the other way round
+    from ..config import HBVConfig, ModelSection
+    from ..data import Variables
 
 
 def hargreaves_pet(temperature: torch.Tensor, radiation: torch.Tensor, day_length: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,23 @@
 """The one place that maps a model name in the run config to the code that builds it.
 
-Each entry is data a run reads *before* building anything: the model's kind, whether it loads a
-pretrained encoder (so the run knows to check the encoder for leakage), how many input days it
-consumes before its first output, and how wide its network's output is. The last two are asked of
-the model class itself (:class:`~.base.FinetuneModel`), because only HBV knows its parameter layout.
+Each entry is data a run reads *before* building anything: the model's kind, its label in reports,
+whether it loads a pretrained encoder (so the run knows to check the encoder for leakage), how many
+input days it consumes before its first output, and how wide its network's output is. The last two
+are asked of the model class itself (:class:`~.base.FinetuneModel`), because only HBV knows its
+parameter layout. A built-in model is one entry of :data:`MODELS`; a plug-in calls
+:func:`register_model` or declares a ``stefaland.models`` entry point.
+
+The run configuration (:mod:`stefaland.finetune.config`) asks this module for the known names and
+labels; the models import the configuration for annotations only, so the two form no import cycle.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -21,8 +27,6 @@ from stefaland.errors import StefaLandError
 from stefaland.model import StefaLandEncoder
 from stefaland.run.pretrained import check_variables, load_encoder, read_checkpoint
 
-from ..config import ModelSection
-from ..data import Variables
 from . import sklearn_baselines
 from .base import FinetuneModel
 from .hbv_hybrid import HBVHybrid
@@ -30,38 +34,81 @@ from .lstm import LSTMSL, LSTMNetwork
 from .sklearn_baselines import SklearnBaseline
 from .stefaland import DirectModel, EncoderFeatures, NoResConnNetwork, ResConnNetwork, TransformerNetwork
 
+if TYPE_CHECKING:  # annotations only: the run config imports this module (names, labels), not the reverse
+    from ..config import ModelSection
+    from ..data import Variables
+
 log = logging.getLogger("stefaland.finetune")
+
+# What model.label accepts (stefaland.finetune.config.ModelSection).
+_LABEL = re.compile(r"[^\s,/]{1,64}")
 
 
 #: ``(spec, config, variables, seed) -> model``; ``spec`` hands the factory its own capabilities.
-Factory = Callable[["ModelSpec", ModelSection, Variables, int], "FinetuneModel | SklearnBaseline"]
+Factory = Callable[["ModelSpec", "ModelSection", "Variables", int], "FinetuneModel | SklearnBaseline"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry: how to build a model, and what a run must know about it beforehand."""
+    """One registry entry: how to build a model, and what a run must know about it beforehand.
+
+    A run reads the spec before it builds anything: the config check, the window length, the
+    leakage check and the labels of predictions files and reports all come from here.
+
+    Parameters
+    ----------
+    kind : {"torch", "sklearn"}
+        ``"torch"`` for a network trained on windows; ``"sklearn"`` for a regressor that sees one
+        day at a time (the tabular path: no windows, no checkpoints).
+    factory : Factory
+        ``(spec, config, variables, seed) -> model``: builds the model for the validated ``model:``
+        section. Torch weights are seeded by the caller; ``seed`` is for non-torch models.
+    description : str
+        One line, shown in the model card.
+    head : type of FinetuneModel, optional
+        The class the factory returns; its classmethods answer warm-up and output width for a
+        config. ``None`` for the scikit-learn baselines, which see one day at a time.
+    pretrained_encoder : bool, default False
+        The factory loads ``model.pretrained``'s trained weights, so a run needs one and the
+        pretraining-leakage check applies. The ablations borrow only the architecture and the
+        transformer ignores it.
+    label : str, optional
+        The model's name in predictions files, report tables and the model card when the config
+        sets no ``model.label`` (the paper's name for a built-in model, e.g. ``"LSTM-SL"``).
+        ``None``: the name it is registered under (see :func:`model_label`).
+    hidden_lstm : bool, default False
+        The network has an LSTM ``model.hidden`` wide, which the config-time size check counts
+        (``ModelSection.parameter_estimate``). A model that leaves it ``False`` is not estimated.
+    """
 
     kind: Literal["torch", "sklearn"]
     factory: Factory
     description: str
-    # The class the factory returns; its classmethods answer warm-up and output width for a config.
-    # None for the scikit-learn baselines, which see one day at a time.
     head: type[FinetuneModel] | None = None
-    # Loads model.pretrained's trained weights (so it needs one, and the leakage check applies);
-    # the ablations borrow only its architecture and the transformer ignores it.
     pretrained_encoder: bool = False
+    label: str | None = None
+    hidden_lstm: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse a label that ``model.label`` would refuse: it names files and report columns."""
+        if self.label is not None and not _LABEL.fullmatch(self.label):
+            raise ValueError(f"model label {self.label!r} must be 1 to 64 characters without spaces, commas or slashes "
+                             "(the rule for model.label)")
 
     def build(self, config: ModelSection, variables: Variables, seed: int = 0) -> FinetuneModel | SklearnBaseline:
-        """The model for ``config``. ``seed`` seeds the scikit-learn baselines; torch models are seeded
-        by the caller's ``torch.manual_seed`` so a resumed run starts from identical weights."""
+        """Build the model for ``config``.
+
+        ``seed`` seeds the scikit-learn baselines; torch models are seeded by the caller's
+        ``torch.manual_seed``, so a resumed run starts from identical weights.
+        """
         return self.factory(self, config, variables, seed)
 
     def warmup(self, config: ModelSection) -> int:
-        """Input days the model consumes before its first output (HBV's spin-up; 0 otherwise)."""
+        """Return the input days the model consumes before its first output (HBV's spin-up; 0 otherwise)."""
         return 0 if self.head is None else self.head.warmup_days(config)
 
     def output_width(self, config: ModelSection) -> int:
-        """Values per day the model's network must emit (1, or HBV's raw parameters)."""
+        """Return the values per day the model's network must emit (1, or HBV's raw parameters)."""
         return 1 if self.head is None else self.head.network_width(config)
 
 
@@ -133,21 +180,26 @@ def _random_forest(spec: ModelSpec, config: ModelSection, v: Variables, seed: in
 
 
 MODELS: dict[str, ModelSpec] = {
-    "lstm": ModelSpec("torch", _lstm, "LSTM-SL: supervised LSTM on forcings + statics", LSTMSL),
-    "linear": ModelSpec("sklearn", _linear, "linear regression (scikit-learn)"),
-    "random_forest": ModelSpec("sklearn", _random_forest, "random forest (scikit-learn)"),
+    "lstm": ModelSpec("torch", _lstm, "LSTM-SL: supervised LSTM on forcings + statics", LSTMSL,
+                      label="LSTM-SL", hidden_lstm=True),
+    "linear": ModelSpec("sklearn", _linear, "linear regression (scikit-learn)", label="Linear"),
+    "random_forest": ModelSpec("sklearn", _random_forest, "random forest (scikit-learn)", label="RandomForest"),
     "stefaland_resconn": ModelSpec("torch", _resconn, "StefaLand-resConn: frozen pretrained encoder, residual LSTM decoder",
-                                   DirectModel, pretrained_encoder=True),
+                                   DirectModel, pretrained_encoder=True, label="StefaLand-resConn", hidden_lstm=True),
     "stefaland_noresconn": ModelSpec("torch", _noresconn, "StefaLand-noResConn: encoder features once, then the LSTM",
-                                     DirectModel, pretrained_encoder=True),
+                                     DirectModel, pretrained_encoder=True, label="StefaLand-noResConn", hidden_lstm=True),
     "stefaland_transformer": ModelSpec("torch", _transformer, "StefaLand-Transformer: the encoder trained from scratch",
-                                       DirectModel),
-    "ablation_resconn": ModelSpec("torch", _resconn, "Ablation-resConn: resConn with a random encoder", DirectModel),
-    "lstm_hbv": ModelSpec("torch", _lstm_hbv, "LSTM-HBV1.1: LSTM parameterises HBV 1.1p", HBVHybrid),
-    "stefaland_resconn_hbv": ModelSpec("torch", _resconn, "StefaLand-resConn-HBV1.1", HBVHybrid, pretrained_encoder=True),
+                                       DirectModel, label="StefaLand-Transformer"),
+    "ablation_resconn": ModelSpec("torch", _resconn, "Ablation-resConn: resConn with a random encoder", DirectModel,
+                                  label="Ablation-resConn", hidden_lstm=True),
+    "lstm_hbv": ModelSpec("torch", _lstm_hbv, "LSTM-HBV1.1: LSTM parameterises HBV 1.1p", HBVHybrid,
+                          label="LSTM-HBV1.1", hidden_lstm=True),
+    "stefaland_resconn_hbv": ModelSpec("torch", _resconn, "StefaLand-resConn-HBV1.1", HBVHybrid, pretrained_encoder=True,
+                                       label="StefaLand-resConn-HBV1.1", hidden_lstm=True),
     "stefaland_noresconn_hbv": ModelSpec("torch", _noresconn, "StefaLand-noResConn-HBV1.1", HBVHybrid,
-                                         pretrained_encoder=True),
-    "ablation_resconn_hbv": ModelSpec("torch", _resconn, "Ablation-resConn-HBV1.1", HBVHybrid),
+                                         pretrained_encoder=True, label="StefaLand-noResConn-HBV1.1", hidden_lstm=True),
+    "ablation_resconn_hbv": ModelSpec("torch", _resconn, "Ablation-resConn-HBV1.1", HBVHybrid,
+                                      label="Ablation-resConn-HBV1.1", hidden_lstm=True),
 }
 
 
@@ -158,8 +210,12 @@ _plugins_loaded = False
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
-    """Add a model to the registry; a different model already under ``name`` is refused, so a
-    plug-in can never silently replace a built-in one (registering the same spec twice is fine)."""
+    """Add a model to the registry under ``name`` (the value of ``model.name``).
+
+    A different model already under ``name`` is refused (ValueError), so a plug-in can never
+    silently replace a built-in one; registering the same spec twice is fine. Reports label the
+    model with ``spec.label``, or ``name`` when the spec has none (:func:`model_label`).
+    """
     existing = MODELS.get(name)
     if existing is not None and existing is not spec:
         raise ValueError(f"model name {name!r} is already registered ({existing.description})")
@@ -167,7 +223,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
 
 
 def known_models() -> dict[str, ModelSpec]:
-    """The registry, with the models of installed plug-ins (loaded once, on first use)."""
+    """Return the registry, with the models of installed plug-ins (loaded once, on first use)."""
     global _plugins_loaded
     if not _plugins_loaded:
         _plugins_loaded = True
@@ -187,10 +243,21 @@ def known_models() -> dict[str, ModelSpec]:
 
 
 def model_spec(name: str) -> ModelSpec:
+    """Return the spec registered under ``name``; an unknown name is a one-line StefaLandError."""
     models = known_models()
     if name not in models:
         raise StefaLandError(f"unknown model {name!r}; known: {', '.join(models)}")
     return models[name]
+
+
+def model_label(name: str) -> str:
+    """Return the model's name in reports when the config sets no ``model.label``.
+
+    That is its spec's ``label`` (the paper's name for a built-in model), else ``name`` itself (a
+    plug-in without a label, or a name the registry does not know).
+    """
+    spec = known_models().get(name)
+    return spec.label if spec is not None and spec.label else name
 
 
 def build_torch_model(config: ModelSection, variables: Variables) -> nn.Module:

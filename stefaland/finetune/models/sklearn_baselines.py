@@ -23,10 +23,10 @@ import numpy as np
 from stefaland import fileio
 from stefaland.errors import StefaLandError
 
-from ..config import ModelSection
+if TYPE_CHECKING:
+    from sklearn.base import RegressorMixin  # scikit-learn takes seconds to import; only the baselines pay for it
 
-if TYPE_CHECKING:  # scikit-learn takes seconds to import; only the baselines pay for it
-    from sklearn.base import RegressorMixin
+    from ..config import ModelSection  # annotations only: the run config imports the registry, not the reverse
 
 LAGS = (7, 30)
 HISTORY = max(LAGS)  # days of inputs needed before the first predicted day

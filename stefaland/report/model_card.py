@@ -5,24 +5,35 @@ Why: a run folder is self-describing for the machine (``config.yaml``, ``run.jso
 a person deciding whether to use its predictions for their basins needs the same facts in prose —
 the training data and its provenance, the holdout skill from ``stefaland report``, and the limits.
 Everything here is read from the run folder (and, optionally, a report's ``<task>_report.json``);
-nothing is typed by hand, so the card cannot drift from the run.
+nothing is typed by hand, so the card cannot drift from the run. Each fold's ``config.yaml`` and
+``run.json`` describe it; its ``predictions.nc`` (read with :mod:`stefaland.report.predictions`)
+gives the held-out skill on the metrics the registry puts on the card
+(:attr:`stefaland.metrics.Metric.on_card`).
+
+``stefaland finetune`` writes the card once its folds are done; a script that calls the library's
+``finetune`` calls :func:`write_model_card` itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
-from . import __version__, fileio
-from .errors import StefaLandError
+from stefaland import __version__, fileio
+from stefaland.errors import StefaLandError
+from stefaland.finetune.config import FinetuneConfig, load_config
+from stefaland.finetune.record import read_fold_record
+from stefaland.metrics import LOW_FRACTION, card_metrics, site_metrics
+from stefaland.report.predictions import read_predictions
+from stefaland.run.layout import fold_directories, predictions_url
 
-log = logging.getLogger("stefaland.runcard")
+log = logging.getLogger("stefaland.report")
 
 CARD_FILE = "MODEL_CARD.md"
-CARD_METRICS = ("NSE", "KGE", "Corr", "RMSE", "FHV", "FLV")
 
 
 #: FLV is a percentage of the mean of a site's lowest 30 % of flows; where those average below this
@@ -36,8 +47,6 @@ FLV_MIN_LOW_FLOW = 0.01
 
 def _low_flows(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per site (rows): the mean of the lowest 30 % of observed flows, and its share of the mean flow."""
-    from .metrics import LOW_FRACTION
-
     low, shares = np.full(obs.shape[0], np.nan), np.full(obs.shape[0], np.nan)
     for i, row in enumerate(obs):
         values = np.sort(row[np.isfinite(row)])
@@ -58,15 +67,32 @@ def flv_unscorable(obs: np.ndarray, units: str) -> np.ndarray:
     return tiny
 
 
-def _holdout_from_predictions(folds) -> tuple[dict[str, float], int, int, int]:
-    """Median over held-out sites of each metric, from the folds' own ``predictions.nc``; the last
-    number counts the sites left out of FLV's median (see :data:`FLV_MIN_LOW_SHARE`)."""
-    from .metrics import site_metrics
-    from .report.predictions import read_predictions
+@dataclass(frozen=True)
+class _Fold:
+    """What the card reads of one finished fold: its name (``fold3``), config and run record."""
 
+    name: str
+    config: FinetuneConfig
+    record: dict
+
+
+def _read_fold(name: str, directory: str) -> _Fold:
+    record = read_fold_record(directory)
+    if record is None:
+        raise StefaLandError(f"{fileio.join(directory, 'run.json')}: the run record is missing (a run from before "
+                             "run.json was written); the model card is written from it")
+    return _Fold(name, load_config(fileio.join(directory, "config.yaml")), record)
+
+
+def _holdout_from_predictions(folds: list[tuple[str, str]]) -> tuple[dict[str, float], int, int, int]:
+    """Median over held-out sites of each card metric, from the folds' own ``predictions.nc``.
+
+    Also the sites scored and skipped on the first card metric (the card's headline), and the sites
+    left out of FLV's median (see :data:`FLV_MIN_LOW_SHARE`).
+    """
     obs, sim, units = [], [], ""
     for _, directory in folds:
-        url = fileio.join(directory, "predictions.nc")
+        url = predictions_url(directory)
         if fileio.exists(url):
             data = read_predictions(url)
             units = str(data.attrs.get("units", units))
@@ -75,8 +101,10 @@ def _holdout_from_predictions(folds) -> tuple[dict[str, float], int, int, int]:
     if not obs or obs[0].ndim != 2 or obs[0].shape[1] < 2:
         return {}, 0, 0, 0
     observed = np.concatenate(obs)
-    per_site = site_metrics(observed, np.concatenate(sim), metrics=list(CARD_METRICS))
-    scored = int(np.isfinite(per_site["NSE"]).sum())
+    names = [metric.name for metric in card_metrics()]
+    per_site = site_metrics(observed, np.concatenate(sim), metrics=names)
+    headline = per_site[names[0]]
+    scored = int(np.isfinite(headline).sum())
     if "FLV" in per_site:
         tiny = flv_unscorable(observed, units) & np.isfinite(per_site["FLV"])
         per_site["FLV"] = np.where(tiny, np.nan, per_site["FLV"])
@@ -84,10 +112,10 @@ def _holdout_from_predictions(folds) -> tuple[dict[str, float], int, int, int]:
     else:
         left_out = 0
     return {m: float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan") for m, v in per_site.items()}, \
-        scored, int(len(per_site["NSE"]) - scored), left_out
+        scored, int(len(headline) - scored), left_out
 
 
-def _pretrained_lines(loaded) -> list[str]:
+def _pretrained_lines(loaded: list[_Fold]) -> list[str]:
     """Which pretraining checkpoint each fold's encoder came from (run.json's ``pretrained.url``)."""
     urls = {f.name: ((f.record.get("pretrained") or {}).get("url") or f.config.model.pretrained) for f in loaded}
     used = {name: url for name, url in urls.items() if url}
@@ -108,17 +136,16 @@ def _holdout_from_report(url: str, model: str) -> list[dict]:
 
 def model_card(run: str, report: str | None = None) -> str:
     """The card's markdown for the run folder ``run`` (one fold or ``fold-<k>/`` folders)."""
-    from .finetune.models.registry import known_models
-    from .predict.run import fold_directories, load_fold
+    from stefaland.finetune.models.registry import known_models  # the registry pulls in torch and every model
 
     folds = fold_directories(run)
     # Only finished folds describe the model: another process may be training a fold of the same
     # run folder right now (folds run as parallel jobs), or a killed run left one behind.
-    finished = [(name, d) for name, d in folds if fileio.exists(fileio.join(d, "predictions.nc"))]
+    finished = [(name, d) for name, d in folds if fileio.exists(predictions_url(d))]
     pending = [name for name, d in folds if (name, d) not in finished]
     if not finished:
         raise StefaLandError(f"{run}: no fold has finished (no predictions.nc); nothing to describe yet")
-    loaded = [load_fold(name, directory, None) for name, directory in finished]
+    loaded = [_read_fold(name, directory) for name, directory in finished]
     first = loaded[0]
     record, config = first.record, first.config
     v = record["variables"]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..catalog import CatalogSpec, SourceSpec
 from ..errors import StefaLandError
 from .readers import site_id_name
+from .spec import CatalogSpec, SourceSpec
 
 _RANGES = {"lat": (-90.0, 90.0), "lon": (-180.0, 360.0)}  # degrees; 0..360 longitudes are accepted
 

@@ -1,5 +1,9 @@
 """Read any catalog source for a set of sites (and a time axis), whatever its driver.
 
+``data build`` (:mod:`stefaland.build`) reads its shards through this module and ``catalog validate``
+(:mod:`.inspect`) a sample of sites; it lives with the catalog, which the build imports and never the
+other way round.
+
 Our CAMELS drivers read only the files of the requested sites; xarray sources (zarr, NetCDF) are
 opened lazily and sliced, so a shard costs only its own bytes; tables are reindexed by site id.
 """
@@ -13,9 +17,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..catalog import CatalogSpec, SourceSpec
 from ..culling import compute_shard
 from ..errors import StefaLandError
+from .spec import CatalogSpec, SourceSpec
 
 log = logging.getLogger("stefaland.build")
 

@@ -1,1 +1,0 @@
-"""Helpers for StefaLand's own tests and benchmarks (real servers on loopback, no mocks)."""
