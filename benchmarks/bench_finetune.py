@@ -23,7 +23,7 @@ import torch
 import xarray as xr
 import yaml
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.finetune import config_from_dict, finetune
 from stefaland.store import open_store
 from stefaland.synth import write_virtual_world

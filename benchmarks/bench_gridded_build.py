@@ -74,7 +74,7 @@ def main() -> int:
     from click.testing import CliRunner
 
     import stefaland.gridded.scheduler as scheduler_module
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.store import open_store
     from stefaland_cli.main import cli
 

@@ -280,7 +280,7 @@ def pretrain_batch(size: dict, device, seed: int = 0):
     import numpy as np
     import torch
 
-    from stefaland.masking import StaticGrouping, dynamic_mask, static_mask
+    from stefaland.pretrain.masking import StaticGrouping, dynamic_mask, static_mask
 
     rng = np.random.default_rng(seed)
     b, t = size["batch"], size["seq"]

@@ -2,7 +2,7 @@
 
 Run as its own process (like neuralhydrology's side) so each tool's peak RSS is measured alone:
 
-    python nh_stefaland_side.py build SPEC.json RESULT.json   # stefaland.build.build_store, timed
+    python nh_stefaland_side.py build SPEC.json RESULT.json   # stefaland.assemble.build_store, timed
     python nh_stefaland_side.py train SPEC.json RESULT.json   # stefaland.finetune.finetune_fold, timed
                                                              # (finetune(..., "temporal") when SPEC has "split": "temporal")
 
@@ -23,7 +23,7 @@ import numpy as np
 
 
 def build(spec: dict) -> dict:
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
 
     for key, value in spec.get("env", {}).items():
         os.environ[key] = value

@@ -118,7 +118,7 @@ def run_pool(function, tasks: list, jobs: int, label: str) -> list:
 
 
 def world(args: argparse.Namespace, work: Path) -> str:
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.synth import write_virtual_world
 
     catalog = write_virtual_world(work / "world", n_sites=args.sites, years=args.years, seed=args.world_seed,

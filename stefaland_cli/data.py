@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stefaland.build import DEFAULT_SHARD_SIZE, build_store
+from stefaland.assemble import DEFAULT_SHARD_SIZE, build_store
 from stefaland.errors import StefaLandError
 from stefaland.progress import configure_logging
 

@@ -67,7 +67,7 @@ def virtual_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def virtual_store(virtual_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The virtual world built into a complete store (shards of 8 sites). Treat it as read-only."""
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
 
     out = tmp_path_factory.mktemp("store") / "world.zarr"
     build_store(str(virtual_world), str(out), shard_size=8, quiet=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.errors import StefaLandError
 from stefaland.store import open_store
 

@@ -23,7 +23,7 @@ from stefaland.finetune.data import (
     resolve_variables,
 )
 from stefaland.finetune.inference import predict_torch
-from stefaland.report.predictions import read_predictions
+from stefaland.run.predictions import read_predictions
 from stefaland.splits import holdout_for
 from stefaland.store import open_store
 from stefaland_cli.main import cli
@@ -60,7 +60,7 @@ def _rmse(obs: np.ndarray, sim: np.ndarray) -> float:
 
 def test_pub_on_the_virtual_world_all_folds_beats_climatology(tmp_path: Path) -> None:
     """The issue's "done when": every PUB fold of a virtual world on CPU, tiny config, read by `report`."""
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.synth import write_virtual_world
 
     catalog = write_virtual_world(tmp_path / "world", n_sites=20, years=3, seed=1, start_year=1990, quiet=True)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from stefaland.report.predictions import read_predictions
+from stefaland.run.predictions import read_predictions
 from stefaland.splits import read_split
 from stefaland_cli.main import cli
 

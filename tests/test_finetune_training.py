@@ -21,7 +21,7 @@ from stefaland.finetune import config_from_dict, finetune, finetune_fold
 from stefaland.finetune.data import SiteData, batches_per_epoch, hydrodl_iterations
 from stefaland.finetune.trainer import train_model
 from stefaland.report.model_card import write_model_card
-from stefaland.report.predictions import read_predictions
+from stefaland.run.predictions import read_predictions
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

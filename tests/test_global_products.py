@@ -117,7 +117,7 @@ def test_a_day_file_tree_is_read_once_whatever_the_shard_size(global_store, mini
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Day-per-file grids are cut along time: each file is read once for all sites of a window, not
     once per shard of sites (13,935 WoSIS profiles in shards of 128 read each file 109 times before)."""
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.products import daily_files
 
     reads: list[str] = []

@@ -435,7 +435,7 @@ def test_local_cluster_with_two_workers(tmp_path: Path, two_worker_cluster) -> N
 def test_build_store_with_gridded_forcing_and_land_cover(tmp_path: Path, two_worker_cluster) -> None:
     import yaml
 
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.store import open_store
 
     sites = sites_table([("g1", 40.1, -100.2), ("g2", 41.3, -99.1), ("g3", 42.0, -101.7)])

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stefaland.build import build as build_module
-from stefaland.build import build_store
-from stefaland.build.state import BuildState
+from stefaland.assemble import build as build_module
+from stefaland.assemble import build_store
+from stefaland.assemble.state import BuildState
 from stefaland.catalog.readers import SourceReader
 from stefaland.store import open_store
 from stefaland_cli.main import cli

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stefaland.masking import StaticGrouping, dynamic_mask, static_mask
 from stefaland.pretrain.loss import ReconstructionLoss, mean_baseline
+from stefaland.pretrain.masking import StaticGrouping, dynamic_mask, static_mask
 
 torch.set_num_threads(1)
 

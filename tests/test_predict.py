@@ -14,7 +14,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from stefaland.report.predictions import read_predictions
+from stefaland.run.predictions import read_predictions
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 

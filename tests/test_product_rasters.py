@@ -15,7 +15,7 @@ import xarray as xr
 import yaml
 from rasterio.transform import from_origin
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.errors import StefaLandError
 from stefaland.gridded.extract import extract_to_sites
 from stefaland.products.hwsd import HwsdSource

@@ -17,8 +17,8 @@ from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.metrics import site_metrics
 from stefaland.report import make_report, read_predictions, write_predictions
-from stefaland.report.predictions import predictions_dataset
 from stefaland.report.tasks import TASKS
+from stefaland.run.predictions import predictions_dataset
 from stefaland_cli.main import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.catalog import load_catalog
 from stefaland.errors import StefaLandError
 from stefaland.sources.caravan import match_basin_ids, read_timeseries_csv

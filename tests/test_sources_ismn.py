@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.catalog import load_catalog
 from stefaland.errors import StefaLandError
 from stefaland.sources.ismn import IsmnSitesSource, IsmnSoilMoistureSource

@@ -12,7 +12,7 @@ import s3fs
 import xarray as xr
 from click.testing import CliRunner
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.errors import StefaLandError
 from stefaland.store import open_store, read_shard
 from stefaland_cli.main import cli

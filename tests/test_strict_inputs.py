@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from stefaland.build import build_store
+from stefaland.assemble import build_store
 from stefaland.errors import StefaLandError
 from stefaland.sources.camels import read_attribute_tables
 from stefaland.splits import Split, apply_split, read_split, write_split
@@ -126,7 +126,7 @@ def test_negative_discharge_is_refused_unless_the_catalog_allows_nan(sample: Pat
     with pytest.raises(StefaLandError, match=rf"variable streamflow: site {GAUGE} on 2000-03-01 has a negative value \(-5 ft3/s\)"):
         _build(_catalog(root, tmp_path), tmp_path / "refused.zarr")
     allow = _catalog(root, tmp_path, lambda t: t.replace("per_area: area_gages2,", "per_area: area_gages2, on_invalid: nan,"))
-    with caplog.at_level(logging.WARNING, logger="stefaland.build"):
+    with caplog.at_level(logging.WARNING, logger="stefaland.assemble"):
         _build(allow, tmp_path / "allowed.zarr")
     ds = open_store(str(tmp_path / "allowed.zarr"))
     assert np.isnan(float(ds["target"].sel(site=GAUGE, time="2000-03-01", tvar="streamflow")))

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from stefaland.build import build_store
-from stefaland.build.timeaxis import MISSING_DAYS_ATTR
+from stefaland.assemble import build_store
+from stefaland.assemble.timeaxis import MISSING_DAYS_ATTR
 from stefaland.store import open_store
 from stefaland_cli.main import cli
 
@@ -94,7 +94,7 @@ def test_a_gap_in_the_first_file_stays_that_sites_gap(camels_sample_root: Path, 
     out = tmp_path / "gap.zarr"
     catalog = tmp_path / "camels.yaml"
     catalog.write_text(CAMELS_CATALOG.read_text().replace('"env(CAMELS_ROOT)"', f'"{root}"'))
-    with caplog.at_level(logging.INFO, logger="stefaland.build"):
+    with caplog.at_level(logging.INFO, logger="stefaland.assemble"):
         build_store(str(catalog), str(out), shard_size=19, sources=SOURCES.split(","), quiet=True)
     ds = open_store(str(out))
     day = "2000-06-01"

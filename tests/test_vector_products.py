@@ -239,7 +239,7 @@ def test_catalog_refuses_vector_with_gridded_or_a_time_role(tmp_path: Path) -> N
 
 
 def test_build_store_with_polygon_products(tmp_path: Path) -> None:
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.store import open_store
 
     table = sites([("a", 1.0, 2.5), ("b", 1.0, 4.5), ("c", 0.5, 0.7)])

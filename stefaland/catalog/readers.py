@@ -1,6 +1,6 @@
 """Read any catalog source for a set of sites (and a time axis), whatever its driver.
 
-``data build`` (:mod:`stefaland.build`) reads its shards through this module and ``catalog validate``
+``data build`` (:mod:`stefaland.assemble`) reads its shards through this module and ``catalog validate``
 (:mod:`.inspect`) a sample of sites; it lives with the catalog, which the build imports and never the
 other way round.
 
@@ -11,17 +11,17 @@ opened lazily and sliced, so a shard costs only its own bytes; tables are reinde
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..culling import compute_shard
 from ..errors import StefaLandError
+from ..gridded.culling import compute_shard
 from .spec import CatalogSpec, SourceSpec
 
-log = logging.getLogger("stefaland.build")
+log = logging.getLogger("stefaland.assemble")
 
 # A gridded source is extracted a window of shards at a time: the window's sites are sorted
 # spatially, cut into batches of ``shard_size`` and computed as one task per batch
@@ -276,7 +276,7 @@ class SourceReader:
             return None
         return max(chunk, DAYS_PER_TIME_BATCH // chunk * chunk)
 
-    def check_table_keys(self, sites: Sequence[str]) -> bool:
+    def check_table_keys(self, sites: Iterable[str]) -> bool:
         """Each table a static source is made of must key its rows like the store's sites.
 
         A table whose ids were written differently (a spreadsheet round-trip, another id scheme)

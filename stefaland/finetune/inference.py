@@ -14,7 +14,7 @@ from torch import nn
 
 from stefaland.bounds import clip_to_bounds
 from stefaland.progress import progress
-from stefaland.report.predictions import write_predictions
+from stefaland.run.predictions import write_predictions
 
 from .data import PredictionWindows, SiteData, Variables, padded_inputs
 from .models.sklearn_baselines import HISTORY, SklearnBaseline

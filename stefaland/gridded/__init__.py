@@ -1,7 +1,6 @@
 """Gridded sources (global rasters) → site and basin series for ``data build``."""
 
-from stefaland.culling import compute_shard, cull_shard
-
+from .culling import compute_shard, cull_shard
 from .extract import METHODS, extract_to_sites, gridded_options, site_weights
 from .grid import GridGeometry, normalise_grid
 from .polygons import read_basins

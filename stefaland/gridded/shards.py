@@ -98,7 +98,7 @@ def compute_shards(shards: Iterable[Any], client: Any | None = None, in_flight: 
     """
     import dask
 
-    from ..culling import compute_shard, cull_shard
+    from .culling import compute_shard, cull_shard
 
     client = client if client is not None else active_client()
     if client is None:

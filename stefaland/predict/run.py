@@ -27,9 +27,9 @@ from stefaland.errors import StefaLandError
 from stefaland.finetune.config import FinetuneConfig, load_config
 from stefaland.finetune.data import SiteData, Variables
 from stefaland.finetune.record import read_fold_record, record_from_store
-from stefaland.report.predictions import predictions_dataset
 from stefaland.run.checkpoint import load_latest
 from stefaland.run.layout import FOLD_MARKER, fold_directories, predict_url
+from stefaland.run.predictions import predictions_dataset
 
 from .inputs import check_inputs, read_site_list, select_rows, site_data
 from .write import check_output, write_dataset
@@ -165,7 +165,7 @@ def _fold_inputs(dataset, fold: FoldModel, rows: np.ndarray, catalog: str, with_
 @contextlib.contextmanager
 def _quiet_build(quiet: bool):
     """The temporary store is an implementation detail: its build's progress lines are noise here."""
-    logger = logging.getLogger("stefaland.build")
+    logger = logging.getLogger("stefaland.assemble")
     level = logger.level
     if quiet:
         logger.setLevel(logging.WARNING)
@@ -183,7 +183,7 @@ def predict_run(run: str, catalog: str, out: str | None = None, sites: str | Non
 
     ``sources``: the catalog's sources to build the inputs from (as ``data build --sources``), for a
     catalog whose default sources are not the ones the run was trained on (e.g. NLDAS-only data)."""
-    from stefaland.build import build_store
+    from stefaland.assemble import build_store
     from stefaland.store import open_store
 
     folds = [load_fold(name, directory, training_store) for name, directory in fold_directories(run)]

@@ -6,7 +6,7 @@ replaced only with ``force``, and a second writer to the same path is turned awa
 A single file cannot hold the marker folder, so the kind travels as the dataset's global
 attribute ``stefaland_output = "predict"`` (NetCDF and zarr alike). There is no run manifest beside
 such a file, so the writer also records the sha256 of its data (``stefaland_data_sha256``), which
-``report`` checks; a write killed half-way leaves no temp file for good (stefaland.report.atomic).
+``report`` checks; a write killed half-way leaves no temp file for good (stefaland.run.atomic_file).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import xarray as xr
 
 from stefaland.errors import StefaLandError
 from stefaland.outputs import KIND_ATTR, claim_output
-from stefaland.report import predictions as contract
+from stefaland.run import predictions as contract
 
 KIND = "predict"
 

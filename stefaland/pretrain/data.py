@@ -19,11 +19,11 @@ import numpy as np
 import xarray as xr
 
 from ..errors import StefaLandError
-from ..masking import StaticGrouping, dynamic_mask, static_mask
 from ..run.folds import coordinate_folds, folds_of_sites, store_sites
 from ..run.variables import variable_columns
 from ..store import read_shard, shard_slices
 from .config import PretrainConfig
+from .masking import StaticGrouping, dynamic_mask, static_mask
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 

@@ -18,10 +18,10 @@ from stefaland.metrics import DEFAULT_MIN_VALID, keep_freed_memory_for_scoring
 from stefaland.outputs import claim_output
 from stefaland.progress import progress
 from stefaland.report.folds import JoinedRun, group_by_run, join_folds
-from stefaland.report.predictions import REQUIRED_ATTRS, find_prediction_files, open_if_predictions
 from stefaland.report.tables import markdown_table, score_run
 from stefaland.report.tasks import Scheme, Task, get_task, schemes_for
-from stefaland.report.verify import UNVERIFIED, VERIFIED_MANIFEST, verify_against_manifest
+from stefaland.run.predictions import REQUIRED_ATTRS, find_prediction_files, open_if_predictions
+from stefaland.run.predictions_verify import UNVERIFIED, VERIFIED_MANIFEST, verify_against_manifest
 from stefaland.splits import get_holdout
 
 log = logging.getLogger("stefaland.report")
@@ -60,7 +60,7 @@ def make_report(task: str, split: str, runs: str, out: str, models: Sequence[str
     :func:`stefaland.splits.parse_fold_spec`) or a list of fold ids; the table's heading says so,
     since a median over some folds is not the scheme's median. ``out`` is a folder StefaLand claims
     as a report (:mod:`stefaland.outputs`); an earlier report there is replaced only with ``force``.
-    Every file is verified before it is scored (:mod:`stefaland.report.verify`).
+    Every file is verified before it is scored (:mod:`stefaland.run.predictions_verify`).
     """
     spec = get_task(task)
     unknown = [f for f in formats if f not in FORMATS]
@@ -163,7 +163,7 @@ def _read_predictions(runs: str, quiet: bool) -> list[xr.Dataset]:
 
 def _warn_unverified(verification: dict[str, str]) -> None:
     """One warning for the files scored without any checksum to vouch for them (the decision is in
-    stefaland.report.verify: scored, and said so, since other tools write predictions files too)."""
+    stefaland.run.predictions_verify: scored, and said so, since other tools write predictions files too)."""
     unverified = [source for source, how in verification.items() if how == UNVERIFIED]
     if unverified:
         log.warning("%d predictions file(s) carry no checksum (no manifest.json beside them, no data sha256) and are "

@@ -6,7 +6,7 @@ a person deciding whether to use its predictions for their basins needs the same
 the training data and its provenance, the holdout skill from ``stefaland report``, and the limits.
 Everything here is read from the run folder (and, optionally, a report's ``<task>_report.json``);
 nothing is typed by hand, so the card cannot drift from the run. Each fold's ``config.yaml`` and
-``run.json`` describe it; its ``predictions.nc`` (read with :mod:`stefaland.report.predictions`)
+``run.json`` describe it; its ``predictions.nc`` (read with :mod:`stefaland.run.predictions`)
 gives the held-out skill on the metrics the registry puts on the card
 (:attr:`stefaland.metrics.Metric.on_card`).
 
@@ -28,8 +28,8 @@ from stefaland.errors import StefaLandError
 from stefaland.finetune.config import FinetuneConfig, load_config
 from stefaland.finetune.record import read_fold_record
 from stefaland.metrics import LOW_FRACTION, card_metrics, site_metrics
-from stefaland.report.predictions import read_predictions
 from stefaland.run.layout import fold_directories, predictions_url
+from stefaland.run.predictions import read_predictions
 
 log = logging.getLogger("stefaland.report")
 

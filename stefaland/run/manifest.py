@@ -3,7 +3,7 @@
 Why: object storage can hold a truncated upload or a half-copied checkpoint without a sign; the
 manifest written by the trainer (from the bytes read back) lets ``stefaland pull`` check each file
 it downloads (:mod:`stefaland.pull`) and ``stefaland report`` each predictions file it scores
-(:mod:`stefaland.report.verify`). Finetuning folds write their own ``fold-<k>/manifest.json``, as
+(:mod:`stefaland.run.predictions_verify`). Finetuning folds write their own ``fold-<k>/manifest.json``, as
 their last file: a fold folder without one did not finish.
 """
 

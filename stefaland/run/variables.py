@@ -8,12 +8,12 @@ it has.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..errors import StefaLandError
 
 
-def variable_columns(available: Sequence[str], wanted: Sequence[str] | None, kind: str,
+def variable_columns(available: Iterable[str], wanted: Sequence[str] | None, kind: str,
                      where: str | None = None) -> tuple[list[str], list[int]]:
     """``(names, columns)`` of ``wanted`` among ``available`` (every one when ``wanted`` is None).
 

@@ -45,7 +45,7 @@ from .state import BuildState, RunningMoments
 from .timeaxis import record_missing, report_missing, resolve_time
 from .writer import BlockLayout, create_skeleton, finalise, open_group, write_shard
 
-log = logging.getLogger("stefaland.build")
+log = logging.getLogger("stefaland.assemble")
 
 DEFAULT_SHARD_SIZE = 128
 

@@ -16,7 +16,7 @@ from ..errors import StefaLandError
 from ..units import CANONICAL, UNITS, check_plausible, discharge_to_depth, lookup, to_canonical
 from .physical import check_area, check_storable, clean
 
-log = logging.getLogger("stefaland.build")
+log = logging.getLogger("stefaland.assemble")
 
 
 def store_unit(variable: VariableSpec, source: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -38,8 +39,8 @@ class BlockLayout:
     descriptions: list[str]
     never_mask: list[bool]
 
-    def coords(self) -> dict[str, tuple]:
-        coords = {
+    def coords(self) -> dict[str, Any]:
+        coords: dict[str, Any] = {
             self.dim: np.asarray(self.variables, dtype=object),
             f"{self.dim}_units": (self.dim, np.asarray(self.units, dtype=object)),
             f"{self.dim}_group": (self.dim, np.asarray(self.groups, dtype=object)),
@@ -112,8 +113,13 @@ def open_group(url: str, sink: dict[str, list[int]]) -> zarr.Group:
     return zarr.open_group(RecordingStore(zarr_store(url), sink), mode="r+")
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of the root group: the skeleton holds arrays only, never subgroups."""
+    return cast(zarr.Array, group[name])
+
+
 def write_shard(group: zarr.Group, block: str, rows: slice, values: np.ndarray) -> None:
-    group[block][rows.start : rows.stop] = values.astype(np.float32)
+    _array(group, block)[rows.start : rows.stop] = values.astype(np.float32)
 
 
 def finalise(group: zarr.Group, statistics: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -124,7 +130,7 @@ def finalise(group: zarr.Group, statistics: dict[str, tuple[np.ndarray, np.ndarr
     and the flag leaves an incomplete store that the next run finalises again.
     """
     for block, (mean, std) in statistics.items():
-        group[f"{block}_mean"][:] = mean
-        group[f"{block}_std"][:] = std
+        _array(group, f"{block}_mean")[:] = mean
+        _array(group, f"{block}_std")[:] = std
     write_record(make_record(group, sink))
     group.attrs.update({COMPLETE_ATTR: True})

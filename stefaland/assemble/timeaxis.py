@@ -20,7 +20,7 @@ import pandas as pd
 from ..catalog.readers import SourceReader
 from ..errors import StefaLandError
 
-log = logging.getLogger("stefaland.build")
+log = logging.getLogger("stefaland.assemble")
 
 MISSING_DAYS_ATTR = "missing_days"  # {site id: days of the time axis with no dynamic value at all}
 

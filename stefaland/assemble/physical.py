@@ -23,7 +23,7 @@ from ..catalog import VariableSpec
 from ..errors import StefaLandError
 from ..units import lookup
 
-log = logging.getLogger("stefaland.build")
+log = logging.getLogger("stefaland.assemble")
 
 # water fluxes that cannot be negative (precipitation, rain, snowfall); evaporation or net fluxes may be
 _PRECIPITATION = re.compile(r"prec|prcp|rain|snow_?fall|^pr$|^tp$|^p$|^p_", re.IGNORECASE)

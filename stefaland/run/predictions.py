@@ -6,7 +6,7 @@ optional site coordinates ``lat``/``lon``, and the attributes ``task``, ``split`
 ``model`` and ``units`` (plus optional ``variable``). ``docs/PREDICTIONS.md`` is the user-facing
 description; this module writes and validates it so the two cannot drift apart.
 
-Files written here also carry ``stefaland_data_sha256`` (:mod:`stefaland.report.verify`), checked
+Files written here also carry ``stefaland_data_sha256`` (:mod:`stefaland.run.predictions_verify`), checked
 whenever they are opened; their temp files never outlive a killed writer (:mod:`.atomic`).
 """
 
@@ -29,8 +29,8 @@ import xarray as xr
 from stefaland import fileio
 from stefaland.errors import StefaLandError
 from stefaland.outputs import read_marker
-from stefaland.report import atomic
-from stefaland.report.verify import UNVERIFIED, VERIFIED_DIGEST, check_digest, with_digest
+from stefaland.run import atomic_file as atomic
+from stefaland.run.predictions_verify import UNVERIFIED, VERIFIED_DIGEST, check_digest, with_digest
 
 log = logging.getLogger("stefaland.report")
 
@@ -50,8 +50,8 @@ def write_predictions(
     fold: str | int,
     model: str,
     units: str,
-    lat: Sequence[float] | None = None,
-    lon: Sequence[float] | None = None,
+    lat: Sequence[float] | np.ndarray | None = None,
+    lon: Sequence[float] | np.ndarray | None = None,
     variable: str | None = None,
     members: dict[str, np.ndarray] | None = None,
 ) -> str:
@@ -101,7 +101,7 @@ def predictions_dataset(obs, sim, sites, times, task, split, fold, model, units,
 def _write_netcdf(dataset: xr.Dataset, url: str) -> None:
     """Via a temporary file: h5netcdf writes a file several times faster than an in-memory image.
 
-    The temp file is named after this writer and never outlives it (:mod:`stefaland.report.atomic`)."""
+    The temp file is named after this writer and never outlives it (:mod:`stefaland.run.atomic_file`)."""
     dataset = with_digest(dataset)
     remote = fileio.is_remote(url)
     parent = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(url))
