@@ -1,10 +1,10 @@
-"""``stefaland data build`` of a gridded virtual world, before and after issue 17's build change, in one run.
+"""``stefaland data build`` of a gridded virtual world, shard by shard ("before") and through ``read_shards`` ("after"), in one run.
 
-Before: the build read a gridded source shard by shard (``SourceReader.read``: one shard's culled
+Before: the build reads a gridded source shard by shard (``SourceReader.read``: one shard's culled
 graph handed to the scheduler task by task, one shard after the other, sites in store order).
 After: ``SourceReader.read_shards`` extracts a window of shards at once with the sites sorted
 spatially, one task per batch on the workers (``compute_shards``), and hands the shards back in
-store order. The "before" runs use today's code with ``read_shards`` replaced by the old per-shard
+store order. The "before" runs use the same code with ``read_shards`` replaced by a per-shard
 loop, so nothing else differs. Each configuration builds the same world (``data synth --gridded``)
 into a fresh store; the wall time of ``build_store`` (cluster start included) is printed, with
 ratios, and every store is checked equal to the first, value for value.

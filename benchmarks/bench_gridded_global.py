@@ -1,4 +1,4 @@
-"""Build 4,229 sites from a global 0.1° daily grid of 10 years, out of core (issue 8).
+"""Build 4,229 sites from a global 0.1° daily grid of 10 years, out of core.
 
 A 0.1° global daily grid of 10 years is 1800 × 3600 cells × 3,653 days ≈ 23.7 G values (≈ 95 GB
 as float32): far too big to write here, and it need not be. The grid is a *lazy, deterministic*
@@ -13,11 +13,11 @@ default: a Z-order curve, so a shard covers one compact region and a chunk is re
 shard) or in draw order (``--order draw``: every shard mixes all 18 regions, the worst case for
 chunk reuse) — computed shard by shard (128 sites) on ``dask_client("local")`` as ``data build``
 does, each shard written into a zarr store in a temporary folder (deleted at the end). ``--path
-submit`` (default, issue 17) runs each shard as one task on a worker's synchronous scheduler,
+submit`` (default) runs each shard as one task on a worker's synchronous scheduler,
 several shards at once (:func:`stefaland.gridded.compute_shards`); ``--path shard`` hands the
-scheduler the shard's culled graph task by task, one shard after the other (``compute_shard``, as
-before). ``--compare`` runs the synchronous scheduler (draw and spatial order) and the local
-cluster with 1 and 2 workers, before and after, in one run, and prints the ratios.
+scheduler the shard's culled graph task by task, one shard after the other (``compute_shard``).
+``--compare`` runs the synchronous scheduler (draw and spatial order) and the local cluster with 1
+and 2 workers, task by task and one task per shard, in one run, and prints the ratios.
 
 It prints wall time (cluster start, graph construction and every shard), throughput (site-days
 per second), the peak RSS of the whole process tree (this process + the cluster's scheduler and
@@ -28,11 +28,11 @@ sites and days equals the field evaluated directly at the site's nearest cell ce
 brute force, not by the library's arithmetic). It exits 1 when the peak RSS reaches
 ``--max-rss-gb`` (4 GB) or a checked value differs.
 
-    .venv/bin/python benchmarks/bench_gridded_global.py                         # the issue's case, ~7-8 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_gridded_global.py                         # the full case, ~7-8 min on 2 busy cores
     .venv/bin/python benchmarks/bench_gridded_global.py --scheduler sync        # same, no cluster: ~1-3 min
     .venv/bin/python benchmarks/bench_gridded_global.py --max-shards 3          # a sample + extrapolation
     .venv/bin/python benchmarks/bench_gridded_global.py --years 2 --sites 500   # a quick look
-    .venv/bin/python benchmarks/bench_gridded_global.py --compare --years 2 --sites 1280   # issue 17's figures, ~4 min
+    .venv/bin/python benchmarks/bench_gridded_global.py --compare --years 2 --sites 1280   # the --compare figures, ~4 min
 
 ``--scheduler``: ``local`` (default, the LocalCluster ``data build`` starts), the address of an
 existing dask scheduler, or ``sync`` (dask's synchronous scheduler in this process). ``--tile``:
@@ -349,7 +349,7 @@ def compare(args: argparse.Namespace, grid: GlobalGrid) -> int:
     for label, order, scheduler, workers, path, trim in once + repeated * args.repeats:
         print(f"--- {label} (load average {os.getloadavg()[0]:.1f})")
         first = label not in results  # chunks are counted (untimed) on the first run of each
-        # "before": the workers as dask starts them (MALLOC_TRIM_THRESHOLD_=65536), not as dask_client now does
+        # "trim": the workers as dask starts them (MALLOC_TRIM_THRESHOLD_=65536), not as dask_client does
         scheduler_module.LOCAL_WORKER_CONFIG = {key: 65536 for key in ours} if trim else ours
         try:
             r = one_run(grid, args.tile, tables[order], scheduler, workers, path, args.max_shards, count=first)
@@ -430,9 +430,9 @@ def main() -> None:
                         help="site order before sharding: spatial (Z-order, default) or draw (every shard mixes all regions)")
     parser.add_argument("--path", choices=("submit", "shard"), default="submit",
                         help="submit: one task per shard on a worker's synchronous scheduler (default); "
-                             "shard: the shard's graph task by task through the scheduler (before issue 17)")
+                             "shard: the shard's graph task by task through the scheduler")
     parser.add_argument("--compare", action="store_true",
-                        help="sync vs local 1 and 2 workers, before and after, draw vs spatial order, in one run")
+                        help="sync vs local 1 and 2 workers, task by task and one task per shard, draw vs spatial order, in one run")
     parser.add_argument("--repeats", type=int, default=1, help="--compare: alternate the goal's three runs N times, best of each")
     parser.add_argument("--max-rss-gb", type=float, default=4.0, help="fail when the peak RSS reaches this (GB)")
     sys.exit(run(parser.parse_args()))

@@ -12,7 +12,7 @@ the same run:
   batch gathers anyway), and ``make_batch`` (one contiguous row per window of a zero-copy
   ``sliding_window_view``, + torch.from_numpy);
 * ``make_batch`` alone on fresh random windows, to split the gather from the draws and the check;
-* the loader as it was before issue 7 (``tests/_reference_loader.py``: a (site, day) fancy
+* the cell-by-cell reference loader (``tests/_reference_loader.py``: a (site, day) fancy
   index per cell and a Python loop for the check) as the baseline; asserted to give identical batches.
 
 ``--profile`` additionally runs a few real LSTM-SL training steps (hidden/seq/batch as given) under

@@ -7,7 +7,7 @@ Each size runs in a fresh process (peak RSS is per process). Stores are written 
 with the synthetic generator of the tests unless ``--store-500`` / ``--store-4229`` name real
 stores (for example the virtual world built by ``stefaland data build``).
 
-``--compile`` (issue 7) also runs each size with ``train.compile: on`` in a second fresh process,
+``--compile`` also runs each size with ``train.compile: on`` in a second fresh process,
 after the eager one (``train.compile: off``) on the same store and config, and prints both
 steady-state samples/s, their ratio, and the compile cost: the compiled process's extra start-up
 over the eager one (time to the first logged step less that many steady steps). The first compiled

@@ -1,4 +1,4 @@
-"""StefaLand's GPU suite: one unattended run of every GPU path at the paper's sizes (issue 17).
+"""StefaLand's GPU suite: one unattended run of every GPU path at the paper's sizes.
 
     python benchmarks/gpu_suite.py --json gpu_suite.json          # on a CUDA machine, ~6 min on one H200
     python benchmarks/gpu_suite.py --cpu-smoke --json smoke.json  # every part at toy size on CPU, < 1 min

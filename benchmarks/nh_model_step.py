@@ -45,7 +45,7 @@ def lstm_flops(args: argparse.Namespace, n_in: int, input_layer: int) -> float:
 
 
 class BeforeIssue7(torch.nn.Module):
-    """LSTM-SL as it was before issue 7 (kept as a baseline): batch-first LSTM, dropout on its outputs."""
+    """The baseline LSTM-SL: batch-first LSTM, dropout on its outputs (ours is time-major with weight dropout)."""
 
     def __init__(self, n_dyn: int, n_static: int, hidden: int, dropout: float) -> None:
         super().__init__()

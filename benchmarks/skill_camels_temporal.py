@@ -1,4 +1,4 @@
-"""Skill on the 19 real CAMELS basins, temporal split: StefaLand against neuralhydrology (issue 14 §3).
+"""Skill on the 19 real CAMELS basins, temporal split: StefaLand against neuralhydrology.
 
 Every basin trains on 1994-10-01..2005-09-30 and is scored on 2005-10-01..2013-09-30 (NLDAS
 prcp, srad, tmax, vp, dayl — Tmin equals Tmax in these files, so it is left out — and the 26

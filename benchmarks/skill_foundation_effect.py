@@ -1,6 +1,6 @@
 """Does pretraining help? The paper's PUB experiment (Table 1) on a mostly ungauged virtual world.
 
-Issue 14 §4. The paper pretrains StefaLand (CVGM masked reconstruction) on every basin it has
+The paper pretrains StefaLand (CVGM masked reconstruction) on every basin it has
 forcings and attributes for, then finetunes on the gauged training basins and scores held-out
 (PUB) basins: StefaLand-resConn 0.717 > Ablation-resConn 0.661 > LSTM-SL 0.636 median NSE on
 CAMELS. Here the same question is asked of a virtual world (``stefaland.synth``, HBV streamflow whose

@@ -1,4 +1,4 @@
-"""SMAP soil moisture on hydroDL's own CONUS example: StefaLand LSTM-SL against hydroDL's LSTM (issue 22 §3).
+"""SMAP soil moisture on hydroDL's own CONUS example: StefaLand LSTM-SL against hydroDL's LSTM.
 
 The data are hydroDL's ``example/data`` (``../shared/data/hydrodl_smap_conusv4f1``: 412 SMAP cells, NLDAS-2
 forcings, soil and SMAP ancillary attributes, 2015-04-01..2017-03-31), built into a store with

@@ -12,7 +12,7 @@ benchmarks/README.md): ``--nh-python`` (default ``$NH_PYTHON`` or ``/work/venv-n
 This script installs nothing.
 
     python benchmarks/vs_neuralhydrology.py                      # defaults: 13 min on 2 shared CPU cores
-    python benchmarks/vs_neuralhydrology.py --basins 500 --batches 20 --epochs 2   # the issue's size, ~1 h
+    python benchmarks/vs_neuralhydrology.py --basins 500 --batches 20 --epochs 2   # full size, ~1 h
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def report(case: Case, ours: dict, theirs: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--basins", type=int, default=100, help="virtual-world basins (the issue's full size: 500)")
+    parser.add_argument("--basins", type=int, default=100, help="virtual-world basins (full size: 500)")
     parser.add_argument("--years", type=int, default=4, help="virtual-world years (the last one is the test year)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batches", type=int, default=4,

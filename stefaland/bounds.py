@@ -15,6 +15,8 @@ the range, so every error metric improves or stays the same.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -41,7 +43,8 @@ def _finite_or(value: object, default: float) -> float:
     return number if math.isfinite(number) else default
 
 
-def resolve_bounds(setting: object, units: str, declared: tuple[object, object] | None = None) -> Bounds:
+def resolve_bounds(setting: Literal["auto"] | Sequence[float | None] | None, units: str,
+                   declared: tuple[object, object] | None = None) -> Bounds:
     """The (lower, upper) range for a target: ``setting`` is the config's ``data.target_bounds``
     (``"auto"``, ``None`` for no clipping, or a pair), ``declared`` the catalog's own bounds."""
     if setting is None:
@@ -52,7 +55,7 @@ def resolve_bounds(setting: object, units: str, declared: tuple[object, object] 
         else:
             lower, upper = UNIT_BOUNDS.get(units.strip(), (-math.inf, math.inf))
     else:
-        low, high = setting  # type: ignore[misc]
+        low, high = setting
         lower, upper = _finite_or(low, -math.inf), _finite_or(high, math.inf)
     if lower >= upper:
         raise StefaLandError(f"data.target_bounds: lower bound {lower:g} is not below upper bound {upper:g}")

@@ -170,6 +170,7 @@ def embed(checkpoint: str, store: str, out: str, window: int | None = None, batc
 def _embed(checkpoint: str, store: str, out: str, window: int | None, batch_size: int, start: str | None,
            end: str | None, hide: list[str] | None, quiet: bool, replace: bool) -> EmbedSummary:
     encoder, ckpt = load_frozen_encoder(checkpoint)
+    assert ckpt.dynamic_vars is not None and ckpt.static_vars is not None  # load_frozen_encoder refuses one without
     dataset = open_store(store)
     if start or end:
         dataset = dataset.sel(time=slice(start, end))

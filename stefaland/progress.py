@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from types import TracebackType
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -17,6 +18,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -99,21 +101,22 @@ class ProgressBoard:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), *extra_columns, console=_stderr,
         )
-        self._tasks: dict[str, object] = {}
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> ProgressBoard:
         if self._progress is not None:
             self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         if self._progress is not None:
-            self._progress.__exit__(*exc)
+            self._progress.__exit__(exc_type, exc, traceback)
 
-    def add(self, name: str, total: int, completed: int = 0, **fields: object) -> None:
+    def add(self, name: str, total: int, completed: int = 0, **fields: Any) -> None:
         if self._progress is not None:
             self._tasks[name] = self._progress.add_task(name, total=total, completed=completed, **fields)
 
-    def advance(self, name: str, amount: int = 1, **fields: object) -> None:
+    def advance(self, name: str, amount: int = 1, **fields: Any) -> None:
         if self._progress is not None:
             self._progress.update(self._tasks[name], advance=amount, **fields)

@@ -138,8 +138,8 @@ def discharge_to_depth(values_m3s: np.ndarray, area_km2: np.ndarray) -> np.ndarr
 def check_plausible(values: np.ndarray, unit: str, where: str) -> None:
     """Refuse values outside the plausible range of their quantity (in canonical units).
 
-    NaN is missing and skipped; ±inf is not missing, so it counts as out of range (it used to be
-    skipped with NaN, and an ``inf`` forcing reached the store)."""
+    NaN is missing and skipped; ±inf is not missing, so it counts as out of range (skipped with NaN,
+    an ``inf`` forcing would reach the store)."""
     quantity = lookup(unit, where).quantity
     bounds = PLAUSIBLE.get(quantity)
     if bounds is None:

@@ -1,4 +1,4 @@
-"""The finetuning loader written cell by cell, as it was before issue 7: the yardstick for the fast one.
+"""The finetuning loader written cell by cell: the yardstick for the fast one.
 
 ``stefaland.finetune.data.WindowSampler`` gathers whole windows through strided views and checks
 observations vectorised; this version indexes every (site, day) and checks window by window in

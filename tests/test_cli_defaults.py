@@ -1,4 +1,4 @@
-"""Issue 15 §3-§4: the commands as a user types them, through the real CLI.
+"""The commands as a user types them, through the real CLI.
 
 ``submit`` and ``report`` take the store, the run root and the image from flags, the environment or a
 settings file, and the paper's config from the package; per-fold pretraining is one command; model
@@ -45,7 +45,7 @@ def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return work
 
 
-# -- §3 submit ------------------------------------------------------------------------------------
+# -- submit ---------------------------------------------------------------------------------------
 
 def _jobs(stdout: str) -> list[dict]:
     documents = [d for d in yaml.safe_load_all(stdout) if d]
@@ -136,7 +136,7 @@ def test_configs_are_package_data_and_the_repository_folder_names_the_same_files
     assert load_config(packaged) == PretrainConfig()
 
 
-# -- §3 report -------------------------------------------------------------------------------------
+# -- report ----------------------------------------------------------------------------------------
 
 def test_report_without_runs_says_where_it_looked(bare, tmp_path, monkeypatch):
     result = invoke("report", "camels", "--split", "pub")
@@ -149,7 +149,7 @@ def test_report_without_runs_says_where_it_looked(bare, tmp_path, monkeypatch):
     assert f"looking for predictions in {tmp_path / 'nowhere'} (from $STEFALAND_RUNS)" in result.output
 
 
-# -- §4 on a virtual world: per-fold pretraining, labels, report from the run root, predict --sources
+# -- on a virtual world: per-fold pretraining, labels, report from the run root, predict --sources
 
 @pytest.fixture(scope="module")
 def workflow(virtual_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -239,7 +239,7 @@ def test_predict_sources_builds_the_inputs_from_the_named_sources(workflow, virt
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1  # no forcings: refused
 
 
-# -- §4 on the real CAMELS sample ------------------------------------------------------------------
+# -- on the real CAMELS sample ---------------------------------------------------------------------
 
 def test_build_defaults_to_the_working_directory_warns_identical_variables_and_quiet_is_quiet(
         shared_data, bare, monkeypatch):
@@ -280,7 +280,7 @@ def test_catalog_validate_checks_every_named_source_and_counts_them(shared_data,
     assert lines[-1].startswith("error: 2 of 5 sources failed validation (nosuch, forcing_maurer;")
 
 
-# -- §4 output that is not a terminal; torch declared --------------------------------------------
+# -- output that is not a terminal; torch declared -----------------------------------------------
 
 def test_tables_and_logs_are_not_cut_when_not_a_terminal(bare):
     result = invoke("catalog", "show", REPO / "catalog" / "camels.yaml", "--source", "attributes")

@@ -1,4 +1,4 @@
-"""Divergence guard (issue 13 §5): a non-finite loss, gradient norm or weight stops the run with one
+"""Divergence guard: a non-finite loss, gradient norm or weight stops the run with one
 line naming epoch and step; no checkpoint with a NaN or inf tensor is ever written; absurd learning
 rates are refused; an unreadable latest checkpoint falls back to the previous intact one."""
 

@@ -1,4 +1,4 @@
-"""Issue 21, weak cases: what the machine, the cluster or the environment refuses is one ``error:``
+"""What the machine, the cluster or the environment refuses is one ``error:``
 line naming the flag, variable or file and the rule, never a traceback: a full disk or file-size
 limit during ``data build`` (and the resume after it), a model too large to allocate, Kubernetes
 names the API server would reject, credentials in ``AWS_ENDPOINT_URL`` (never echoed), and a

@@ -59,7 +59,7 @@ def _rmse(obs: np.ndarray, sim: np.ndarray) -> float:
 
 
 def test_pub_on_the_virtual_world_all_folds_beats_climatology(tmp_path: Path) -> None:
-    """The issue's "done when": every PUB fold of a virtual world on CPU, tiny config, read by `report`."""
+    """Every PUB fold of a virtual world on CPU, tiny config, read by `report`."""
     from stefaland.assemble import build_store
     from stefaland.synth import write_virtual_world
 

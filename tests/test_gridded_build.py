@@ -1,7 +1,7 @@
-"""``data build`` of a gridded virtual world on the fast path (issue 17): a gridded source's shards
+"""``data build`` of a gridded virtual world on the fast path: a gridded source's shards
 are extracted with the sites sorted spatially and computed one task per batch on the dask cluster
 (``SourceReader.read_shards``), then written in the store's own order. The store must be the one
-the synchronous scheduler builds, and the one the old shard-by-shard path built, value for value;
+the synchronous scheduler builds, and the one a shard-by-shard read builds, value for value;
 an interrupted build resumes shard by shard to the same store."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_local_cluster_build_equals_the_synchronous_one(gridded_world: Path, syn
 
 def test_fast_path_equals_the_shard_by_shard_path(gridded_world: Path, sync_store: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before issue 17's build change each shard was read on its own (``SourceReader.read``): same store."""
+    """Each shard read on its own (``SourceReader.read``, shard by shard): same store."""
     monkeypatch.setattr(SourceReader, "read_shards", lambda self, shards, time: (self.read(s, time) for s in shards))
     out = tmp_path / "before.zarr"
     build_store(str(gridded_world), str(out), shard_size=SHARD, quiet=True, scheduler="sync")

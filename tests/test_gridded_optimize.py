@@ -134,7 +134,7 @@ def test_culled_shard_on_a_distributed_client(grid: xr.Dataset, sites: pd.DataFr
     assert np.array_equal(got["v"].values, expected["v"].values)
 
 
-# --------------------------------------------------------------------------- issue 17: one task per shard, spatial order
+# --------------------------------------------------------------------------- one task per shard, spatial order
 
 
 def test_compute_shards_without_a_client_equals_compute_shard(grid: xr.Dataset, sites: pd.DataFrame) -> None:
@@ -218,7 +218,7 @@ def test_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch: pytest.Mo
     assert seen == [None]
 
 
-# --------------------------------------------------------------------------- issue 17: data build reads a gridded source on the fast path
+# --------------------------------------------------------------------------- data build reads a gridded source on the fast path
 
 
 def _reader(grid: xr.Dataset, sites: pd.DataFrame, shard_size: int = SHARD) -> SourceReader:

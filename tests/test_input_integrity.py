@@ -1,5 +1,5 @@
 """Inputs that are wrong without looking wrong: ±inf values, tables keyed so they join to nothing,
-and shards that hold only ungauged sites (issue 21, bugs 3 and 4 and the ``--shard-size 1`` case).
+and shards that hold only ungauged sites (the ``--shard-size 1`` case).
 
 Each case runs a real ``data build`` (Click CLI) on the virtual world or on a copy of the real
 CAMELS sample in which only the damaged file is a private copy.
@@ -63,7 +63,7 @@ def _set_forcing(path: Path, day: str, column: str, value: str) -> None:
     path.write_text("".join(lines))
 
 
-# -- bug 3: ±inf is refused like any impossible value, in forcings and in static attributes
+# -- ±inf is refused like any impossible value, in forcings and in static attributes
 
 
 def test_inf_forcing_is_refused_naming_site_and_date_or_blanked_when_allowed(
@@ -106,7 +106,7 @@ def test_inf_or_float32_overflow_in_a_static_attribute_is_refused(virtual_world:
         _build(catalog, tmp_path / "b.zarr"))
 
 
-# -- bug 4: every table of a source keys its rows alike; a table or a variable that matches nothing is refused
+# -- every table of a source keys its rows alike; a table or a variable that matches nothing is refused
 
 
 def _camels_root(sample: Path, tmp: Path, own: list[str]) -> Path:

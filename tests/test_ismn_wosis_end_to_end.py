@@ -1,4 +1,4 @@
-"""ISMN stations and WoSIS profiles end to end (issue 15 §2), as a user types the commands.
+"""ISMN stations and WoSIS profiles end to end, as a user types the commands.
 
 The shipped catalogs (catalog/ismn.yaml, catalog/wosis.yaml) build stores from the real samples in
 ../shared/data plus the miniature Table C1 products (``data synth --products``, 2017-2018), the

@@ -1,4 +1,4 @@
-"""The pretraining pod's entrypoint, run here exactly as the manifest says (issue 6).
+"""The pretraining pod's entrypoint, run here exactly as the manifest says.
 
 The Job comes from the real CLI (``stefaland submit pretrain --gpus 2 --dry-run -o json``); its
 container's command line is started as-is with the environment the pod would get (plain values

@@ -21,7 +21,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "stages": ("finetune", "pretrain", "assemble", "synth"),
     "shared": ("run", "splits", "catalog", "gridded", "products", "sources", "store"),
     "model": ("model", "hbv", "metrics"),
-    "base": ("errors", "fileio", "outputs", "progress", "units", "bounds", "divergence", "settings", "yaml_mapping"),
+    "base": ("errors", "fileio", "outputs", "progress", "units", "bounds", "divergence", "settings", "yaml_mapping",
+             "plugins"),
 }
 LEVEL = {name: level for level, names in enumerate(LAYERS.values()) for name in names}
 

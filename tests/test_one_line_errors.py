@@ -1,4 +1,4 @@
-"""One line, never a traceback (issue 13 §8): each failure seen as a traceback, reproduced with the
+"""One line, never a traceback: each failure seen as a traceback, reproduced with the
 real CLI in a subprocess (real S3 server, real files, real kubeconfig parsing), must print exactly
 one ``error:`` line on stderr naming what is wrong and what to do; ``-v`` keeps the traceback."""
 

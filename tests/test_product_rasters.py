@@ -1,4 +1,4 @@
-"""Table C1 gridded products in their providers' formats (issue 15 §1): the stefaland_netcdf,
+"""Table C1 gridded products in their providers' formats: the stefaland_netcdf,
 stefaland_raster, stefaland_terrain and stefaland_hwsd drivers on small real files written here
 (NetCDF via h5netcdf, GeoTIFF and ESRI BIL via rasterio), and one ``data build`` through them."""
 

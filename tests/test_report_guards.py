@@ -1,4 +1,4 @@
-"""Report guards (issue 13 §9 and the report's part of §8): `report` reads what `predict` writes;
+"""Report guards: `report` reads what `predict` writes;
 no non-finite metric reaches a table, CSV or JSON as a number and the footnote's counts equal the
 CSV's; FLV / FLV_log are NaN, not ±1e11, on near-zero or flat low flows; names are escaped in
 Markdown; a predictions time axis that is not datetimes, or repeats a day, is one line."""

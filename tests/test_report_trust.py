@@ -1,5 +1,4 @@
-"""Issue 21, bugs 5 and 6 and two weak spots: `report` trusts nothing it reads, and no writer overwrites
-what it did not create.
+"""`report` trusts nothing it reads, and no writer overwrites what it did not create.
 
 * Bit flips in a fold's predictions.nc (checked against the fold's manifest.json) or in a `predict`
   output (checked against its recorded data sha256) are one line naming the file and both digests.
@@ -99,7 +98,7 @@ def _flip_a_bit_of(path: Path, variable: str = "sim") -> None:
     path.write_bytes(bytes(data))
 
 
-# -- bug 5: report verifies what it reads ---------------------------------------------------------
+# -- report verifies what it reads ----------------------------------------------------------------
 
 def test_a_bit_flipped_in_a_fold_predictions_is_refused_with_both_digests(fold_run: Path, tmp_path: Path) -> None:
     runs = _copy_run(fold_run, tmp_path)
@@ -172,7 +171,7 @@ def test_epochs_0_is_refused_and_leaves_no_predictions(virtual_store: Path, tmp_
     assert not list(tmp_path.rglob("predictions.nc")) and not list(tmp_path.rglob("manifest.json"))
 
 
-# -- bug 6: writers without guards ---------------------------------------------------------------
+# -- writers without guards ----------------------------------------------------------------------
 
 def test_report_out_never_overwrites_a_users_files(fold_run: Path, tmp_path: Path) -> None:
     runs = _copy_run(fold_run, tmp_path)
@@ -264,7 +263,7 @@ import xarray as xr
 original = xr.Dataset.to_netcdf
 def slow(self, path=None, *args, **kwargs):
     if str(path).rsplit("/", 1)[-1].startswith(".tmp-"):
-        open(path, "wb").close()  # the 0-byte temp file of the issue
+        open(path, "wb").close()  # the 0-byte temp file a killed writer leaves
         print("WRITING", path, flush=True)
         time.sleep(300)
     return original(self, path, *args, **kwargs)

@@ -1,4 +1,4 @@
-"""Run folders (pretrain, finetune, pull) are StefaLand's or refused; one writer at a time (issue 13 §1, §8).
+"""Run folders (pretrain, finetune, pull) are StefaLand's or refused; one writer at a time.
 
 `pretrain --out`, `finetune --out` and `pull --to` given a folder of unrelated files, a plain file,
 another kind of output or an S3 prefix holding other things: exit 1, one line naming the path,

@@ -1,4 +1,4 @@
-"""SMAP soil moisture from hydroDL's own CONUS example, end to end (issue 22 §3), as a user types it.
+"""SMAP soil moisture from hydroDL's own CONUS example, end to end, as a user types it.
 
 The shipped catalog (catalog/smap_conus.yaml) builds the real sample in ../shared/data (412 cells,
 2015-04-01..2017-03-31) through the hydroDL CSV driver; the stored values are compared with the CSVs

@@ -1,7 +1,7 @@
 """The store's time axis is the union of the dynamic records, on the real CAMELS sample.
 
 Basin 01013500 (sorted first) has NLDAS forcings for 1993-2013 only; basin 01022500 has 1980-2014.
-The axis used to come from the first basin, so 01022500's 1980-1993 and 2013-2014 were lost.
+An axis taken from the first basin would lose 01022500's 1980-1993 and 2013-2014.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Files from elsewhere never run code (issue 21, bug 1).
+"""Files from elsewhere never run code.
 
 A checkpoint or fitted baseline may come from a shared bucket, a colleague or ``pull``; unpickling
 one may call any function it names. Here a payload that creates a sentinel folder is planted in
@@ -121,7 +121,7 @@ def _plant_in_checkpoint(path: Path, sentinel: Path) -> None:
 
 
 def _plant_pickled_baseline(fold: Path, sentinel: Path) -> Path:
-    """A ``model.pkl`` (the pickle StefaLand used to write) in place of the fitted baseline."""
+    """A ``model.pkl`` (a pickled scikit-learn model, as earlier StefaLand versions saved one) in place of the fitted baseline."""
     for old in (fold / "checkpoints").glob("model.*"):
         old.unlink()
     path = fold / "checkpoints" / "model.pkl"

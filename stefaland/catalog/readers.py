@@ -11,7 +11,8 @@ opened lazily and sliced, so a shard costs only its own bytes; tables are reinde
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ class SourceReader:
 
     def _data(self):
         if self._lazy is None and self.spec.vector is not None:
-            self._lazy = self._vector()
+            self._lazy = self._vector(self.spec.vector)
         if self._lazy is None:
             data = self.source.to_dask()
             if self.spec.gridded is not None:
@@ -79,8 +80,11 @@ class SourceReader:
         return extract_to_sites(grid, table, method, list(self.spec.grid_variables), classes, self.spec.name,
                                 site_chunk=self.shard_size)
 
-    def _vector(self) -> xr.Dataset:
-        """A polygon product becomes one value per site of the site table, computed once for all."""
+    def _vector(self, options: Mapping[str, Any]) -> xr.Dataset:
+        """A polygon product becomes one value per site of the site table, computed once for all.
+
+        ``options`` is the source's parsed ``metadata.vector``.
+        """
         from ..gridded.vector import extract_vector
 
         if self.sites is None:
@@ -90,7 +94,7 @@ class SourceReader:
         except StefaLandError as exc:  # the driver names the file; the user also needs the catalog entry
             message = str(exc)
             raise StefaLandError(message if message.startswith("source ") else f"source {self.spec.name}: {message}") from exc
-        return extract_vector(frame, self.sites.reset_index(), self.spec.vector, list(self.spec.grid_variables),
+        return extract_vector(frame, self.sites.reset_index(), options, list(self.spec.grid_variables),
                               self.spec.name)
 
     def _site_dataset(self, data: xr.Dataset) -> xr.Dataset:
@@ -204,7 +208,7 @@ class SourceReader:
             yield from self._gridded_window(shards[at:stop], needed, time)
             at = stop
 
-    def _gridded_window(self, shards: list[list[str]], needed: list[str], time: pd.DatetimeIndex | None) -> Iterator[xr.Dataset]:
+    def _gridded_window(self, shards: Sequence[Sequence[str]], needed: list[str], time: pd.DatetimeIndex | None) -> Iterator[xr.Dataset]:
         from ..gridded.extract import extract_to_sites, gridded_options
         from ..gridded.shards import compute_shards, spatial_order
 
@@ -219,12 +223,13 @@ class SourceReader:
         method, classes = gridded_options(self.spec.gridded, self.spec.name)
         if self._grid is None:
             self._grid = self.source.to_dask()
+        grid = self._grid
         size = self.shard_size or len(ids)
         days = self._days_per_batch(len(ids), size)
-        static = not self._grid_has_time()
+        static = not self._grid_has_time(grid)
         # cut along time, or a static map (one value a site: nothing to bound), a batch is every
         # site of the window: one block of sites, not one per shard, and one graph to optimise
-        lazy = extract_to_sites(self._grid, table.iloc[order].reset_index(), method, list(self.spec.grid_variables),
+        lazy = extract_to_sites(grid, table.iloc[order].reset_index(), method, list(self.spec.grid_variables),
                                 classes, self.spec.name, site_chunk=len(ids) if days or static else size)
         missing = [c for c in needed if c not in lazy.data_vars]
         self._refuse_missing(missing, list(map(str, lazy.data_vars)))
@@ -250,8 +255,9 @@ class SourceReader:
             yield values.isel(site=back[at : at + len(shard)])
             at += len(shard)
 
-    def _grid_has_time(self) -> bool:
-        grid = self._grid if isinstance(self._grid, xr.Dataset) else self._grid.to_dataset(name="grid")
+    @staticmethod
+    def _grid_has_time(grid: xr.Dataset | xr.DataArray) -> bool:
+        grid = grid if isinstance(grid, xr.Dataset) else grid.to_dataset(name="grid")
         return any("time" in grid[v].dims for v in grid.data_vars)
 
     def _days_per_batch(self, n_sites: int, size: int) -> int | None:

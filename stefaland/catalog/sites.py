@@ -77,13 +77,14 @@ def _basin_geometries(catalog: CatalogSpec, spec: SourceSpec, sites: pd.Index) -
     from ..fileio import is_remote, join
     from ..gridded.polygons import read_basins
 
-    urlpath = str(spec.basins.get("urlpath", ""))
+    options = spec.basins or {}
+    urlpath = str(options.get("urlpath", ""))
     if not urlpath:
         raise StefaLandError(f"source {spec.name}: metadata.basins needs a urlpath")
     if not (is_remote(urlpath) or urlpath.startswith("/")):
         base = catalog.url.rsplit("/", 1)[0] if "/" in catalog.url else "."
         urlpath = join(base, urlpath)
-    basins = read_basins(urlpath, str(spec.basins.get("id_column", "site")), spec.name)
+    basins = read_basins(urlpath, str(options.get("id_column", "site")), spec.name)
     missing = sites.difference(pd.Index(basins.index.astype(str)))
     if len(missing):
         raise StefaLandError(f"source {spec.name}: basin file {urlpath} has no polygon for site {missing[0]}")

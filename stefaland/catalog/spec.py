@@ -208,7 +208,7 @@ class _ResolvedCatalog(YAMLFileCatalog):
     so its Jinja rendering only ever sees plain strings (see :mod:`.template`)."""
 
     def __init__(self, url: str, text: str) -> None:
-        self._resolved_text = text
+        self._resolved_text: str | None = text
         super().__init__(url, autoreload=False)
 
     def _load(self, reload: bool = False) -> None:

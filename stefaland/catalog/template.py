@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,12 +133,17 @@ def _refuse_protocols(value: Any, where: str) -> None:
             _refuse_protocols(item, f"{where}[{index}]")
 
 
+def _verbatim(label: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for ``re.sub`` that inserts ``label`` as it is (no backslash escapes)."""
+    return lambda _: label
+
+
 def mask(text: str, masks: dict[str, str]) -> str:
     """``text`` with each environment value that fills whole path segments replaced by ``env(NAME)``."""
     for value in sorted(masks, key=len, reverse=True):
         core = value.rstrip("/")
         if core:
-            text = re.sub(rf"(?<![^/:]){re.escape(core)}(?![^/])", lambda _, label=masks[value]: label, text)
+            text = re.sub(rf"(?<![^/:]){re.escape(core)}(?![^/])", _verbatim(masks[value]), text)
     return text
 
 

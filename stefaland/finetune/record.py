@@ -107,7 +107,9 @@ def record_from_store(store: str, config: Any, state: dict | None, split: str | 
     if "target_mean" in saved:
         variables = replace(variables, target_mean=float(saved["target_mean"]), target_std=float(saved["target_std"]))
     if "dynamic_mean" in saved:  # runs since the scaling is fitted on the training sites and period
-        variables = replace(variables, **{key: np.asarray(saved[key], np.float64)
-                                          for key in ("dynamic_mean", "dynamic_std", "static_mean", "static_std")},
+        variables = replace(variables, dynamic_mean=np.asarray(saved["dynamic_mean"], np.float64),
+                            dynamic_std=np.asarray(saved["dynamic_std"], np.float64),
+                            static_mean=np.asarray(saved["static_mean"], np.float64),
+                            static_std=np.asarray(saved["static_std"], np.float64),
                             target_bounds=tuple(saved.get("target_bounds", variables.target_bounds)))
     return make_record(store, dataset, config, variables, split, fold)

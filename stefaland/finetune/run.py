@@ -41,7 +41,7 @@ from .data import (
 from .inference import predict_sklearn, predict_torch, write_fold_predictions
 from .leakage import refuse_leakage
 from .models.registry import build_torch_model, check_window, model_spec
-from .models.sklearn_baselines import HISTORY, load_baseline, save_baseline
+from .models.sklearn_baselines import HISTORY, SklearnBaseline, load_baseline, save_baseline
 from .record import make_record
 from .trainer import Validation, best_epoch, train_model
 
@@ -81,6 +81,9 @@ def _train_sklearn(config: FinetuneConfig, directory: str, train_data, variables
         log.info("reusing the fitted baseline in %s", directory)
         return fitted
     model = model_spec(config.model.name).build(config.model, variables, seed)
+    if not isinstance(model, SklearnBaseline):
+        raise StefaLandError(f"model {config.model.name!r} is registered as a scikit-learn baseline, but its factory "
+                             f"built a {type(model).__name__}")
     if train_data.target.ndim == 1:
         model.fit_static(train_data.dynamic, train_data.static, train_data.target)
     else:

@@ -9,7 +9,7 @@ out, so the fractions of a site sum to 1 whenever it has any valid cell (NaN oth
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import xarray as xr
@@ -18,7 +18,7 @@ from ..errors import StefaLandError
 from .weights import SiteWeights, per_site_sums
 
 
-def parse_classes(classes: Mapping, source: str) -> dict[float, str]:
+def parse_classes(classes: object, source: str) -> dict[float, str]:
     """``{code: name}`` from catalog YAML (codes may arrive as strings) → numeric codes, safe names."""
     if not isinstance(classes, Mapping) or not classes:
         raise StefaLandError(f"source {source}: a categorical gridded source needs gridded.classes ({{code: name}})")
@@ -37,12 +37,17 @@ def parse_classes(classes: Mapping, source: str) -> dict[float, str]:
     return parsed
 
 
+def _is_class(code: float) -> Callable[[xr.DataArray], xr.DataArray]:
+    """The reducer that marks the cells of class ``code``."""
+    return lambda v: v == code
+
+
 def class_fractions(data: xr.DataArray, weights: SiteWeights, classes: Mapping[float, str],
                     prefix: str, site_chunk: int | None = None) -> dict[str, xr.DataArray]:
     """``{<prefix>_<class>: fraction}`` per site (and per time step when the raster has one)."""
     codes = np.asarray(list(classes), dtype=np.float64)
-    reducers = {"valid": lambda v: v.isin(codes)}
-    reducers.update({name: (lambda v, code=code: v == code) for code, name in classes.items()})
+    reducers: dict[str, Callable[[xr.DataArray], xr.DataArray]] = {"valid": lambda v: v.isin(codes)}
+    reducers.update({name: _is_class(code) for code, name in classes.items()})
     sums = per_site_sums(data, weights, site_chunk, reducers)
     valid = sums.pop("valid")
     return {f"{prefix}_{name}": (sums[name] / valid).where(valid > 0).assign_attrs(units="fraction", class_code=code)

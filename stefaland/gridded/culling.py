@@ -6,9 +6,18 @@ dask too), and the gridded extras (geopandas, exactextract) need not be installe
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class _Computable(Protocol):
+    """A lazy object that ``compute()`` turns into its values (an xarray object, a dask collection)."""
+
+    def compute(self) -> Any: ...
+
+
+C = TypeVar("C", bound=_Computable)
 
 
 def cull_shard(data: T) -> T:
@@ -32,6 +41,6 @@ def cull_shard(data: T) -> T:
     return culled
 
 
-def compute_shard(data: T) -> T:
+def compute_shard(data: C) -> C:
     """``data.compute()`` after :func:`cull_shard`: a shard costs the scheduler only its own tasks."""
     return cull_shard(data).compute()

@@ -72,7 +72,7 @@ def _variable(ds: xr.Dataset, name: str, source: str) -> xr.DataArray:
 
 
 def extract_to_sites(
-    ds: xr.Dataset,
+    ds: xr.Dataset | xr.DataArray,
     sites: pd.DataFrame,
     method: str,
     variables: Sequence[str],

@@ -10,6 +10,7 @@ handled here, lazily (nothing is read), and only here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -93,7 +94,7 @@ def _daily_standard_time(ds: xr.Dataset, source: str) -> xr.Dataset:
     index = ds.indexes["time"]
     if isinstance(index, xr.CFTimeIndex):
         calendar = index.calendar
-        align = "date" if calendar == "360_day" else None
+        align: Literal["date"] | None = "date" if calendar == "360_day" else None
         ds = ds.convert_calendar("standard", dim="time", align_on=align, missing=np.nan, use_cftime=False)
     if not np.issubdtype(ds["time"].dtype, np.datetime64):
         raise StefaLandError(f"source {source}: the time coordinate is not made of dates (dtype {ds['time'].dtype})")

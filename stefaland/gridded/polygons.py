@@ -136,24 +136,26 @@ def _refuse_outside(grid: GridGeometry, site: str, geometry: BaseGeometry, cover
         )
 
 
-def polygon_weights(grid: GridGeometry, sites: Sequence[str], geometries: Sequence[BaseGeometry | None],
+def polygon_weights(grid: GridGeometry, sites: Sequence[str] | np.ndarray, geometries: Sequence[BaseGeometry | None],
                     source: str, quiet: bool = True) -> SiteWeights:
     """Cells and area weights of every basin, from the cache when this grid and basin set were seen."""
-    sites = np.asarray([str(s) for s in sites], dtype=object)
-    for site, geometry in zip(sites, geometries):
+    site_ids = np.asarray([str(s) for s in sites], dtype=object)
+    polygons: list[BaseGeometry] = []
+    for site, geometry in zip(site_ids, geometries):
         if geometry is None or not isinstance(geometry, BaseGeometry) or geometry.is_empty:
             raise StefaLandError(f"source {source}: site {site} has no basin geometry (method polygon needs one)")
         if geometry.geom_type not in ("Polygon", "MultiPolygon"):
             raise StefaLandError(f"source {source}: basin of site {site} is a {geometry.geom_type}, not a polygon")
-    normalised = [to_lon180(shapely.make_valid(g) if not g.is_valid else g) for g in geometries]
-    key = (grid.signature(), tuple(sites), tuple(shapely.to_wkb(g) for g in normalised))
+        polygons.append(geometry)
+    normalised = [to_lon180(shapely.make_valid(g) if not g.is_valid else g) for g in polygons]
+    key = (grid.signature(), tuple(site_ids), tuple(shapely.to_wkb(g) for g in normalised))
     if key in _cache:
         cache_stats["hits"] += 1
         _cache.move_to_end(key)
         return _cache[key]
     cache_stats["misses"] += 1
-    log.info("source %s: computing cell fractions of %d basins", source, len(sites))
-    weights = _coverage(grid, sites, normalised, source, quiet)
+    log.info("source %s: computing cell fractions of %d basins", source, len(site_ids))
+    weights = _coverage(grid, site_ids, normalised, source, quiet)
     _cache[key] = weights
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)

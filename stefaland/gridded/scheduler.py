@@ -25,12 +25,12 @@ CONNECT_TIMEOUT_S = 30
 MEMORY_SHARE = 0.8
 # dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
 # dynamic mmap threshold: every chunk-sized array is then mapped afresh and page-faulted in.
-# Point extraction allocates a chunk per task, and took 11-26 % more CPU so (benchmarks/README.md,
-# issue 17); a worker holds one shard's chunks at a time, so glibc's defaults, as in one process, are
+# Point extraction allocates a chunk per task, and takes 11-26 % more CPU so (benchmarks/README.md);
+# a worker holds one shard's chunks at a time, so glibc's defaults, as in one process, are
 # kept. ``None`` unsets a key of ``pre-spawn-environ`` (a value set in the OS environment still wins).
 LOCAL_WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # imported on every local worker at cluster start, not inside its first shard (≈1 s per worker on
-# 2 busy cores: with short builds, that was a fifth of the shard loop)
+# 2 busy cores: with short builds, a fifth of the shard loop)
 WARM_MODULES = ("numpy", "scipy.sparse", "pandas", "xarray", "dask.array", "stefaland.gridded")
 
 

@@ -69,7 +69,7 @@ class HBVStates:
 
     def total(self) -> torch.Tensor:
         """Water held in all stores, mean over components (basin,): the Δstorage of a balance."""
-        return sum(self.as_tuple()).mean(-1)
+        return (self.snowpack + self.meltwater + self.sm + self.suz + self.slz).mean(-1)
 
     def detach(self) -> HBVStates:
         return HBVStates(*(s.detach() for s in self.as_tuple()))
@@ -302,15 +302,16 @@ class HBV11p(torch.nn.Module):
         series, final = simulate(p, t, e, params.physical, states, self.near_zero, step=self.step)
         means = {name: values.mean(-1) for name, values in series.items()}
         runoff = means["q0"] + means["q1"] + means["q2"]
-        routed: dict[str, torch.Tensor | None] = dict.fromkeys(("q0", "q1", "q2", "total"))
+        routed: dict[str, torch.Tensor | None] = dict.fromkeys(("q0", "q1", "q2"))
+        streamflow = runoff
         if self.routing:
             weights = gamma_unit_hydrograph(
                 params.routing["route_a"], params.routing["route_b"], self.route_days
             )
             routed = {name: route(means[name], weights) for name in ("q0", "q1", "q2")}
-            routed["total"] = route(runoff, weights)
+            streamflow = route(runoff, weights)
         return HBVOutput(
-            streamflow=routed["total"] if self.routing else runoff,
+            streamflow=streamflow,
             streamflow_unrouted=runoff,
             pet=e,
             q0_routed=routed["q0"], q1_routed=routed["q1"], q2_routed=routed["q2"],

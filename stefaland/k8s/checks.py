@@ -1,8 +1,8 @@
 """What ``submit`` checks before it builds a single manifest: names and quantities Kubernetes accepts.
 
-A bad namespace, image reference or ``--cpu 8 cores`` used to surface as an API server rejection
-(or, for an image, as a pod stuck in ErrImagePull after the GPUs were already reserved). These
-are the rules the API server applies, checked locally, each failure one line naming the option.
+Unchecked, a bad namespace, image reference or ``--cpu 8 cores`` would surface as an API server
+rejection (or, for an image, as a pod stuck in ErrImagePull after the GPUs were already reserved).
+These are the rules the API server applies, checked locally, each failure one line naming the option.
 """
 
 from __future__ import annotations

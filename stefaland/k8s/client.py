@@ -145,6 +145,12 @@ def create_run(cluster: Cluster, objects: list[Any]) -> list[str]:
     return created
 
 
+def _metadata(job: k8s.V1Job) -> k8s.V1ObjectMeta:
+    """A listed Job's metadata, which the API server always sets."""
+    assert job.metadata is not None
+    return job.metadata
+
+
 def run_jobs(cluster: Cluster, run_id: str) -> list[k8s.V1Job]:
     """The Jobs of ``run_id``; a run with none is an error naming the namespace searched."""
     jobs = _call(cluster, f"listing jobs of {run_id}", cluster.batch.list_namespaced_job, cluster.namespace,
@@ -201,9 +207,9 @@ def list_runs(cluster: Cluster) -> list[RunSummary]:
             by_run.setdefault(run_id, []).append(job)
     summaries = []
     for run_id, run_jobs_ in by_run.items():
-        first = run_jobs_[0].metadata
-        created = min((j.metadata.creation_timestamp for j in run_jobs_ if j.metadata.creation_timestamp),
-                      default=None)
+        first = _metadata(run_jobs_[0])
+        stamps = [_metadata(j).creation_timestamp for j in run_jobs_]
+        created = min((stamp for stamp in stamps if stamp), default=None)
         summaries.append(RunSummary(
             run_id, (first.labels or {}).get(KIND_LABEL, "?"), run_state(run_jobs_), len(run_jobs_), created,
             (first.annotations or {}).get(OUT_ANNOTATION, ""),
@@ -214,7 +220,7 @@ def list_runs(cluster: Cluster) -> list[RunSummary]:
 def run_out(cluster: Cluster, run_id: str) -> str:
     """The object-storage folder recorded on the run's Job by ``submit``."""
     for job in run_jobs(cluster, run_id):
-        out = (job.metadata.annotations or {}).get(OUT_ANNOTATION)
+        out = (_metadata(job).annotations or {}).get(OUT_ANNOTATION)
         if out:
             return out
     raise StefaLandError(f"run {run_id}: its jobs carry no {OUT_ANNOTATION} annotation; pass the run URL instead")
@@ -247,9 +253,9 @@ def cancel_run(cluster: Cluster, run_id: str) -> list[str]:
     deleted = []
     body = k8s.V1DeleteOptions(propagation_policy="Background")  # pods go too, without waiting
     for job in run_jobs(cluster, run_id):
-        _call(cluster, f"deleting job {job.metadata.name}", cluster.batch.delete_namespaced_job,
-              job.metadata.name, cluster.namespace, body=body)
-        deleted.append(f"job/{job.metadata.name}")
+        name = _metadata(job).name
+        _call(cluster, f"deleting job {name}", cluster.batch.delete_namespaced_job, name, cluster.namespace, body=body)
+        deleted.append(f"job/{name}")
     services = _call(cluster, f"listing services of {run_id}", cluster.core.list_namespaced_service,
                      cluster.namespace, label_selector=run_selector(run_id)).items
     for service in services:

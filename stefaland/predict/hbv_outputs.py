@@ -10,11 +10,16 @@ day's, as HBV uses for its static parameters), averaged over windows and then ov
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import xarray as xr
 
 from stefaland.finetune.data import PredictionWindows, SiteData, padded_inputs
+
+if TYPE_CHECKING:
+    from stefaland.finetune.models.hbv_hybrid import HBVHybrid
 
 UNITS = {"snowpack": "mm", "meltwater": "mm", "sm": "mm", "suz": "mm", "slz": "mm"}
 LONG_NAMES = {
@@ -27,7 +32,7 @@ LONG_NAMES = {
 
 
 @torch.no_grad()
-def hbv_outputs(model: torch.nn.Module, data: SiteData, seq_len: int, overlap: int,
+def hbv_outputs(model: HBVHybrid, data: SiteData, seq_len: int, overlap: int,
                 batch_size: int) -> dict[str, np.ndarray]:
     """``{series: (n, T) mm/day or mm, 'param:<name>': (n,)}`` for one fold model."""
     model.eval()

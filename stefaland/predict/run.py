@@ -126,6 +126,7 @@ def _torch_model(fold: FoldModel, variables: Variables, workdir: str) -> torch.n
         section = section.model_copy(update={"pretrained": stand_in})
     with contextlib.redirect_stdout(io.StringIO()):  # the loader's tensor summary: about the stand-in, not news
         model = build_torch_model(section, variables)
+    assert fold.state is not None  # load_fold reads a torch fold's checkpoint or refuses the fold
     try:
         model.load_state_dict(fold.state["model"])
     except RuntimeError as exc:
@@ -138,6 +139,7 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
                    hbv_sink: dict | None = None) -> np.ndarray:
     """One fold's prediction for ``data`` in the target's units: (n, T), or (n,) for a static target."""
     from stefaland.finetune.inference import predict_sklearn, predict_torch
+    from stefaland.finetune.models.hbv_hybrid import HBVHybrid
     from stefaland.finetune.models.registry import model_spec
 
     target_mean, target_std = float(fold.record["variables"]["target_mean"]), float(fold.record["variables"]["target_std"])
@@ -149,7 +151,7 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
         cfg = fold.config
         simulated = predict_torch(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size, quiet,
                                   warmup=model_spec(cfg.model.name).warmup(cfg.model))
-        if hbv_sink is not None and hasattr(model, "hbv"):
+        if hbv_sink is not None and isinstance(model, HBVHybrid):
             from .hbv_outputs import hbv_outputs
 
             hbv_sink[fold.name] = hbv_outputs(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size)

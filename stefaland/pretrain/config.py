@@ -112,7 +112,7 @@ class TrainConfig(_Strict):
     # torch.compile of the training forward (and so its backward): faster steps after a one-off
     # compile. "auto" compiles on CUDA only: on CPU the compile costs tens of seconds per process
     # (40-90 s of C++ codegen on 2 cores for the tiny config) for ~1.05x samples/s there (the
-    # nn.LSTM decoder stays eager), so CPU runs rarely pay it back (benchmarks/README.md, issue 7).
+    # nn.LSTM decoder stays eager), so CPU runs rarely pay it back (benchmarks/README.md).
     # Execution only: checkpoints are saved from the uncompiled module, so a run may be resumed
     # with the other setting (the run folder's config check ignores this key).
     compile: Literal["auto", "on", "off"] = "auto"

@@ -220,6 +220,7 @@ def _kept_sites(dataset: xr.Dataset, exclude, url: str) -> np.ndarray:
     """Boolean per store site: False for the held-out fold that pretraining must not see."""
     if exclude is None:
         return np.ones(dataset.sizes["site"], dtype=bool)
+    folds: np.ndarray | None
     if exclude.split_file:
         from ..splits import read_split
 

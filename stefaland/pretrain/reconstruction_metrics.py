@@ -43,6 +43,7 @@ class LossAccumulator:
         ``recon`` and ``baseline`` weight the dynamic and static means like the loss does, so the
         predict-the-mean baseline is directly comparable.
         """
+        assert self.sums is not None  # read after add(): every step adds before its metrics row
         sums = self.sums.clone()  # (6, width): SSE, count, baseline SSE for dynamic, then static
         total = torch.tensor([self.total], dtype=torch.float64)
         if context.enabled:

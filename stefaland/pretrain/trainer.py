@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -216,7 +217,7 @@ class PretrainTrainer(Trainer):
         # Checkpoint keys then carry no ``module.`` / ``_orig_mod.`` prefix, so compiled, eager, 1- and
         # N-process runs read each other's checkpoints. Compiling the DDP wrapper (not the inner
         # module) lets dynamo split graphs at DDP's gradient buckets; checked with gloo on CPU.
-        runner: torch.nn.Module = self.objective
+        runner: Callable[..., Any] = self.objective  # torch.compile returns a plain callable
         if self.context.enabled:
             runner = DistributedDataParallel(self.objective, device_ids=[self.device.index] if use_cuda else None)
         if compiled:
@@ -257,11 +258,12 @@ class PretrainTrainer(Trainer):
         last_step = step == self.data.steps_per_epoch - 1
         checkpoint_due = self.global_step % self.train.checkpoint_every == 0 and not last_step
         if self.global_step % self.train.log_every == 0 or last_step or checkpoint_due:
+            losses = self.accumulator.summary(self.context)
             row = {"kind": "train", "epoch": self.epoch + 1, "step": self.global_step,
-                   "lr": self.scheduler.get_last_lr()[0], **self.accumulator.summary(self.context),
+                   "lr": self.scheduler.get_last_lr()[0], **losses,
                    "time": round(time.time(), 3)}  # wall clock, for throughput
             self.metrics.append(row)
-            self.bar.update({k: v for k, v in row.items() if ":" in k or k == "recon"})
+            self.bar.update({k: v for k, v in losses.items() if ":" in k or k == "recon"})
         else:
             self.bar.update({})
         if checkpoint_due:

@@ -12,7 +12,18 @@ from intake.source.base import DataSource, Schema
 
 
 class LazyProductSource(DataSource):
-    """An intake source whose ``_open`` returns the product as a lazy (dask-backed) Dataset."""
+    """An intake source whose ``_open`` returns the product as a lazy (dask-backed) Dataset.
+
+    A subclass sets ``name``, takes its own arguments (passing these two on) and implements
+    ``_open()``; :meth:`to_dask` calls it once and keeps the Dataset until the source is closed.
+
+    Parameters
+    ----------
+    storage_options : dict, optional
+        fsspec options for remote files.
+    metadata : dict, optional
+        The catalog entry's metadata; its ``source_name`` names the source in errors.
+    """
 
     container = "xarray"
     version = "1"
@@ -24,7 +35,7 @@ class LazyProductSource(DataSource):
 
     def _label(self) -> str:
         """The catalog source's name for error messages (the driver's name outside a catalog)."""
-        return (self.metadata or {}).get("source_name", self.name)
+        return str((self.metadata or {}).get("source_name", self.name))
 
     def _open(self) -> xr.Dataset:
         raise NotImplementedError
@@ -41,6 +52,7 @@ class LazyProductSource(DataSource):
         return self._ds
 
     def read(self) -> xr.Dataset:
+        """The whole product, loaded into memory."""
         return self.to_dask().load()
 
     def _close(self) -> None:

@@ -62,6 +62,7 @@ def _day_blocks(files: list[str], name: str, shape: tuple[int, int], encoding: d
     scale, offset = float(encoding.get("scale_factor", 1.0)), float(encoding.get("add_offset", 0.0))
 
     def block(block_info: dict | None = None) -> np.ndarray:
+        assert block_info is not None  # dask passes it to a function that names it
         day = block_info[None]["chunk-location"][0]
         return _read_day(files[day], name, fill, scale, offset, storage_options).reshape((1, *shape))
 

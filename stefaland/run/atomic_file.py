@@ -1,8 +1,8 @@
 """Temp files of the predictions writer: named after their writer, removed on SIGTERM, swept when abandoned.
 
 A predictions file is written beside its target (or in the temp folder, before an upload) and
-renamed into place, so a reader never sees half of one. A writer killed mid-write used to leave its
-``.tmp-XXXXXXXX.nc`` behind for good. Now:
+renamed into place, so a reader never sees half of one. So that a writer killed mid-write leaves no
+temp file behind for good:
 
 * the temp name says whose it is: ``.tmp-<pid>@<host>-<8 hex>.nc`` (or ``.zarr``);
 * a SIGTERM (``kill``, a Kubernetes eviction) during the write becomes ``SystemExit(143)`` in the

@@ -53,7 +53,7 @@ def _numpy_array_globals() -> list:
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy 1
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # the same function, numpy 1's path
     dtypes = [type(np.dtype(kind)) for kind in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8",
                                                  "f2", "f4", "f8", "c8", "c16")]
     return [(_reconstruct, "numpy._core.multiarray._reconstruct"), (_reconstruct, "numpy.core.multiarray._reconstruct"),

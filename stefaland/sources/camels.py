@@ -160,7 +160,8 @@ def normalise_gauge_ids(ids: pd.Series) -> pd.Series:
 
     A table that went through a spreadsheet lost its leading zeros ("01013500" → "1013500", or
     "1013500.0"); joined as text it matched no site, and its attributes were NaN everywhere.
-    Ids that are not plain numbers are kept as written (stripped)."""
+    Ids that are not plain numbers are kept as written (stripped).
+    """
     text = ids.astype(str).str.strip()
     digits = text.str.extract(_NUMERIC_ID, expand=False)
     padded = digits.str.zfill(GAUGE_ID_DIGITS)
@@ -169,8 +170,10 @@ def normalise_gauge_ids(ids: pd.Series) -> pd.Series:
 
 def read_attribute_table_list(urlpath: str | Sequence[str], source: str, site_id: str = "gauge_id",
                               sep: str = ";", storage_options: dict | None = None) -> list[tuple[str, pd.DataFrame]]:
-    """Each CAMELS attribute file as ``(url, table indexed by normalised gauge id)``, unjoined, so a
-    build can say which file matches none of its sites."""
+    """Each CAMELS attribute file as ``(url, table indexed by normalised gauge id)``, unjoined.
+
+    Kept apart so a build can say which file matches none of its sites.
+    """
     tables: list[tuple[str, pd.DataFrame]] = []
     for url in expand_files(urlpath, source, storage_options):
         text = _read_text(url, storage_options)
@@ -209,9 +212,11 @@ def _same(a: pd.Series, b: pd.Series) -> pd.Series:
 
 
 def join_on_site(tables: list[pd.DataFrame], site_id: str, source: str = "", labels: list[str] | None = None) -> pd.DataFrame:
-    """Outer-join tables indexed by site id. A column in two tables must agree wherever both hold a
-    value (a blank is filled from the other table): silently keeping the first table's value hid
-    contradictory inputs."""
+    """Outer-join tables indexed by site id.
+
+    A column in two tables must agree wherever both hold a value (a blank is filled from the other
+    table): silently keeping the first table's value hid contradictory inputs.
+    """
     labels = labels or [f"table {i + 1}" for i in range(len(tables))]
     merged, origin = tables[0], {c: labels[0] for c in tables[0].columns}
     for table, label in zip(tables[1:], labels[1:]):
@@ -236,7 +241,21 @@ def join_on_site(tables: list[pd.DataFrame], site_id: str, source: str = "", lab
 
 
 class SiteFilesSource(DataSource):
-    """Shared machinery of the per-site file drivers (one file per site)."""
+    """Shared machinery of the per-site file drivers (one file per site).
+
+    A subclass sets ``name`` and implements ``_read_file(url)``, which returns one site's file as a
+    Dataset(time). It overrides :meth:`files` when its file names do not start with an 8-digit
+    gauge id.
+
+    Parameters
+    ----------
+    urlpath : str or list of str
+        The files, as paths, URLs or glob patterns (local or object storage).
+    storage_options : dict, optional
+        fsspec options for remote files.
+    metadata : dict, optional
+        The catalog entry's metadata; its ``source_name`` names the source in errors.
+    """
 
     container = "xarray"
     version = "1"
@@ -252,10 +271,10 @@ class SiteFilesSource(DataSource):
         raise NotImplementedError
 
     def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
+        return str((self.metadata or {}).get("source_name", self.name))
 
     def files(self) -> dict[str, str]:
-        """site id → file URL, refusing two files for one site."""
+        """Site id → file URL, refusing two files for one site."""
         if self._files is None:
             mapping: dict[str, str] = {}
             for url in expand_files(self.urlpath, self._label(), self.storage_options):
@@ -274,12 +293,13 @@ class SiteFilesSource(DataSource):
                       extra_metadata={"sites": sorted(files)})
 
     def site_ids(self) -> list[str]:
+        """The ids of the sites that have a file, sorted."""
         return sorted(self.files())
 
     def read_sites(self, sites: Sequence[str], time: pd.DatetimeIndex | None = None) -> xr.Dataset:
         """Read only ``sites`` (missing ones become all-NaN rows), aligned on ``time`` if given."""
         files = self.files()
-        pieces = []
+        pieces: list[xr.Dataset | None] = []
         template: xr.Dataset | None = None
         for site in sites:
             if site not in files:
@@ -306,7 +326,8 @@ class SiteFilesSource(DataSource):
 
         A target source legitimately lacks ungauged sites; with small shards (``--shard-size 1``)
         a shard may hold only such sites, and its rows are all NaN like any ungauged row. The
-        variables come from the first file of the source (read once, its values dropped)."""
+        variables come from the first file of the source (read once, its values dropped).
+        """
         files = self.files()
         if not files:
             raise StefaLandError(f"source {self._label()}: no file to read")
@@ -330,9 +351,11 @@ class SiteFilesSource(DataSource):
         return None if first is None or last is None else (first, last)
 
     def read(self) -> xr.Dataset:
+        """Every site's file as one Dataset(site, time)."""
         return self.read_sites(self.site_ids())
 
     def to_dask(self) -> xr.Dataset:
+        """The same as :meth:`read`: the files are read eagerly."""
         return self.read()
 
     def _close(self) -> None:
@@ -367,8 +390,24 @@ class TableKeys:
 
 
 class SiteTableSource(DataSource):
-    """A site table assembled from several files, read once and cached: the shared shape of the
-    attribute drivers (CAMELS, Caravan), which differ only in how they read and join their files."""
+    """A site table assembled from several files, read once and cached.
+
+    The shared shape of the attribute drivers (CAMELS, Caravan), which differ only in how they read
+    and join their files: a subclass sets ``name`` and implements ``_read_table(label)``, which
+    returns the joined table (one row per site) and records each file's ids and columns in
+    ``self._keys`` (:class:`TableKeys`).
+
+    Parameters
+    ----------
+    urlpath : str or list of str
+        The table files, as paths, URLs or glob patterns (local or object storage).
+    site_id : str, default "gauge_id"
+        The column holding the site ids.
+    storage_options : dict, optional
+        fsspec options for remote files.
+    metadata : dict, optional
+        The catalog entry's metadata; its ``source_name`` names the source in errors.
+    """
 
     container = "dataframe"
     version = "1"
@@ -386,8 +425,10 @@ class SiteTableSource(DataSource):
         raise NotImplementedError
 
     def table_keys(self) -> list[TableKeys]:
-        """The ids and columns of each file (or group of files) before the join: a file whose ids
-        match no site of the store is then named, not hidden behind NaN columns."""
+        """The ids and columns of each file (or group of files) before the join.
+
+        A file whose ids match no site of the store is then named, not hidden behind NaN columns.
+        """
         self.read()
         return list(self._keys)
 
@@ -396,11 +437,13 @@ class SiteTableSource(DataSource):
         return Schema(datashape=None, dtype=None, shape=frame.shape, npartitions=1, extra_metadata={})
 
     def read(self) -> pd.DataFrame:
+        """The joined table, one row per site (a copy: the cached table stays as read)."""
         if self._frame is None:
-            self._frame = self._read_table((self.metadata or {}).get("source_name", self.name))
+            self._frame = self._read_table(str((self.metadata or {}).get("source_name", self.name)))
         return self._frame.copy()
 
     def to_dask(self) -> pd.DataFrame:
+        """The same as :meth:`read`: the table is small and read eagerly."""
         return self.read()
 
     def _close(self) -> None:

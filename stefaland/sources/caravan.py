@@ -163,7 +163,7 @@ def match_basin_ids(ids: Iterable[str], caravan_ids: Iterable[str]) -> dict[str,
     and stay unmatched.
     """
     known = set(caravan_ids)
-    australian = {}
+    australian: dict[str, list[str]] = {}
     for cid in known:
         if cid.startswith("camelsaus_"):
             australian.setdefault(cid[len("camelsaus_"):].rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), []).append(cid)

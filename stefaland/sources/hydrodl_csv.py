@@ -167,7 +167,7 @@ class _HydroDLBase(DataSource):
         self._coordinates: pd.DataFrame | None = None
 
     def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
+        return str((self.metadata or {}).get("source_name", self.name))
 
     def coordinates(self) -> pd.DataFrame:
         """``site``, ``lat``, ``lon`` for every cell of crd.csv (read once)."""

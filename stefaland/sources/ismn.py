@@ -236,7 +236,7 @@ class _IsmnBase(DataSource):
         self._found: dict[str, tuple[Any, Any, list[Any]]] | None = None
 
     def _label(self) -> str:
-        return (self.metadata or {}).get("source_name", self.name)
+        return str((self.metadata or {}).get("source_name", self.name))
 
     def stations(self) -> dict[str, tuple[Any, Any, list[Any]]]:
         if self._found is None:

@@ -1,7 +1,7 @@
 """Every data row has as many fields as its header: the check pandas does not make.
 
-Given ``names``, pandas pads a short row with NaN, so a row cut after its date used to be read as a
-day of missing values and the rest of the record became NaN without a word. Counting the fields of
+Given ``names``, pandas pads a short row with NaN, so a row cut after its date would be read as a
+day of missing values and the rest of the record would become NaN without a word. Counting the fields of
 each line is cheap next to parsing them, and the error can name the file and the line.
 """
 

@@ -15,6 +15,7 @@ import logging
 import pandas as pd
 
 from stefaland.errors import StefaLandError
+from stefaland.plugins import load_entry_points
 
 from .continents import CONTINENTS
 from .plan import TEMPORAL, Holdout, Rule, TemporalHoldout
@@ -70,21 +71,7 @@ def known_holdouts() -> dict[tuple[str, str], Holdout]:
 
 
 def _load_plugins() -> None:
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            holdout = point.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the built-in schemes
-            log.warning("holdout plug-in %s (%s) cannot be loaded: %s", point.name, point.value, exc)
-            continue
-        if not isinstance(holdout, Holdout):
-            log.warning("holdout plug-in %s (%s) is not a Holdout; ignored", point.name, point.value)
-            continue
-        try:
-            register_holdout(holdout)
-        except ValueError as exc:
-            log.warning("holdout plug-in %s: %s; ignored", point.name, exc)
+    load_entry_points(ENTRY_POINT_GROUP, Holdout, lambda _name, holdout: register_holdout(holdout), "holdout", log)
 
 
 def holdouts_of(task: str) -> list[Holdout]:

@@ -27,11 +27,11 @@ _WARNED: set[str] = set()
 
 def _open_zarr(url: str, record: dict | None = None) -> xr.Dataset:
     """The store as a lazy dataset; with ``record``, every chunk read is checked against it."""
-    kwargs = {"storage_options": storage_options_for(url)} if is_remote(url) else {}
+    storage_options = storage_options_for(url) if is_remote(url) else None
     try:
         if record is not None:
             return xr.open_zarr(VerifyingStore(zarr_store(url, read_only=True), url, record), consolidated=False)
-        return xr.open_zarr(url, consolidated=False, **kwargs)
+        return xr.open_zarr(url, consolidated=False, storage_options=storage_options)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
         raise StefaLandError(f"{url}: not a StefaLand store (no zarr group found)") from exc
 

@@ -59,7 +59,7 @@ def catalog_dict(start_year: int, years: int) -> dict:
     """The catalog as plain data (what ``yaml.safe_load`` of the written file returns)."""
     static = {}
     for name, (units, group, description) in STATIC_VARIABLES.items():
-        spec = {"units": units, "group": group, "description": description}
+        spec: dict[str, str | bool] = {"units": units, "group": group, "description": description}
         if name in NEVER_MASK:
             spec["never_mask"] = True
         static[name] = spec

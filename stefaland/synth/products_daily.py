@@ -74,6 +74,7 @@ class Weather:
             if previous is not None:
                 smooth[t] = phi * previous + np.sqrt(1 - phi**2) * smooth[t]
             previous = smooth[t]
+        assert previous is not None  # a noise field has one day at least
         self._state[kind] = previous.copy()
         return smooth
 

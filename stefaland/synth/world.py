@@ -142,8 +142,8 @@ def write_virtual_world(out_dir: Path, n_sites: int = 64, years: int = 6, seed: 
     if not 0.0 <= ungauged_fraction < 1.0:
         raise StefaLandError(f"ungauged_fraction must be in [0, 1) (got {ungauged_fraction})")
     out_dir = Path(out_dir)
-    settings = {"generator_version": GENERATOR_VERSION, "n_sites": n_sites, "years": years,
-                "seed": seed, "start_year": start_year}
+    settings: dict[str, int | float] = {"generator_version": GENERATOR_VERSION, "n_sites": n_sites, "years": years,
+                                        "seed": seed, "start_year": start_year}
     if ungauged_fraction != UNGAUGED_FRACTION:  # default worlds keep their settings (and resume) as before
         settings["ungauged_fraction"] = ungauged_fraction
     started = time.perf_counter()

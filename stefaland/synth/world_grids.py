@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask
 import dask.array as da
@@ -26,6 +27,9 @@ import yaml
 
 from ..errors import StefaLandError
 from ..fileio import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import geopandas as gpd  # the geo extra: imported where a basin layer is built
 
 LANDCOVER_CLASSES = {1: "forest", 2: "grassland", 3: "cropland", 4: "urban"}
 LANDCOVER_NODATA = 0  # water / no data: left out of the class fractions
@@ -182,7 +186,7 @@ def gridded_catalog_entries(world: GriddedWorld, catalog_dir: str | os.PathLike 
     }
 
 
-def basin_squares(sites: pd.DataFrame, half_width: float = 0.3) -> object:
+def basin_squares(sites: pd.DataFrame, half_width: float = 0.3) -> gpd.GeoDataFrame:
     """Square stand-in basins (``half_width`` degrees around each site) for the polygon path.
 
     Squares at a half-cell offset cross cell edges, which is the case area weighting exists for.

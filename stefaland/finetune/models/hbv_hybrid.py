@@ -44,6 +44,11 @@ def _column(variables: Variables, name: str, role: str) -> int:
 class HBVHybrid(FinetuneModel):
     """``network(dynamic, static)`` → (B, T, 14·nmul + 2) raw parameters → HBV → (B, T − warm-up)."""
 
+    # buffers: the forcing columns HBV reads, and their store statistics
+    columns: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, network: nn.Module, config: HBVConfig, variables: Variables) -> None:
         super().__init__()
         if variables.static_target:

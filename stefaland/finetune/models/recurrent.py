@@ -10,6 +10,8 @@ step in the profile of benchmarks/README.md.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,11 +24,15 @@ class DropConnectLSTM(nn.LSTM):
         super().__init__(input_size, hidden_size, batch_first=batch_first)
         self.weight_dropout = weight_dropout
 
-    def forward(self, inputs: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+    # tensors only: nn.LSTM.forward also takes a PackedSequence, which the decoders never pass
+    def forward(  # type: ignore[override]
+        self, inputs: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if not (self.training and self.weight_dropout > 0):
             return super().forward(inputs, hx)
+        flat = cast(list[torch.Tensor], self._flat_weights)  # one layer with biases: no weight is None
         weights = [F.dropout(w, self.weight_dropout, training=True) if name.startswith("weight_") else w
-                   for name, w in zip(self._flat_weights_names, self._flat_weights)]
+                   for name, w in zip(self._flat_weights_names, flat)]
         if hx is None:
             zeros = inputs.new_zeros(1, inputs.shape[0 if self.batch_first else 1], self.hidden_size)
             hx = (zeros, zeros)

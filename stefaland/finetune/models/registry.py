@@ -25,6 +25,7 @@ from torch import nn
 
 from stefaland.errors import StefaLandError
 from stefaland.model import StefaLandEncoder
+from stefaland.plugins import load_entry_points
 from stefaland.run.pretrained import check_variables, load_encoder, read_checkpoint
 
 from . import sklearn_baselines
@@ -227,18 +228,7 @@ def known_models() -> dict[str, ModelSpec]:
     global _plugins_loaded
     if not _plugins_loaded:
         _plugins_loaded = True
-        from importlib.metadata import entry_points
-
-        for point in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                spec = point.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the built-in models
-                log.warning("model plug-in %s (%s) cannot be loaded: %s", point.name, point.value, exc)
-                continue
-            if not isinstance(spec, ModelSpec):
-                log.warning("model plug-in %s (%s) is not a ModelSpec; ignored", point.name, point.value)
-                continue
-            register_model(point.name, spec)
+        load_entry_points(ENTRY_POINT_GROUP, ModelSpec, register_model, "model", log)
     return MODELS
 
 
@@ -261,10 +251,32 @@ def model_label(name: str) -> str:
 
 
 def build_torch_model(config: ModelSection, variables: Variables) -> nn.Module:
+    """Build the torch model ``config`` names and log how many of its parameters train.
+
+    Parameters
+    ----------
+    config : ModelSection
+        The run config's validated ``model:`` section.
+    variables : Variables
+        The run's inputs and target with their scaling.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, with the weights its factory gave it (random, or a loaded pretrained encoder).
+
+    Raises
+    ------
+    StefaLandError
+        The model is a scikit-learn baseline, or its factory built something other than a torch module.
+    """
     spec = model_spec(config.name)
     if spec.kind != "torch":
         raise StefaLandError(f"model {config.name!r} is a scikit-learn baseline, not a torch model")
     model = spec.build(config, variables)
+    if not isinstance(model, nn.Module):
+        raise StefaLandError(f"model {config.name!r} is registered as a torch model, but its factory built a "
+                             f"{type(model).__name__}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("model %s: %d trainable of %d parameters", config.name, trainable, total)
@@ -282,4 +294,5 @@ def check_window(model: nn.Module, length: int) -> None:
 
 
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of ``model`` that training updates (``requires_grad``): a frozen encoder's are not."""
     return [p for p in model.parameters() if p.requires_grad]

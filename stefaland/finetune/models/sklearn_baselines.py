@@ -75,12 +75,18 @@ class SklearnBaseline:
         rows = rows[rows % target.shape[1] >= HISTORY] if target.shape[1] > HISTORY else rows  # full trailing means
         if len(rows) > self.max_rows:
             rows = rng.choice(rows, self.max_rows, replace=False)
-        self.regressor.fit(x.reshape(-1, x.shape[-1])[rows], target.ravel()[rows])
+        self._estimator().fit(x.reshape(-1, x.shape[-1])[rows], target.ravel()[rows])
 
     def fit_static(self, dynamic: np.ndarray, static: np.ndarray, target: np.ndarray) -> None:
         """A per-site target: one row per site, its attributes and its mean forcings."""
         observed = np.isfinite(target)
-        self.regressor.fit(site_features(dynamic, static)[observed], target[observed])
+        self._estimator().fit(site_features(dynamic, static)[observed], target[observed])
+
+    def _estimator(self) -> RegressorMixin:
+        """The scikit-learn model to fit; parameters read back from a file are fitted already."""
+        if isinstance(self.regressor, (LinearParameters, ForestParameters)):
+            raise StefaLandError("a baseline read back from its model file cannot be fitted again")
+        return self.regressor
 
     def predict_static(self, dynamic: np.ndarray, static: np.ndarray) -> np.ndarray:
         return self.regressor.predict(site_features(dynamic, static)).astype(np.float32)
@@ -191,7 +197,7 @@ def baseline_bytes(model: SklearnBaseline) -> bytes:
     arrays = {"format": np.asarray(FORMAT), "max_rows": np.asarray(model.max_rows, dtype=np.int64),
               **regressor_arrays(model.regressor)}
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays against savez's allow_pickle: bool
     return buffer.getvalue()
 
 
@@ -238,7 +244,8 @@ def _forest_parameters(arrays: dict[str, np.ndarray]) -> ForestParameters:
     sizes = {len(a) for a in nodes.values()}
     if len(offsets) < 2 or offsets[0] != 0 or (np.diff(offsets) <= 0).any() or sizes != {int(offsets[-1])}:
         raise BadBaselineFile("tree offsets and node arrays disagree")
-    trees = [_tree(*(a[start:end] for a in nodes.values()), n_features=n_features)
+    left, right, feature, threshold, value = nodes.values()
+    trees = [_tree(left[start:end], right[start:end], feature[start:end], threshold[start:end], value[start:end], n_features)
              for start, end in zip(offsets[:-1], offsets[1:])]
     return ForestParameters(trees, n_features)
 

@@ -31,6 +31,14 @@ class EncoderFeatures(nn.Module):
     (``*_gain``/``*_shift``: identity when they are the same store).
     """
 
+    # buffers, registered in __init__
+    dynamic_index: torch.Tensor
+    static_index: torch.Tensor
+    dynamic_gain: torch.Tensor
+    dynamic_shift: torch.Tensor
+    static_gain: torch.Tensor
+    static_shift: torch.Tensor
+
     def __init__(self, encoder: StefaLandEncoder, adapter: str, freeze: bool,
                  dynamic_index: Sequence[int], static_index: Sequence[int],
                  dynamic_gain: np.ndarray | None = None, dynamic_shift: np.ndarray | None = None,
