@@ -126,8 +126,8 @@ def _load_best(fold_dir: str, model: nn.Module) -> None:
 def _warn_if_undertrained(metrics: list[dict[str, Any]], updates: int, stopped_early: bool) -> None:
     """Say so when a run probably stopped before it had learned what it could."""
     if updates < 1000:
-        log.warning("only %d optimiser updates in this run; LSTMs on streamflow typically need 1,000 or more "
-                    "(raise train.epochs or train.iterations_per_epoch / train.min_updates)", updates)
+        log.warning("only %d optimiser updates in this run; recurrent models typically need 1,000 or more on "
+                    "daily series (raise train.epochs or train.iterations_per_epoch / train.min_updates)", updates)
     losses = [row["train_loss"] for row in metrics if isinstance(row.get("train_loss"), float)]
     if not stopped_early and len(losses) >= 3 and losses[-1] < 0.95 * losses[-3]:
         log.warning("the training loss was still falling steeply at the end (%.4f two epochs before, %.4f last); "
