@@ -126,6 +126,7 @@ PRETRAIN = {  # a small encoder: minutes on one CPU core
 
 
 def run_logged(command: list[str], log: Path, env: dict | None = None) -> float:
+    """Run one process (one thread) with its output in ``log``; its wall time, or an error with the log's tail."""
     started = time.perf_counter()
     with log.open("w") as out:
         code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT,

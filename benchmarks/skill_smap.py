@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +45,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from skill_camels_temporal import run_logged  # noqa: E402  (one process, one thread, its log kept)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -66,17 +68,6 @@ NAMES = {OURS: "LSTM-SL (StefaLand), config names no training choice", THEIRS: "
 def hydrodl_updates_per_epoch(cells: int, days: int, batch: int, rho: int) -> int:
     """hydroDL's ``nIterEp`` (model/settings.py): batches for each cell-day to be drawn with 99 % probability."""
     return int(math.ceil(math.log(0.01) / math.log(1 - min(batch, cells) * rho / cells / days)))
-
-
-def run_logged(command: list[str], log: Path, env: dict | None = None) -> float:
-    """Run one process (one thread) with its output in ``log``; its wall time, or an error with the log's tail."""
-    started = time.perf_counter()
-    with log.open("w") as out:
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-    if code != 0:
-        raise RuntimeError(f"{' '.join(command[:3])} failed (exit {code}); see {log}:\n" + log.read_text()[-2000:])
-    return time.perf_counter() - started
 
 
 def stefaland_command(*args: str) -> list[str]:

@@ -13,7 +13,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,24 +22,16 @@ from click.testing import CliRunner, Result
 
 from stefaland_cli.main import cli
 
+from _guarded import clean_env, cli_subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_FINETUNE = yaml.safe_load((REPO / "configs" / "finetune_tiny.yaml").read_text())
 TINY_PRETRAIN = yaml.safe_load((REPO / "configs" / "pretrain_tiny.yaml").read_text())
 CPU_ONLY_TORCH = torch.version.cuda is None and torch.version.hip is None
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG"))}
-    env.update(OMP_NUM_THREADS="1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_SHARED_CREDENTIALS_FILE="/nonexistent/credentials", AWS_CONFIG_FILE="/nonexistent/config")
-    env.update(extra)
-    return env
-
-
 def stefaland(*args: str, env: dict[str, str] | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess: what a user's terminal shows, traceback included."""
-    return subprocess.run([sys.executable, "-m", "stefaland_cli.main", *args], capture_output=True, text=True,
-                          env=env or _clean_env(), timeout=180, cwd=REPO, preexec_fn=preexec_fn)
+    return cli_subprocess(*args, env=env, preexec_fn=preexec_fn)
 
 
 def one_line(stderr: str, returncode: int, *expected: str) -> str:
@@ -192,7 +183,7 @@ def _closed_port() -> int:
 
 def test_credentials_in_the_endpoint_are_one_line_and_never_echoed(tmp_path: Path) -> None:
     endpoint = f"http://minio:Sup3rSecretPw@127.0.0.1:{_closed_port()}"
-    env = _clean_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b",
+    env = clean_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b",
                      AWS_DEFAULT_REGION="us-east-1")
     done = stefaland("data", "build", "--catalog", "s3://bucket/catalog.yaml", "--out", str(tmp_path / "s.zarr"),
                      "--quiet", env=env)

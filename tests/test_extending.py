@@ -185,20 +185,28 @@ def test_an_unregistered_driver_is_named(tmp_path: Path) -> None:
     assert "unknown driver 'my_jsonl'" in message
 
 
+def _install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str, group: str,
+                    entries: str) -> None:
+    """What `pip install` of a plug-in package leaves: ``module``.py and a dist-info naming ``entries``
+    (``name = module:object`` lines) in entry-point ``group``, importable for this test only."""
+    (tmp_path / f"{module}.py").write_text(source)
+    info = tmp_path / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entries}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
 def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     """What `pip install` of a plug-in package leaves: a dist-info with a `stefaland.models` entry point."""
     from stefaland.finetune.models import registry
 
-    (tmp_path / "stefaland_plugin_demo.py").write_text(
-        "import dataclasses\nfrom stefaland.finetune.models import MODELS\n"
-        "SPEC = dataclasses.replace(MODELS['lstm'], description='plug-in LSTM (entry-point test)')\n")
-    info = tmp_path / "stefaland_plugin_demo-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stefaland-plugin-demo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stefaland.models]\nplugin_lstm = stefaland_plugin_demo:SPEC\n"
-                                           "plugin_broken = stefaland_plugin_missing:SPEC\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _install_plugin(tmp_path, monkeypatch, "stefaland_plugin_demo",
+                    "import dataclasses\nfrom stefaland.finetune.models import MODELS\n"
+                    "SPEC = dataclasses.replace(MODELS['lstm'], description='plug-in LSTM (entry-point test)')\n",
+                    "stefaland.models", "plugin_lstm = stefaland_plugin_demo:SPEC\n"
+                    "plugin_broken = stefaland_plugin_missing:SPEC\n")
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     try:
         with caplog.at_level("WARNING", logger="stefaland.finetune"):
@@ -263,17 +271,12 @@ def test_an_installed_metric_plugin_is_found_through_its_entry_point(tmp_path: P
     """What `pip install` of a plug-in package leaves: a dist-info with a `stefaland.metrics` entry point."""
     from stefaland import metrics
 
-    (tmp_path / "stefaland_metric_demo.py").write_text(
-        "from stefaland.metrics import Metric\n"
-        "METRIC = Metric(name='ME', direction='zero', fn=lambda b: b.error.sum(axis=1) / b.n_safe)\n"
-        "NOT_A_METRIC = 42\n")
-    info = tmp_path / "stefaland_metric_demo-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stefaland-metric-demo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stefaland.metrics]\nME = stefaland_metric_demo:METRIC\n"
-                                           "broken = stefaland_metric_missing:METRIC\n"
-                                           "not_one = stefaland_metric_demo:NOT_A_METRIC\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _install_plugin(tmp_path, monkeypatch, "stefaland_metric_demo",
+                    "from stefaland.metrics import Metric\n"
+                    "METRIC = Metric(name='ME', direction='zero', fn=lambda b: b.error.sum(axis=1) / b.n_safe)\n"
+                    "NOT_A_METRIC = 42\n",
+                    "stefaland.metrics", "ME = stefaland_metric_demo:METRIC\nbroken = stefaland_metric_missing:METRIC\n"
+                    "not_one = stefaland_metric_demo:NOT_A_METRIC\n")
     monkeypatch.setattr(metrics, "_plugins_loaded", False)
     try:
         with caplog.at_level("WARNING", logger="stefaland.metrics"):
@@ -351,15 +354,11 @@ def test_an_installed_holdout_plugin_is_found_through_its_entry_point(tmp_path: 
     from stefaland.report.tasks import TASKS
     from stefaland.splits import registry
 
-    (tmp_path / "stefaland_holdout_demo.py").write_text(
-        "from stefaland.splits import Holdout\n"
-        "HOLDOUT = Holdout('ismn', 'plugin_halves', title='Plug-in halves', fold_ids=(1, 2))\n")
-    info = tmp_path / "stefaland_holdout_demo-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stefaland-holdout-demo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stefaland.holdouts]\nplugin_halves = stefaland_holdout_demo:HOLDOUT\n"
-                                           "broken = stefaland_holdout_missing:HOLDOUT\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _install_plugin(tmp_path, monkeypatch, "stefaland_holdout_demo",
+                    "from stefaland.splits import Holdout\n"
+                    "HOLDOUT = Holdout('ismn', 'plugin_halves', title='Plug-in halves', fold_ids=(1, 2))\n",
+                    "stefaland.holdouts", "plugin_halves = stefaland_holdout_demo:HOLDOUT\n"
+                    "broken = stefaland_holdout_missing:HOLDOUT\n")
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     try:
         with caplog.at_level("WARNING", logger="stefaland.splits"):

@@ -4,31 +4,21 @@ one ``error:`` line on stderr naming what is wrong and what to do; ``-v`` keeps 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _guarded import clean_env, cli_subprocess
 from _seaweed import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 READ_ONLY = Path("/sys")  # sysfs refuses new entries, to root too (a chmod'ed folder does not stop root)
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG"))}
-    env.update(OMP_NUM_THREADS="1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_SHARED_CREDENTIALS_FILE="/nonexistent/credentials", AWS_CONFIG_FILE="/nonexistent/config")
-    env.update(extra)
-    return env
-
-
 def stefaland(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stefaland_cli.main", *args], capture_output=True, text=True,
-                          env=env or _clean_env(), timeout=timeout, cwd=REPO)
+    return cli_subprocess(*args, env=env, timeout=timeout)
 
 
 def one_line(process: subprocess.CompletedProcess, *expected: str) -> str:
@@ -52,7 +42,7 @@ def _closed_port() -> int:
 # -- S3 ------------------------------------------------------------------------------------------
 
 def test_s3_wrong_secret_is_one_line(s3_bucket: str, s3_env: S3Server, tmp_path: Path) -> None:
-    env = _clean_env(**{**s3_env.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    env = clean_env(**{**s3_env.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"})
     line = one_line(stefaland("data", "build", "--catalog", f"{s3_bucket}/catalog.yaml", "--out",
                               str(tmp_path / "s.zarr"), "--quiet", env=env),
                     "refused the request", f"{s3_bucket}/catalog.yaml", "AWS_SECRET_ACCESS_KEY")
@@ -60,20 +50,20 @@ def test_s3_wrong_secret_is_one_line(s3_bucket: str, s3_env: S3Server, tmp_path:
 
 
 def test_s3_unknown_access_key_on_report_output_is_one_line(s3_bucket: str, s3_env: S3Server, tmp_path: Path) -> None:
-    env = _clean_env(**{**s3_env.env(), "AWS_ACCESS_KEY_ID": "nobody"})
+    env = clean_env(**{**s3_env.env(), "AWS_ACCESS_KEY_ID": "nobody"})
     one_line(stefaland("report", "camels", "--runs", f"{s3_bucket}/runs", "--quiet", env=env),
              "refused the request", s3_env.endpoint)
 
 
 def test_no_s3_credentials_is_one_line(s3_bucket: str, s3_env: S3Server) -> None:
-    env = _clean_env(AWS_ENDPOINT_URL=s3_env.endpoint, AWS_DEFAULT_REGION="us-east-1")
+    env = clean_env(AWS_ENDPOINT_URL=s3_env.endpoint, AWS_DEFAULT_REGION="us-east-1")
     one_line(stefaland("report", "camels", "--runs", f"{s3_bucket}/runs", "--quiet", env=env),
              "no S3 credentials found", "AWS_ACCESS_KEY_ID")
 
 
 def test_unreachable_s3_endpoint_is_one_line(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
-    env = _clean_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b",
+    env = clean_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b",
                      AWS_DEFAULT_REGION="us-east-1")
     one_line(stefaland("data", "build", "--catalog", "s3://bucket/catalog.yaml", "--out", str(tmp_path / "s.zarr"),
                        "--quiet", env=env), "cannot reach the S3 endpoint", endpoint, "AWS_ENDPOINT_URL")
@@ -131,7 +121,7 @@ def test_a_folder_as_catalog_or_config_is_one_line(virtual_world: Path, virtual_
 def test_a_malformed_kubeconfig_is_one_line(name: str, text: str, tmp_path: Path) -> None:
     path = tmp_path / name
     path.write_bytes(text.encode("latin-1"))
-    one_line(stefaland("jobs", "list", env=_clean_env(KUBECONFIG=str(path))), str(path), "kubeconfig")
+    one_line(stefaland("jobs", "list", env=clean_env(KUBECONFIG=str(path))), str(path), "kubeconfig")
 
 
 # -- sizes ---------------------------------------------------------------------------------------
