@@ -34,7 +34,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stefaland ./stefaland
 COPY stefaland_cli ./stefaland_cli
-RUN pip install . \
+RUN pip install ".[eo]" \
  && python -c "import torch, stefaland, stefaland.k8s.fold_entry; print('torch', torch.__version__)" \
  && stefaland --version \
  && rm -rf /src

@@ -27,6 +27,13 @@ Parts (``--parts`` selects):
   virtual CAMELS (5 forcings, 17 attributes, 1989-10-01..2008-09-30 = 6,940 days): s/epoch with
   hydroDL's iterations-per-epoch rule (the trainer's default), next to the paper's 12 s / 30 s on
   2×V100; and LSTM-SL against a neuralhydrology-style ``nn.LSTM`` (cudalstm) of the same hidden size.
+* ``foreign`` — the paper's foreign-encoder rows against StefaLand-resConn, timed in the same part
+  with the same heads, batch and optimiser: TerraMind-resConn (``base``; 16 x 16 DEM/LULC/NDVI
+  patches as ``data build`` cuts them) frozen, where a site is encoded once and then served from
+  the cache, and unfrozen ("TerraMind + finetuning"), and PrithviWxC-resConn (``2300m``, frozen;
+  one encoder pass per site-day, so measured on ``wxc_batch`` x ``wxc_seq`` site-days and scaled
+  to the epoch); each as s/epoch and as a multiple of StefaLand-resConn's. A model whose package
+  is missing is recorded as "not available". The CPU smoke uses the tiny variants.
 * ``hbv`` — HBV 1.1p forward + backward, 531 basins × 730 days (365 warm-up), nmul 16, eager and
   with the daily step compiled; hydrodl2 on the same device only when it is importable.
 * ``ddp`` — ``stefaland.pretrain.distributed``: one NCCL process group (gloo in the CPU smoke, two
@@ -62,7 +69,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / "benchmarks" / "wheels"
-PARTS = ("pretrain", "supply", "finetune", "hbv", "ddp")
+PARTS = ("pretrain", "supply", "finetune", "foreign", "hbv", "ddp")
 
 PAPER = {
     "pretrain_epoch_s": 16_000, "pretrain_gpus": "6x V100", "finetune_lstm_epoch_s": 12,
@@ -75,12 +82,16 @@ FULL = dict(d_model=256, n_heads=4, n_layers=4, d_ff=512, seq=365, batch=256, n_
             steps=20, warmup=3, ft_sites=531, ft_days=6940, ft_dyn=5, ft_static=17, ft_batch=64, ft_hidden=256,
             ft_steps=15, hbv_basins=531, hbv_days=730, hbv_warmup=365, nmul=16, hbv_repeats=3,
             sup_sites=1024, sup_days=14610, sup_shard=256, sup_batches=24, ddp_world=1,
-            box={"pretrain": 170, "supply": 45, "finetune": 80, "hbv": 75, "ddp": 60}, compile_backend="inductor")
+            tm_variant="base", wxc_variant="2300m", wxc_batch=2, wxc_seq=2,
+            box={"pretrain": 170, "supply": 45, "finetune": 80, "foreign": 120, "hbv": 75, "ddp": 60},
+            compile_backend="inductor")
 SMOKE = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, seq=20, batch=8, n_dyn=6, n_static=16,
              steps=2, warmup=1, ft_sites=12, ft_days=120, ft_dyn=5, ft_static=17, ft_batch=4, ft_hidden=8,
              ft_steps=2, hbv_basins=4, hbv_days=40, hbv_warmup=20, nmul=2, hbv_repeats=1,
              sup_sites=32, sup_days=200, sup_shard=8, sup_batches=4, ddp_world=2,
-             box={"pretrain": 40, "supply": 20, "finetune": 20, "hbv": 20, "ddp": 40}, compile_backend="eager")
+             tm_variant="tiny", wxc_variant="tiny", wxc_batch=2, wxc_seq=4,
+             box={"pretrain": 40, "supply": 20, "finetune": 20, "foreign": 20, "hbv": 20, "ddp": 40},
+             compile_backend="eager")
 
 
 # --------------------------------------------------------------------------- imports
@@ -257,6 +268,42 @@ def peak_mib(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def finetune_step(model, batches: list):
+    """One finetuning update as the trainer makes it (Adadelta, RMSE, gradient norm clipped at 1),
+    cycling through ``batches``; only the parameters that train (a frozen encoder's do not)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adadelta(params, lr=1.0)
+    counter = [0]
+
+    def step() -> None:
+        dyn, sta, target = batches[counter[0] % len(batches)]
+        counter[0] += 1
+        loss = torch.sqrt(torch.mean((model(dyn, sta) - target) ** 2) + 1e-8)  # RMSE
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+    return step
+
+
+def time_finetuning(make, batches: list, device, steps: int, budget_s: float) -> tuple[float, int, float]:
+    """(seconds a step, steps done, peak MiB) of finetuning the model ``make()`` builds, from seed 0;
+    the model and its optimiser are dropped before the next one is timed."""
+    import torch
+
+    torch.manual_seed(0)
+    model = make().to(device).train()
+    step = finetune_step(model, batches)
+    reset_peak(device)
+    seconds, done = timed_steps(step, device, 1, steps, time.perf_counter() + budget_s)
+    peak = peak_mib(device)
+    del step, model
+    return seconds, done, peak
 
 
 def timed_steps(step, device, warmup: int, steps: int, deadline: float) -> tuple[float, int]:
@@ -561,32 +608,14 @@ def part_finetune(suite: Suite, size: dict, deadline: float) -> None:
     for index, (name, make, paper) in enumerate(models):
         share = (deadline - time.perf_counter()) / (len(models) - index)
         try:
-            torch.manual_seed(0)
-            model = make().to(device).train()
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.Adadelta(params, lr=1.0)
-            counter = [0]
-
-            def step(model=model, optimizer=optimizer, params=params, counter=counter) -> None:
-                dyn, sta, target = batches[counter[0] % len(batches)]
-                counter[0] += 1
-                prediction = model(dyn, sta)
-                loss = torch.sqrt(torch.mean((prediction - target) ** 2) + 1e-8)  # RMSE
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-
-            reset_peak(device)
-            seconds, done = timed_steps(step, device, 1, size["ft_steps"], time.perf_counter() + share)
+            seconds, done, peak = time_finetuning(make, batches, device, size["ft_steps"], share)
             per_step[name] = seconds
             epoch = seconds * iterations
             note = f"{done} steps of {seconds * 1e3:.1f} ms"
             if paper:
                 note += f"; paper {paper} s/epoch on {PAPER['finetune_gpus']} = {paper / epoch:.2f}x this"
             suite.record("finetune", f"{name} s/epoch", epoch, "s", note)
-            suite.record("finetune", f"{name} peak memory", peak_mib(device), "MiB")
-            del step, model, optimizer  # the next model starts without this one's weights and state
+            suite.record("finetune", f"{name} peak memory", peak, "MiB")
         except PartTimeout:
             raise
         except Exception as exc:
@@ -596,6 +625,89 @@ def part_finetune(suite: Suite, size: dict, deadline: float) -> None:
                      "x", "LSTM-SL has a 256-wide input layer: ~1.8x the LSTM arithmetic at hidden 256")
     if "LSTM-SL" not in per_step:
         raise RuntimeError("LSTM-SL did not run")
+
+
+def part_foreign(suite: Suite, size: dict, deadline: float) -> None:
+    """TerraMind-resConn and PrithviWxC-resConn finetuning steps against StefaLand-resConn's (module docstring)."""
+    import numpy as np
+    import torch
+
+    from stefaland.finetune.models.foreign import PrithviWxCFeatures, TerraMindFeatures, availability
+    from stefaland.finetune.models.stefaland import DirectModel, EncoderFeatures, ResConnNetwork
+    from stefaland.finetune.models.terramind import TerraMindEncoder
+    from stefaland.model import ModelConfig, StefaLandEncoder
+
+    device = suite.device
+    nd, ns, b, seq, h = size["ft_dyn"], size["ft_static"], size["ft_batch"], size["seq"], size["ft_hidden"]
+    iterations = hydrodl_iterations(size["ft_sites"], size["ft_days"], b, seq)
+    patch = 16 * 16
+    rng = np.random.default_rng(0)
+    sites = 8  # distinct patches a batch draws from (the cache's hit rate is what a frozen run sees)
+    patches = np.concatenate([rng.uniform(0, 3000, (sites, patch)), rng.choice([1, 2, 5, 11], (sites, patch)),
+                              rng.uniform(0, 0.9, (sites, patch))], axis=1).astype(np.float32)
+    mean = np.concatenate([np.zeros(ns), patches.mean(0)])
+    std = np.concatenate([np.ones(ns), np.where(patches.std(0) > 0, patches.std(0), 1.0)])
+
+    def batch(seed: int, n: int = b, days: int = seq):
+        r = np.random.default_rng(seed)
+        dyn = r.standard_normal((n, days, nd), dtype=np.float32)
+        sta = np.concatenate([r.standard_normal((n, ns), dtype=np.float32),
+                              (patches[r.integers(0, sites, n)] - mean[ns:]) / std[ns:]], axis=1).astype(np.float32)
+        return [torch.as_tensor(x).to(device) for x in (dyn, sta, dyn[..., 0] * 0.5)]
+
+    def stefaland_resconn():
+        config = ModelConfig(d_model=size["d_model"], n_heads=size["n_heads"], n_layers=size["n_layers"],
+                             d_ff=size["d_ff"], decoder="lstm")
+        features = EncoderFeatures(StefaLandEncoder(nd, ns, config), "none", True, range(nd), range(ns))
+        return DirectModel(ResConnNetwork(features, nd, ns + 3 * patch, h, 0.2, static_inputs=range(ns)))
+
+    def terramind(freeze: bool):
+        def make():
+            columns = {m: list(range(ns + k * patch, ns + (k + 1) * patch)) for k, m in enumerate(("dem", "lulc", "ndvi"))}
+            encoder = TerraMindEncoder(size["tm_variant"], tuple(columns))
+            features = TerraMindFeatures(encoder, "none", freeze, columns, 16, mean, std)
+            return DirectModel(ResConnNetwork(features, nd, ns + 3 * patch, h, 0.2, static_inputs=range(ns)))
+        return make
+
+    def prithviwxc():
+        from stefaland.finetune.models.prithviwxc import PrithviWxCEncoder
+
+        encoder = PrithviWxCEncoder(size["wxc_variant"])
+        features = PrithviWxCFeatures(encoder, "none", True, [1, 2, 3], 0, (np.array([10.0, 0.0, 60.0]), 500.0),
+                                      (np.array([8.0, 8.0, 20.0]), 400.0))
+        return DirectModel(ResConnNetwork(features, nd, ns + 3 * patch, h, 0.2, static_inputs=range(ns)))
+
+    wxc_days = size["wxc_batch"] * size["wxc_seq"]
+    models = [("StefaLand-resConn", stefaland_resconn, 1.0, None), ("TerraMind-resConn", terramind(True), 1.0, None),
+              ("TerraMind + finetuning", terramind(False), 1.0, None),
+              ("PrithviWxC-resConn", prithviwxc, b * seq / wxc_days, "prithviwxc_resconn")]
+    per_step: dict[str, float] = {}
+    for index, (name, make, scale, registry_name) in enumerate(models):
+        missing = availability(registry_name) if registry_name else None
+        if missing:
+            suite.record("foreign", f"{name} not available", missing)
+            continue
+        share = (deadline - time.perf_counter()) / (len(models) - index)
+        small = scale != 1.0
+        batches = [batch(s, size["wxc_batch"], size["wxc_seq"]) if small else batch(s) for s in range(3)]
+        try:
+            seconds, done, peak = time_finetuning(make, batches, device, size["ft_steps"], share)
+            per_step[name] = seconds * scale
+            note = f"{done} steps of {seconds * 1e3:.1f} ms"
+            if small:
+                note += f" on {wxc_days} site-days, x{scale:.0f} to a batch of {b} x {seq} days"
+            suite.record("foreign", f"{name} s/epoch", per_step[name] * iterations, "s", note)
+            suite.record("foreign", f"{name} peak memory", peak, "MiB")
+        except PartTimeout:
+            raise
+        except Exception as exc:
+            suite.record("foreign", f"{name} error", f"{type(exc).__name__}: {str(exc)[:200]}")
+    if "StefaLand-resConn" not in per_step:
+        raise RuntimeError("StefaLand-resConn did not run")
+    for name, seconds in per_step.items():
+        if name != "StefaLand-resConn":
+            suite.record("foreign", f"{name} / StefaLand-resConn", seconds / per_step["StefaLand-resConn"], "x",
+                         "the paper: the foreign encoders are orders of magnitude costlier")
 
 
 # --------------------------------------------------------------------------- HBV
@@ -809,7 +921,8 @@ def main() -> int:
     suite.results["env"].update(env)
     describe_env(suite, args.cpu_smoke)
     size = SMOKE if args.cpu_smoke else FULL
-    parts = {"pretrain": part_pretrain, "supply": part_supply, "finetune": part_finetune, "hbv": part_hbv, "ddp": part_ddp}
+    parts = {"pretrain": part_pretrain, "supply": part_supply, "finetune": part_finetune, "foreign": part_foreign,
+             "hbv": part_hbv, "ddp": part_ddp}
     for name in [p for p in args.parts.split(",") if p]:
         box = size["box"][name] * args.budget_scale
         entry = suite.results["parts"].setdefault(name, {"status": "running", "measurements": {}})

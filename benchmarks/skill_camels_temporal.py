@@ -68,6 +68,11 @@ def nh_lr(epochs: int) -> dict[int, float]:
 
 
 DEFAULTS = "lstm-defaults"  # LSTM-SL from a config that names no training choice (the results' model key)
+# The defaults trained to convergence: the last three training years become a validation period
+# (never the test years), every epoch is scored on it, training stops after PATIENCE epochs without
+# a better median validation NSE and the best epoch's weights predict. --runs gives the most updates.
+CONVERGED = "lstm-converged"
+FIT, VALID, PATIENCE = (TRAIN[0], "2002-09-30"), ("2002-10-01", TRAIN[1]), 5
 
 
 def defaults_config(hyper: Hyper, budget: int, per_epoch: int, seed: int) -> dict:
@@ -84,9 +89,19 @@ def defaults_config(hyper: Hyper, budget: int, per_epoch: int, seed: int) -> dic
     }
 
 
+def converged_config(hyper: Hyper, budget: int, per_epoch: int, seed: int) -> dict:
+    """The defaults' config with validation-based early stopping: what a user adds to train to convergence."""
+    config = defaults_config(hyper, budget, per_epoch, seed)
+    config["data"].update({"train_end": FIT[1], "valid_start": VALID[0], "valid_end": VALID[1]})
+    config["train"]["patience"] = PATIENCE
+    return config
+
+
 def our_config(model: str, hyper: Hyper, budget: int, per_epoch: int, seed: int, pretrained: str | None) -> dict:
     if model == DEFAULTS:
         return defaults_config(hyper, budget, per_epoch, seed)
+    if model == CONVERGED:
+        return converged_config(hyper, budget, per_epoch, seed)
     section: dict = {"name": model, "hidden": hyper.hidden, "dropout": OURS_DROPOUT}
     if model == "stefaland_resconn":
         section["pretrained"] = pretrained
@@ -325,18 +340,20 @@ def table(bench: Bench, args: argparse.Namespace) -> str:
         return f"{mean:.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
     names = {DEFAULTS: "LSTM-SL (StefaLand), config names no training choice", "lstm": "LSTM-SL (StefaLand), tuned recipe",
+             CONVERGED: "LSTM-SL (StefaLand), defaults + early stopping on 2002-10..2005-09",
              "neuralhydrology": "neuralhydrology cudalstm",
              "stefaland_resconn": "StefaLand-resConn", "lstm_hbv": "LSTM-HBV (StefaLand)"}
     groups: dict[tuple[str, int], list[dict]] = {}
     for key, value in bench.results.items():
         model, budget, _seed = key.split("|")
         groups.setdefault((model, int(budget)), []).append(value)
-    lines = ["| model | updates | seeds | median test NSE (mean ± sd over seeds) | median test KGE | "
+    lines = ["| model | updates | updates run | seeds | median test NSE (mean ± sd over seeds) | median test KGE | "
              "s per run | negative days |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     order = list(names)
     for (model, budget), values in sorted(groups.items(), key=lambda g: (g[0][1], order.index(g[0][0]))):
-        lines.append(f"| {names[model]} | {budget} | {len(values)} | {spread([v['median_nse'] for v in values])} | "
+        lines.append(f"| {names[model]} | {budget} | {np.mean([v['updates'] for v in values]):.0f} | {len(values)} | "
+                     f"{spread([v['median_nse'] for v in values])} | "
                      f"{spread([v['median_kge'] for v in values])} | {np.mean([v['seconds'] for v in values]):.0f} | "
                      f"{np.mean([v['negative_days'] for v in values]):.1%} |")
     diffs = [v["obs_max_abs_diff"] for k, v in bench.results.items() if k.startswith("neuralhydrology")
@@ -345,7 +362,7 @@ def table(bench: Bench, args: argparse.Namespace) -> str:
     lines.append(f"(scored against the store's streamflow for every model; neuralhydrology's observations, brought to "
                  f"the same area, differ from it by at most {max(diffs) if diffs else float('nan'):.2e} mm/day)")
     for budget in sorted({b for _m, b in groups}):
-        for ours_model in (DEFAULTS, "lstm"):
+        for ours_model in (DEFAULTS, CONVERGED, "lstm"):
             ours_, theirs_ = groups.get((ours_model, budget)), groups.get(("neuralhydrology", budget))
             if ours_ and theirs_:
                 gap = np.mean([v["median_nse"] for v in ours_]) - np.mean([v["median_nse"] for v in theirs_])
@@ -373,7 +390,8 @@ def main() -> None:
                         help="budget:seeds for LSTM-SL and neuralhydrology (seeds: a count, or a+b explicit seeds)")
     parser.add_argument("--ours", default=f"lstm,{DEFAULTS}",
                         help=f"our runs at every --runs budget: lstm (the tuned recipe), {DEFAULTS} (a config naming "
-                             "only periods, inputs, model, hidden size and budget)")
+                             f"only periods, inputs, model, hidden size and budget), {CONVERGED} (those defaults "
+                             "with early stopping; the budget is the most updates)")
     parser.add_argument("--no-nh", dest="nh", action="store_false", help="run only ours (neuralhydrology's figures "
                         "then come from an earlier --work with the same store)")
     parser.add_argument("--extras", default="stefaland_resconn,lstm_hbv")

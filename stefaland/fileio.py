@@ -7,16 +7,23 @@ configs or logs).
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import random
 import tempfile
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from .errors import StefaLandError
+
+log = logging.getLogger("stefaland.fileio")
+T = TypeVar("T")
 
 _REMOTE_PROTOCOLS = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "memory://")
 
@@ -148,3 +155,45 @@ def remove(url: str, recursive: bool = True) -> None:
     fs, path = filesystem(url)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
+
+
+# Reads of an object retried after a transient error (503 SlowDown, a reset connection, a read cut
+# short), each wait doubling from the base with jitter: 0.5, 1, 2 s by default, so a shared object
+# store's throttling passes. Overridable for tests and for stores known to be flaky.
+READ_ATTEMPTS_ENV, READ_BACKOFF_ENV = "STEFALAND_READ_ATTEMPTS", "STEFALAND_READ_BACKOFF_S"
+READ_ATTEMPTS, READ_BACKOFF_S = 4, 0.5
+
+
+def _positive(name: str, default: float) -> float:
+    text = os.environ.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise StefaLandError(f"{name} {text!r}: expected a positive number")
+    return value
+
+
+def read_with_retries(url: str, read: Callable[[], T]) -> T:
+    """``read()``, retried with exponential backoff on errors that can pass; then one line naming ``url``.
+
+    Not retried: a missing object or a refused permission (they do not pass by waiting), and errors
+    that are not I/O (a corrupt file is refused where it is decoded)."""
+    attempts = int(_positive(READ_ATTEMPTS_ENV, READ_ATTEMPTS))
+    backoff = _positive(READ_BACKOFF_ENV, READ_BACKOFF_S)
+    for attempt in range(1, attempts + 1):
+        try:
+            return read()
+        except (FileNotFoundError, PermissionError):
+            raise
+        except OSError as exc:
+            if attempt == attempts:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise StefaLandError(f"{url}: cannot be read after {attempts} attempts with backoff "
+                                     f"({type(exc).__name__}: {reason[:200]})") from None
+            wait = backoff * 2 ** (attempt - 1) * (1 + 0.25 * random.random())
+            log.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", url, type(exc).__name__, wait, attempt + 1,
+                        attempts)
+            time.sleep(wait)
+    raise AssertionError("unreachable")

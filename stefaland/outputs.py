@@ -86,7 +86,7 @@ RUN_ID_ENV = "STEFALAND_RUN_ID"  # set in every pod of a `stefaland submit` run
 _FILE_SUFFIXES = (".nc", ".nc4")
 #: Text files that say what they are in their first line (no attribute to carry a kind): a split
 #: file's ``# stefaland-split {...}`` header (stefaland.splits.splitfile.MAGIC) makes it kind "split".
-HEADER_KINDS: dict[bytes, str] = {b"# stefaland-split ": "split"}
+HEADER_KINDS: dict[bytes, str] = {b"# stefaland-split ": "split", b"# stefaland paper plan": "paper-plan"}
 
 
 def _now() -> str:

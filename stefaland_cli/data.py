@@ -41,22 +41,23 @@ def data() -> None:
                    "(for catalog/global.yaml) instead of the virtual CAMELS world.")
 @click.option("--resolution", type=float, default=None,
               help="Degrees of the static product grids, for --products [default: 0.5; daily grids max(2.5, this)].")
+@click.option("--force", is_flag=True, help="Replace a virtual world OUT_DIR holds that was made with other settings.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def synth(out_dir: Path, n_sites: int | None, years: int | None, seed: int, start_year: int, gridded: bool,
-          grid_resolution: float, products: bool, resolution: float | None, quiet: bool) -> None:
+          grid_resolution: float, products: bool, resolution: float | None, force: bool, quiet: bool) -> None:
     """Write a virtual world in CAMELS file formats plus an intake catalog into OUT_DIR
     (with --products: miniatures of the global pretraining products)."""
     if quiet:
         configure_logging(quiet=True)
     given = {name: value for name, value in (("n_sites", n_sites), ("years", years)) if value is not None}
     if products:  # unset options take the library's defaults, which differ between the two writers
-        _synth_products(out_dir, given, seed, start_year, gridded, resolution, quiet)
+        _synth_products(out_dir, given, seed, start_year, gridded, resolution, force, quiet)
         return
     if resolution is not None:
         raise StefaLandError("--resolution applies to --products; the virtual world's grids use --grid-resolution")
     from stefaland.synth import write_virtual_world
 
-    catalog = write_virtual_world(out_dir, seed=seed, start_year=start_year, quiet=quiet, **given)
+    catalog = write_virtual_world(out_dir, seed=seed, start_year=start_year, quiet=quiet, force=force, **given)
     if gridded:
         from stefaland.synth.world_grids import add_gridded_sources
 
@@ -65,7 +66,7 @@ def synth(out_dir: Path, n_sites: int | None, years: int | None, seed: int, star
 
 
 def _synth_products(out_dir: Path, given: dict[str, int], seed: int, start_year: int, gridded: bool,
-                    resolution: float | None, quiet: bool) -> None:
+                    resolution: float | None, force: bool, quiet: bool) -> None:
     """``synth --products``: write the product miniatures, then say how to build the global catalog from them."""
     import shlex
 
@@ -75,7 +76,7 @@ def _synth_products(out_dir: Path, given: dict[str, int], seed: int, start_year:
         raise StefaLandError("--gridded applies to the virtual world, not to --products (whose products are all gridded)")
     if resolution is not None:
         given = {**given, "resolution": resolution}
-    root = write_products(out_dir, seed=seed, start_year=start_year, quiet=quiet, **given)
+    root = write_products(out_dir, seed=seed, start_year=start_year, quiet=quiet, force=force, **given)
     click.echo(str(root))
     click.echo(BUILD_COMMAND.format(root=shlex.quote(str(root))))
 

@@ -52,23 +52,21 @@ def list_command(namespace: str | None, context: str | None) -> None:
 @click.argument("run")
 @cluster_options
 def status_command(run: str, namespace: str | None, context: str | None) -> None:
-    """State of a run: its Jobs (counts, conditions) and pods (phase, node, restarts)."""
+    """State of a run: its Jobs or DaskJob (counts, conditions), a build's Deployments, and its pods
+    (phase, node, restarts)."""
     cluster = kube.connect(context, namespace)
-    run_jobs = kube.run_jobs(cluster, check_run_id(run))
-    annotations = run_jobs[0].metadata.annotations or {}
-    click.echo(f"run:   {run}  {kube.run_state(run_jobs)}")
+    parts = kube.run_parts(cluster, check_run_id(run))
+    annotations = next((p.annotations for p in parts if p.annotations), {})
+    click.echo(f"run:   {run}  {kube.parts_state(parts)}")
     click.echo(f"out:   {annotations.get('stefaland.io/out', '?')}")
     click.echo(f"store: {annotations.get('stefaland.io/store', '?')}")
     rows = [["OBJECT", "STATE", "DETAIL"]]
-    for job in run_jobs:
-        status = job.status
-        detail = f"active={status.active or 0} succeeded={status.succeeded or 0} failed={status.failed or 0}"
-        if status.completed_indexes:
-            detail += f" completed-indexes={status.completed_indexes}"
-        messages = [c.message for c in status.conditions or [] if c.status == "True" and c.message]
-        if messages:
-            detail += f" ({'; '.join(messages)})"
-        rows.append([f"job/{job.metadata.name}", kube.job_state(job), detail])
+    rows += [[part.name, part.state, part.detail] for part in parts]
+    for deployment in kube.run_deployments(cluster, run):  # a plain-mode build's scheduler and workers
+        status = deployment.status
+        ready, wanted = (status.ready_replicas if status else 0) or 0, deployment.spec.replicas or 0
+        rows.append([f"deployment/{deployment.metadata.name}", "Ready" if ready >= wanted else "Pending",
+                     f"ready={ready}/{wanted}"])
     for pod in kube.run_pods(cluster, run):
         restarts = sum(c.restart_count for c in pod.status.container_statuses or [])
         detail = f"node={pod.spec.node_name or '-'} restarts={restarts}"
@@ -128,7 +126,8 @@ def logs_command(run: str, follow: bool, pod_name: str | None, namespace: str | 
 @click.argument("run")
 @cluster_options
 def cancel_command(run: str, namespace: str | None, context: str | None) -> None:
-    """Delete a run's Jobs, pods and Service; its files on object storage are kept."""
+    """Delete a run's Jobs (or DaskJob), pods, Services and a build's workers; its files on object
+    storage are kept (a build resumes from them when submitted again with the same --out)."""
     cluster = kube.connect(context, namespace)
     deleted = kube.cancel_run(cluster, check_run_id(run))
     click.echo(f"deleted {', '.join(deleted)}")

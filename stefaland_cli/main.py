@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("stefaland_cli.embed", "embed"),
     ("stefaland_cli.predict", "predict"),
     ("stefaland_cli.store", "store"),
+    ("stefaland_cli.paper", "paper"),
     # -- registered commands: add one line per module above this comment --
 ]
 

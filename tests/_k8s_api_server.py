@@ -21,19 +21,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import yaml
+
+from _loopback_http import serve
 
 _ROUTES = [  # (path pattern with namespace and optional name, resource, subresource)
     (re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?$"), "jobs", None),
     (re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$"), "services", None),
     (re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?$"), "pods", None),
     (re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$"), "pods", "log"),
+    (re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments(?:/([^/]+))?$"), "deployments", None),
+    (re.compile(r"^/apis/kubernetes.dask.org/v1/namespaces/([^/]+)/daskjobs(?:/([^/]+))?$"), "daskjobs", None),
 ]
-_LIST_KINDS = {"jobs": ("batch/v1", "JobList"), "services": ("v1", "ServiceList"), "pods": ("v1", "PodList")}
+_LIST_KINDS = {"jobs": ("batch/v1", "JobList"), "services": ("v1", "ServiceList"), "pods": ("v1", "PodList"),
+               "deployments": ("apps/v1", "DeploymentList"), "daskjobs": ("kubernetes.dask.org/v1", "DaskJobList")}
 
 
 def _now() -> str:
@@ -74,6 +79,8 @@ class FakeCluster:
     immediate_gc: bool = True
     # None: everything allowed; else the (resource, verb) pairs an RBAC Role grants.
     allowed: set[tuple[str, str]] | None = None
+    # False: the cluster has no Dask operator, so the DaskJob resource does not exist (404)
+    dask_operator: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def items(self, resource: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
@@ -117,19 +124,68 @@ class FakeCluster:
             self.logs[pod_name] = [f"{pod_name} step {step} loss {1.0 / step:.3f}" for step in (1, 2, 3)]
         job["status"] = {"active": len(self.items("pods", namespace, f"job-name={name}")), "startTime": _now()}
 
+    def _pod(self, namespace: str, name: str, labels: dict[str, Any], spec: dict[str, Any], owner: dict[str, Any],
+             kind: str) -> None:
+        """A running pod owned by ``owner`` (a Deployment's replica, the operator's pods of a DaskJob)."""
+        ref = {"apiVersion": owner["apiVersion"], "kind": kind, "name": owner["metadata"]["name"],
+               "uid": owner["metadata"]["uid"]}
+        self.objects[("pods", namespace, name)] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels), "uid": str(uuid.uuid4()),
+                         "creationTimestamp": _now(), "ownerReferences": [ref]},
+            "spec": spec | {"nodeName": "cpu-node-1"},
+            "status": {"phase": "Running", "startTime": _now(),
+                       "containerStatuses": [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True,
+                                              "restartCount": 0} for c in spec["containers"]]},
+        }
+        self.logs[name] = [f"{name} started"]
+
+    def _spawn_replicas(self, namespace: str, deployment: dict[str, Any]) -> None:
+        """The Deployment controller's part (ReplicaSets skipped): ``replicas`` pods of its template."""
+        template = deployment["spec"]["template"]
+        for _ in range(deployment["spec"].get("replicas", 1)):
+            name = f"{deployment['metadata']['name']}-{secrets.token_hex(5)}"
+            self._pod(namespace, name, template["metadata"].get("labels") or {}, template["spec"], deployment,
+                      "Deployment")
+        deployment["status"] = {"replicas": deployment["spec"].get("replicas", 1),
+                                "readyReplicas": deployment["spec"].get("replicas", 1)}
+
+    def _play_dask_operator(self, namespace: str, daskjob: dict[str, Any]) -> None:
+        """The Dask operator's part: the runner pod, the scheduler and the workers, labelled as the
+        operator labels them (the DaskJob's labels, then each part's own), and jobStatus Running."""
+        name = daskjob["metadata"]["name"]
+        base = dict(daskjob["metadata"].get("labels") or {}) | {"dask.org/cluster-name": name}
+        spec = daskjob["spec"]
+        cluster = spec["cluster"]["spec"]
+        parts = [(f"{name}-runner", spec["job"], "job-runner")]
+        parts.append((f"{name}-scheduler", cluster["scheduler"], "scheduler"))
+        parts += [(f"{name}-default-worker-{secrets.token_hex(5)}", cluster["worker"], "worker")
+                  for _ in range(cluster["worker"].get("replicas", 1))]
+        for pod_name, part, component in parts:
+            labels = base | ((part.get("metadata") or {}).get("labels") or {}) | {"dask.org/component": component}
+            self._pod(namespace, pod_name, labels, part["spec"], daskjob, "DaskJob")
+        daskjob["status"] = {"jobStatus": "Running", "clusterName": name, "jobRunnerPodName": f"{name}-runner"}
+
     def _collect(self, uid: str) -> None:
+        """Remove the dependents of ``uid``, and theirs (a Job's Deployments' pods)."""
         for key, other in list(self.objects.items()):
-            if any(ref.get("uid") == uid for ref in other["metadata"].get("ownerReferences") or []):
+            if key in self.objects and any(ref.get("uid") == uid
+                                           for ref in other["metadata"].get("ownerReferences") or []):
                 self.objects.pop(key)
+                self._collect(other["metadata"]["uid"])
 
     def collect_garbage(self) -> None:
         """Remove every object whose owner no longer exists (the garbage collector's part)."""
         with self.lock:
-            alive = {obj["metadata"]["uid"] for obj in self.objects.values()}
-            for key, obj in list(self.objects.items()):
-                owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
-                if owners and not owners & alive:
-                    self.objects.pop(key)
+            removed = True
+            while removed:  # a Job's Deployments go first, then their pods
+                removed = False
+                alive = {obj["metadata"]["uid"] for obj in self.objects.values()}
+                for key, obj in list(self.objects.items()):
+                    owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
+                    if owners and not owners & alive:
+                        self.objects.pop(key)
+                        removed = True
 
     def create(self, resource: str, namespace: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         name = body.get("metadata", {}).get("name")
@@ -143,6 +199,10 @@ class FakeCluster:
             self.objects[(resource, namespace, name)] = body
             if resource == "jobs":
                 self._spawn_pods(namespace, body)
+            elif resource == "deployments":
+                self._spawn_replicas(namespace, body)
+            elif resource == "daskjobs":
+                self._play_dask_operator(namespace, body)
         return 201, body
 
     def delete(self, resource: str, namespace: str, name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -190,6 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         for pattern, resource, sub in _ROUTES:
             found = pattern.match(url.path)
+            if found and resource == "daskjobs" and not self.cluster.dask_operator:
+                break  # no such resource on a cluster without the operator's CRDs
             if found:
                 namespace, name = found.group(1), found.group(2)
                 verb = verb_for_item if name else verb_for_collection
@@ -292,13 +354,5 @@ def fake_api_server() -> Iterator[FakeApiServer]:
     """Serve a fresh fake cluster on a free loopback port for the duration of the block."""
     cluster = FakeCluster(token=secrets.token_hex(8))
     handler = type("Handler", (_Handler,), {"cluster": cluster})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube-api",
-                              daemon=True)
-    thread.start()
-    try:
-        yield FakeApiServer(f"http://127.0.0.1:{server.server_address[1]}", cluster)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(handler, "fake-kube-api") as port:
+        yield FakeApiServer(f"http://127.0.0.1:{port}", cluster)

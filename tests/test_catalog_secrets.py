@@ -9,10 +9,9 @@ and that a malformed include and a YAML alias bomb are one line, quickly.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from stefaland.yaml_mapping import load_mapping
 from stefaland_cli.main import cli
 
 from _guarded import one_line_error
+from _loopback_http import serve
 
 SECRET = "s3cr3t-VALUE-7f2c"
 
@@ -139,14 +139,8 @@ def listener() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as port:
+        yield f"127.0.0.1:{port}", seen
 
 
 def _sites_catalog(folder: Path, urlpath: str) -> Path:

@@ -39,7 +39,10 @@ def test_global_catalog_covers_table_c1(monkeypatch: pytest.MonkeyPatch) -> None
     assert {s.driver for s in spec.sources.values()} == {
         "csv", "stefaland_netcdf", "stefaland_raster", "stefaland_terrain", "stefaland_hwsd", "stefaland_vector"}
     assert spec.sources["glhymps"].vector is not None and spec.sources["mswx"].gridded is not None
-    assert set(spec.default_sources) == set(spec.sources) - {"sites"}
+    # TerraMind's patches (768 columns only terramind_resconn reads) are chosen explicitly
+    patches = {"terramind_dem", "terramind_lulc", "terramind_ndvi"}
+    assert set(spec.default_sources) == set(spec.sources) - {"sites"} - patches
+    assert all((spec.sources[name].gridded or {}).get("method") == "patch" for name in patches)
 
 
 def test_include_borrows_sources_from_another_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

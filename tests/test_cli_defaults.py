@@ -130,7 +130,10 @@ def test_configs_are_package_data_and_the_repository_folder_names_the_same_files
     for name in ("pretrain_default.yaml", "pretrain_tiny.yaml", "finetune_camels_pub.yaml", "finetune_tiny.yaml"):
         assert (REPO / "configs" / name).samefile(packaged.parent / name)
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'stefaland = ["configs/*.yaml"]' in pyproject
+    import tomllib
+
+    package_data = tomllib.loads(pyproject)["tool"]["setuptools"]["package-data"]["stefaland"]
+    assert "configs/*.yaml" in package_data and "paper/*.yaml" in package_data  # the published numbers too
     from stefaland.pretrain.config import PretrainConfig, load_config
 
     assert load_config(packaged) == PretrainConfig()

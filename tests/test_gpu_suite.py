@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("pretrain", "supply", "finetune", "hbv", "ddp")
+PARTS = ("pretrain", "supply", "finetune", "foreign", "hbv", "ddp")
 
 
 def _numbers(measurements: dict) -> list[float]:
@@ -48,6 +48,8 @@ def test_cpu_smoke_records_every_part(tmp_path: Path) -> None:
     assert "in-process" in results["parts"]["supply"]["store"]
     finetune = results["parts"]["finetune"]["measurements"]
     assert {"LSTM-SL s/epoch", "StefaLand-resConn s/epoch", "neuralhydrology-style nn.LSTM s/epoch"} <= set(finetune)
+    foreign = results["parts"]["foreign"]["measurements"]
+    assert {"TerraMind-resConn / StefaLand-resConn", "PrithviWxC-resConn / StefaLand-resConn"} <= set(foreign)
     assert results["parts"]["ddp"]["backend"] == "gloo"
     # one printed line per measurement
     printed = [line for line in done.stdout.splitlines() if line.startswith("[")]

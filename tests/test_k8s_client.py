@@ -181,8 +181,18 @@ def test_rbac_role_grants_exactly_what_the_cli_uses(kube, s3_bucket, run_config,
         code, _, stderr = stefaland(*command, "--context", "fake")
         # pull finds the run through the Job annotation; the folder only holds the config
         assert code == 0, (command, stderr)
+    builds = []  # submit build in both modes: plain (Deployments), then operator (a DaskJob)
+    for mode in ("plain", "operator"):
+        code, stdout, stderr = stefaland("submit", "build", "--context", "fake", "--mode", mode, "--catalog",
+                                         "s3://d/global.yaml", "--out", f"{s3_bucket}/stores/rbac-{mode}.zarr")
+        assert code == 0, stderr
+        builds.append(stdout.strip())
+    for build in builds:
+        for command in (["jobs", "list"], ["jobs", "status", build], ["jobs", "logs", build], ["jobs", "cancel", build]):
+            code, _, stderr = stefaland(*command, "--context", "fake")
+            assert code == 0, (command, stderr)
     assert set(kube.cluster.requests) == role_permissions()
-    assert not [key for key in kube.cluster.objects if key[0] in ("jobs", "services")]
+    assert not [key for key in kube.cluster.objects if key[0] in ("jobs", "services", "deployments", "daskjobs")]
 
 
 def test_jobs_are_listed_by_label_not_by_name(kube, s3_bucket, run_config):

@@ -315,7 +315,7 @@ def test_dockerfile_installs_torch_then_the_package_from_a_cuda_base():
     base = next(line for line in lines if line.startswith("ARG CUDA_IMAGE="))
     assert base.split("=", 1)[1].startswith("nvidia/cuda:")
     torch_step = next(i for i, line in enumerate(lines) if 'pip install "torch==' in line)
-    package_step = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install ."))
+    package_step = next(i for i, line in enumerate(lines) if line.startswith(("RUN pip install .", "RUN pip install \".[")))
     assert torch_step < package_step
     for line in lines:
         if line.startswith("COPY "):

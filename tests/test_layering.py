@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "stefaland"
 
 #: Highest first. A package may import its own layer and the layers below it, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "commands": ("k8s", "predict", "report", "embed", "pull"),
+    "commands": ("k8s", "predict", "report", "embed", "pull", "paper"),
     "stages": ("finetune", "pretrain", "assemble", "synth"),
     "shared": ("run", "splits", "catalog", "gridded", "products", "sources", "store"),
     "model": ("model", "hbv", "metrics"),

@@ -216,7 +216,8 @@ def test_splits_make_never_overwrites_a_users_file(virtual_store: Path, tmp_path
 #: command fails here until it is listed with its guard.
 WRITERS = {
     ("data", "build"): ("out", "--force"),  # claim_output(kind store, resumable)
-    ("data", "synth"): ("out_dir", None),  # refuses foreign entries; resumes its own world (synth/world.py)
+    ("data", "synth"): ("out_dir", "--force"),  # refuses foreign entries; resumes its own world, replaces one
+    # made with other settings only with --force (synth/world.py, synth/products.py)
     ("splits", "make"): ("out", "--force"),  # claim_output(kind split): the "# stefaland-split" header line
     ("report",): ("out", "--force"),  # claim_output(kind report): the folder's marker
     ("predict",): ("out", "--force"),  # claim_output(kind predict): the file's stefaland_output attribute
@@ -226,6 +227,9 @@ WRITERS = {
     ("submit", "pretrain"): ("out", None),  # adopt_output before the Job exists; a fresh folder by default
     ("submit", "finetune"): ("out", None),
     ("pull",): ("to", None),  # lock + only a folder holding an earlier pull of the same run
+    ("paper", "plan"): ("out", "--force"),  # claim_output(kind paper-plan): the file's first line
+    ("paper", "render"): ("out", None),  # claim_output(kind paper-tables, resumable): re-renders its own folder
+    ("submit", "build"): ("out", None),
 }
 OUTPUT_OPTIONS = ("out", "out_dir", "to", "output_dir")
 

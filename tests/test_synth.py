@@ -328,11 +328,17 @@ def test_bad_arguments_and_foreign_directories_are_refused(tmp_path: Path) -> No
     assert not (foreign / "virtual_world.yaml").exists()
 
 
-def test_rerun_with_fewer_sites_leaves_no_stale_files(tmp_path: Path) -> None:
+def test_other_settings_replace_a_world_only_with_force(tmp_path: Path) -> None:
     out = tmp_path / "vw"
     write_virtual_world(out, 10, 1, 0, quiet=True)
-    write_virtual_world(out, 4, 1, 0, quiet=True)
-    assert len(_forcing_files(out)) == 4
+    before = _all_files(out)
+    assert write_virtual_world(out, 10, 1, 0, quiet=True) == out / "virtual_world.yaml"  # same settings: kept
+    assert _all_files(out) == before
+    with pytest.raises(StefaLandError, match=r"other settings \(n_sites 10 -> 4\).*--force"):
+        write_virtual_world(out, 4, 1, 0, quiet=True)
+    assert _all_files(out) == before
+    write_virtual_world(out, 4, 1, 0, quiet=True, force=True)
+    assert len(_forcing_files(out)) == 4  # and no stale files of the 10-site world
     assert not (out / ".synth_parts").exists()
 
 

@@ -324,3 +324,13 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, extra: list[str], messa
 def test_resolution_belongs_to_products(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["data", "synth", str(tmp_path / "w"), "--resolution", "1", "--sites", "2"])
     assert result.exit_code == 1 and "--resolution applies to --products" in result.output
+
+
+def test_products_made_with_other_settings_are_replaced_only_with_force(tmp_path: Path) -> None:
+    root = tmp_path / "products"
+    assert _synth(root, "--sites", "5", "--years", "1", "--resolution", "2").exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    refused = _synth(root, "--sites", "6", "--years", "1", "--resolution", "2")
+    assert refused.exit_code != 0
+    assert "other settings (n_sites 5 -> 6)" in refused.output and "--force" in refused.output
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before

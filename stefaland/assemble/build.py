@@ -164,6 +164,9 @@ def _build(catalog: CatalogSpec, out: str, shard_size: int, sources: list[str] |
         raise StefaLandError(f"shard size must be at least 1 (got {shard_size})")
     out = str(out).rstrip("/") or str(out)
     with claim_output(out, "store", force=force, resumable=True) as claim:
+        # a heartbeat every minute: a build killed elsewhere (a client pod on another node) can be
+        # resumed by a new submission minutes later, not only after the default stale time
+        claim.keep_alive()
         return _build_claimed(claim, catalog, out, shard_size, sources, start, end, quiet, force)
 
 

@@ -10,6 +10,7 @@ built from such a product is still usable once you know.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,6 +18,14 @@ import xarray as xr
 
 #: Fewer finite values than this, or a constant series, proves nothing about two variables.
 MIN_VALUES = 10
+#: Pixels of one patch (stefaland.gridded.patches, ``<variable>_r<ii>c<jj>``): neighbours in a coarse
+#: raster share a cell, so equal pixels are expected, not a mistake.
+_PIXEL = re.compile(r"^(.*)_r\d+c\d+$")
+
+
+def _same_patch(a: str, b: str) -> bool:
+    pa, pb = _PIXEL.match(a), _PIXEL.match(b)
+    return pa is not None and pb is not None and pa.group(1) == pb.group(1)
 
 
 def identical_pairs(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -30,7 +39,7 @@ def identical_pairs(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
             usable[name] = array
     names = list(usable)
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
-            if usable[a].shape == usable[b].shape and np.array_equal(usable[a], usable[b], equal_nan=True)]
+            if not _same_patch(a, b) and usable[a].shape == usable[b].shape and np.array_equal(usable[a], usable[b], equal_nan=True)]
 
 
 def describe(pairs: list[tuple[str, str]], where: str = "") -> list[str]:

@@ -11,6 +11,7 @@ opened lazily and sliced, so a shard costs only its own bytes; tables are reinde
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -29,8 +30,12 @@ log = logging.getLogger("stefaland.assemble")
 # (``compute_shards``), then put back into store order. Larger windows read each grid chunk fewer
 # times; the window's values (float64, ×2 while they are put back in order) stay under this.
 GRIDDED_WINDOW_BYTES = 1 << 30
+# ... unless the environment sets another bound: ``submit build`` gives its client pod a share of the
+# pod's memory, so a 40-year build of day-per-file products reads each file in one window, once.
+WINDOW_BYTES_ENV = "STEFALAND_GRIDDED_WINDOW_BYTES"
 # A grid whose time chunks are shorter than this (day-per-file products) is extracted in batches of
-# DAYS_PER_TIME_BATCH days for all of a window's sites (see SourceReader._days_per_batch).
+# DAYS_PER_TIME_BATCH days (fewer on a cluster: two batches per worker thread at least) for all of a
+# window's sites (see SourceReader._days_per_batch).
 DAY_CHUNK_LIMIT = 32
 DAYS_PER_TIME_BATCH = 366
 
@@ -71,14 +76,14 @@ class SourceReader:
 
     def _extract(self, grid: xr.Dataset | xr.DataArray) -> xr.Dataset:
         """A gridded source becomes lazy site series (points, basin means or class fractions)."""
-        from ..gridded.extract import extract_to_sites, gridded_options
+        from ..gridded.extract import extract_to_sites, gridded_options, source_patch
 
         if self.sites is None:
             raise StefaLandError(f"source {self.spec.name}: a gridded source needs the site table")
         method, classes = gridded_options(self.spec.gridded, self.spec.name)
         table = self.sites.reset_index()
         return extract_to_sites(grid, table, method, list(self.spec.grid_variables), classes, self.spec.name,
-                                site_chunk=self.shard_size)
+                                site_chunk=self.shard_size, patch=source_patch(self.spec.gridded, self.spec.name))
 
     def _vector(self, options: Mapping[str, Any]) -> xr.Dataset:
         """A polygon product becomes one value per site of the site table, computed once for all.
@@ -198,7 +203,7 @@ class SourceReader:
         shards = [list(map(str, s)) for s in shards]
         needed = [v.source_var for v in self.spec.variables]
         per_site = 2 * 8 * max(len(needed), 1) * (len(time) if time is not None else 1)
-        budget = max(1, GRIDDED_WINDOW_BYTES // per_site)
+        budget = max(1, gridded_window_bytes() // per_site)
         at = 0
         while at < len(shards):
             stop, count = at + 1, len(shards[at])
@@ -209,7 +214,7 @@ class SourceReader:
             at = stop
 
     def _gridded_window(self, shards: Sequence[Sequence[str]], needed: list[str], time: pd.DatetimeIndex | None) -> Iterator[xr.Dataset]:
-        from ..gridded.extract import extract_to_sites, gridded_options
+        from ..gridded.extract import extract_to_sites, gridded_options, source_patch
         from ..gridded.shards import compute_shards, spatial_order
 
         if self.sites is None:
@@ -230,7 +235,8 @@ class SourceReader:
         # cut along time, or a static map (one value a site: nothing to bound), a batch is every
         # site of the window: one block of sites, not one per shard, and one graph to optimise
         lazy = extract_to_sites(grid, table.iloc[order].reset_index(), method, list(self.spec.grid_variables),
-                                classes, self.spec.name, site_chunk=len(ids) if days or static else size)
+                                classes, self.spec.name, site_chunk=len(ids) if days or static else size,
+                                patch=source_patch(self.spec.gridded, self.spec.name))
         missing = [c for c in needed if c not in lazy.data_vars]
         self._refuse_missing(missing, list(map(str, lazy.data_vars)))
         lazy = lazy[needed]
@@ -280,7 +286,11 @@ class SourceReader:
         chunk = min(a.chunksizes["time"][0] for a in arrays)
         if not whole_map or chunk >= DAY_CHUNK_LIMIT:
             return None
-        return max(chunk, DAYS_PER_TIME_BATCH // chunk * chunk)
+        days = DAYS_PER_TIME_BATCH
+        threads = _cluster_threads()
+        if threads:  # at least two batches per worker thread, so no worker of a cluster waits idle
+            days = min(days, -(-min(a.sizes["time"] for a in arrays) // (2 * threads)))
+        return max(chunk, days // chunk * chunk)
 
     def check_table_keys(self, sites: Iterable[str]) -> bool:
         """Each table a static source is made of must key its rows like the store's sites.
@@ -324,6 +334,26 @@ class SourceReader:
             raise StefaLandError(
                 f"source {self.spec.name}: variable {missing[0]} not found (it has: {', '.join(present[:12])})"
             )
+
+
+def gridded_window_bytes() -> int:
+    """The bound on a window's extracted values: ``$STEFALAND_GRIDDED_WINDOW_BYTES``, else 1 GiB."""
+    text = os.environ.get(WINDOW_BYTES_ENV, "")
+    if not text:
+        return GRIDDED_WINDOW_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise StefaLandError(f"{WINDOW_BYTES_ENV} {text!r}: expected a positive number of bytes")
+    return int(text)
+
+
+def _cluster_threads() -> int:
+    """Worker threads of the current distributed client (0 without one)."""
+    from ..gridded.shards import active_client
+
+    client = active_client()
+    if client is None:
+        return 0
+    return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
 
 
 def _listed(columns: list[str], shown: int = 4) -> str:

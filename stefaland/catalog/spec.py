@@ -167,10 +167,12 @@ def _source(name: str, entry: dict) -> SourceSpec:
     classes = None
     if gridded is not None and "vector" in metadata:
         raise StefaLandError(f"catalog source {name}: metadata has both gridded and vector; a source is one or the other")
+    patch = None
     if gridded is not None:
-        from ..gridded.extract import gridded_options
+        from ..gridded.extract import gridded_options, source_patch
 
         _, classes = gridded_options(gridded, name)
+        patch = source_patch(gridded, name)
         grid_variables = tuple(v.source_var for v in parsed)
     elif "vector" in metadata:
         from ..gridded.vector import vector_options
@@ -185,6 +187,14 @@ def _source(name: str, entry: dict) -> SourceSpec:
             replace(v, name=f"{v.name}_{label}", source_var=f"{v.source_var}_{label}", units="fraction",
                     description=f"{v.description} ({label} fraction)".strip())
             for v in parsed for label in classes.values()
+        )
+    elif patch is not None:  # one store variable per pixel of the patch (stefaland.gridded.patches)
+        from ..gridded.patches import patch_names
+
+        parsed = tuple(
+            replace(v, name=store, source_var=raw, units="1" if patch.recode is not None else v.units,
+                    description=f"{v.description} (patch pixel {store[-6:]})".strip())
+            for v in parsed for store, raw in zip(patch_names(v.name, patch.size), patch_names(v.source_var, patch.size))
         )
     elif vector is not None and vector["presence"]:  # the share of the site the polygons cover
         parsed = tuple(replace(v, units="fraction") for v in parsed)

@@ -92,9 +92,14 @@ class _Value:
     from_env: bool = False  # the value really came from the environment (not a literal fallback): masked
 
 
+def names_credential(variable: str) -> bool:
+    """Whether an environment variable's name says it holds a credential (a key, secret, token, ...)."""
+    return _CREDENTIAL.search(variable) is not None
+
+
 def refuse_credential(variable: str, where: str) -> None:
     """A catalog never carries credentials: they would be shown, recorded, or sent where it points."""
-    if _CREDENTIAL.search(variable):
+    if names_credential(variable):
         raise StefaLandError(
             f"{where}: env({variable}) names a credential; credentials reach s3fs through the standard AWS "
             "variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or an AWS profile, "

@@ -99,6 +99,11 @@ class ModelSection(_Strict):
     # stefaland_* models need it, ablation_* and the transformer ignore it.
     pretrained: str | None = None
     freeze_encoder: bool = True
+    # Foreign encoders (terramind_resconn, prithviwxc_resconn; docs/FOREIGN_ENCODERS.md): the size of
+    # the published model (TerraMind tiny|small|base|large, default base; Prithvi-WxC 2300m, or tiny
+    # for tests), and whether to build one without model.pretrained (random weights, said on the card).
+    variant: str | None = None
+    allow_random_init: bool = False
     # The paper's holdouts leave the held-out sites out of pretraining too; a finetuning run refuses
     # an encoder whose pretraining did not exclude the fold it scores (``data.exclude`` there) unless
     # this is set — for a pretraining store that never held these sites, or a quick demo.
@@ -236,6 +241,11 @@ def load_config(path_or_url: str | Path) -> FinetuneConfig:
     """
     config = config_io.read_config(FinetuneConfig, str(path_or_url), NOT_A_MAPPING)
     check_fits_this_machine(config, str(path_or_url))
+    from .models.registry import model_availability  # imported here: the registry pulls in torch and every model
+
+    problem = model_availability(config.model.name)
+    if problem:
+        raise StefaLandError(f"{path_or_url}: {problem}")
     return config
 
 

@@ -19,13 +19,14 @@ import xarray as xr
 from ..errors import StefaLandError
 from .categorical import class_fractions, parse_classes
 from .grid import GridGeometry, normalise_grid
+from .patches import PatchOptions, extract_patches, patch_options
 from .points import bilinear_weights, nearest_weights
 from .polygons import polygon_weights
 from .weights import SiteWeights, weighted_mean
 
 log = logging.getLogger("stefaland.gridded")
 
-METHODS = ("nearest", "bilinear", "polygon")
+METHODS = ("nearest", "bilinear", "polygon", "patch")
 ALLOWED_DIMS = {"lat", "lon", "time"}
 
 
@@ -80,6 +81,7 @@ def extract_to_sites(
     source_name: str,
     quiet: bool = True,
     site_chunk: int | None = None,
+    patch: PatchOptions | None = None,
 ) -> xr.Dataset:
     """Site series from a grid: dims ``(site[, time])``, lazy where the grid is.
 
@@ -91,11 +93,22 @@ def extract_to_sites(
     ``site_chunk``: dask block size along ``site`` (default: all sites in one block). A caller that
     extracts every site once and then computes shard by shard should pass its shard size, so a
     shard's computation is exactly one block and reads only its own cells.
+
+    ``method="patch"`` (with ``patch``, the source's :class:`~.patches.PatchOptions`) cuts a square
+    patch of a static map around each site instead: one output ``<variable>_r<ii>c<jj>`` per pixel.
     """
     if isinstance(ds, xr.DataArray):  # a single-band raster opened as an array
         ds = ds.to_dataset(name=ds.name if ds.name is not None else variables[0])
     grid_ds, grid = normalise_grid(ds, source_name)
     data = {name: _variable(grid_ds, name, source_name) for name in variables}
+    if method == "patch":
+        if patch is None:
+            raise StefaLandError(f"source {source_name}: method patch needs its options (size, resolution)")
+        ids, lat, lon = _site_columns(sites, method, source_name)
+        pixels: dict[str, xr.DataArray] = {}
+        for name, array in data.items():
+            pixels.update(extract_patches(array, grid, ids, lat, lon, patch, name, source_name))
+        return xr.Dataset(pixels).assign_attrs(source=source_name, gridded_method=method)
     weights = site_weights(grid, sites, method, source_name, quiet=quiet)
     classes = parse_classes(categorical, source_name) if categorical is not None else None
     out: dict[str, xr.DataArray] = {}
@@ -112,15 +125,25 @@ def extract_to_sites(
     return result
 
 
+def source_patch(metadata: Mapping[str, Any] | None, source: str) -> PatchOptions | None:
+    """The patch options of a ``method: patch`` source, else None."""
+    if isinstance(metadata, Mapping) and metadata.get("method") == "patch":
+        return patch_options(metadata, source)
+    return None
+
+
 def gridded_options(metadata: Mapping[str, Any] | None, source: str) -> tuple[str, dict | None]:
     """Read a catalog source's ``gridded:`` block → (method, classes or None); refuse what is wrong."""
     if not isinstance(metadata, Mapping):
         raise StefaLandError(f"source {source}: metadata.gridded must be a mapping (method, categorical, classes)")
+    if metadata.get("method") == "patch":
+        patch_options(metadata, source)  # refuse a wrong block while the catalog is read
+        return "patch", None
     unknown = set(metadata) - {"method", "categorical", "classes"}
     if unknown:
         raise StefaLandError(f"source {source}: unknown key gridded.{sorted(unknown)[0]} (known: method, categorical, classes)")
     method = str(metadata.get("method", "nearest"))
-    if method not in METHODS:
+    if method not in METHODS or method == "patch":
         raise StefaLandError(f"source {source}: unknown gridded method {method!r} (use one of {', '.join(METHODS)})")
     if bool(metadata.get("categorical", False)):
         return method, dict(parse_classes(metadata.get("classes"), source))

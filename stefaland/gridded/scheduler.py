@@ -61,8 +61,11 @@ def local_size(n_workers: int | None = None) -> LocalSize:
 
 @contextlib.contextmanager
 def dask_client(scheduler: str = "local", n_workers: int | None = None, processes: bool = True,
-                timeout: float = CONNECT_TIMEOUT_S) -> Iterator[object]:
-    """A ``distributed.Client`` for the duration of a build; closed (and a local cluster stopped) after."""
+                timeout: float | None = None) -> Iterator[object]:
+    """A ``distributed.Client`` for the duration of a build; closed (and a local cluster stopped) after.
+
+    ``timeout`` (connecting to an address) defaults to ``$STEFALAND_SCHEDULER_TIMEOUT`` seconds, else
+    30: ``submit build`` sets it, because its client pod may start before the scheduler pod."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -77,6 +80,8 @@ def dask_client(scheduler: str = "local", n_workers: int | None = None, processe
             client.run(_import_modules, WARM_MODULES)
             yield client
         return
+    if timeout is None:
+        timeout = _timeout_from_environment()
     if "://" not in scheduler and ":" not in scheduler:
         raise StefaLandError(f"--scheduler {scheduler!r}: give 'local' or a scheduler address such as tcp://host:8786")
     try:
@@ -88,3 +93,16 @@ def dask_client(scheduler: str = "local", n_workers: int | None = None, processe
         yield client
     finally:
         client.close()
+
+
+def _timeout_from_environment() -> float:
+    text = os.environ.get("STEFALAND_SCHEDULER_TIMEOUT", "")
+    if not text:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise StefaLandError(f"STEFALAND_SCHEDULER_TIMEOUT {text!r}: expected a positive number of seconds")
+    return value

@@ -4,9 +4,9 @@ Connection: ``$KUBECONFIG`` (or ``~/.kube/config``) and its current context, or 
 inside a pod without a kubeconfig, the service account (in-cluster config). The namespace
 defaults to the context's namespace, as with kubectl.
 
-Only these verbs are used (``k8s/rbac.yaml`` grants exactly them): jobs create/list/delete,
-services create/list/delete, pods list, pods/log get. Objects are always found by the run label,
-never by guessing names.
+Only these verbs are used (``k8s/rbac.yaml`` grants exactly them): jobs, services, deployments
+and daskjobs create/list/delete, pods list, pods/log get. Objects are always found by the run
+label, never by guessing names.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from kubernetes import client as k8s
@@ -47,6 +47,14 @@ class Cluster:
     @property
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> k8s.AppsV1Api:
+        return k8s.AppsV1Api(self.api)
+
+    @property
+    def custom(self) -> k8s.CustomObjectsApi:
+        return k8s.CustomObjectsApi(self.api)
 
 
 def _kubeconfig_paths() -> str | None:
@@ -121,43 +129,129 @@ def _call(cluster: Cluster, action: str, function: Any, *args: Any, **kwargs: An
 
 
 def create_run(cluster: Cluster, objects: list[Any]) -> list[str]:
-    """Create the Jobs, then the Services owned by the first Job (deleted with it by the GC)."""
-    jobs = [o for o in objects if o.kind == "Job"]
-    services = [o for o in objects if o.kind == "Service"]
+    """Create the Jobs, then the Services and Deployments owned by the first Job (deleted with it by
+    the garbage collector); a DaskJob (``submit build`` on a cluster with the Dask operator) owns
+    what the operator makes for it."""
+    from .dask_manifests import DASK_GROUP, DASK_VERSION, DASKJOB_PLURAL
+
     created: list[str] = []
     first_job = None
-    for job in jobs:
+    for job in [o for o in objects if o.kind == "Job"]:
         job.metadata.namespace = cluster.namespace
         result = _call(cluster, f"creating job {job.metadata.name}", cluster.batch.create_namespaced_job,
                        cluster.namespace, job)
         first_job = first_job or result
         created.append(f"job/{result.metadata.name}")
-    for service in services:
-        service.metadata.namespace = cluster.namespace
-        if first_job is not None:
-            service.metadata.owner_references = [
-                k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=first_job.metadata.name,
-                                     uid=first_job.metadata.uid)
-            ]
-        result = _call(cluster, f"creating service {service.metadata.name}",
-                       cluster.core.create_namespaced_service, cluster.namespace, service)
-        created.append(f"service/{result.metadata.name}")
+    owned = [("Service", "service", cluster.core.create_namespaced_service),
+             ("Deployment", "deployment", cluster.apps.create_namespaced_deployment)]
+    for kind, noun, create in owned:
+        for obj in [o for o in objects if o.kind == kind]:
+            obj.metadata.namespace = cluster.namespace
+            if first_job is not None:
+                obj.metadata.owner_references = [
+                    k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=first_job.metadata.name,
+                                         uid=first_job.metadata.uid)
+                ]
+            result = _call(cluster, f"creating {noun} {obj.metadata.name}", create, cluster.namespace, obj)
+            created.append(f"{noun}/{result.metadata.name}")
+    for daskjob in [o for o in objects if o.kind == "DaskJob"]:
+        daskjob["metadata"]["namespace"] = cluster.namespace
+        _call(cluster, f"creating daskjob {daskjob.name}", cluster.custom.create_namespaced_custom_object,
+              DASK_GROUP, DASK_VERSION, cluster.namespace, DASKJOB_PLURAL, dict(daskjob))
+        created.append(f"daskjob/{daskjob.name}")
     return created
 
 
-def _metadata(job: k8s.V1Job) -> k8s.V1ObjectMeta:
-    """A listed Job's metadata, which the API server always sets."""
-    assert job.metadata is not None
-    return job.metadata
+def has_dask_operator(cluster: Cluster) -> bool:
+    """Whether the cluster serves DaskJobs (the Dask Kubernetes operator's CRDs are installed)."""
+    return _daskjobs(cluster, "") is not None
 
 
-def run_jobs(cluster: Cluster, run_id: str) -> list[k8s.V1Job]:
-    """The Jobs of ``run_id``; a run with none is an error naming the namespace searched."""
+def _daskjobs(cluster: Cluster, selector: str) -> list[dict[str, Any]] | None:
+    """DaskJobs matching ``selector``; None where the cluster has no DaskJob resource (404)."""
+    from .dask_manifests import DASK_GROUP, DASK_VERSION, DASKJOB_PLURAL
+
+    try:
+        found = cluster.custom.list_namespaced_custom_object(
+            DASK_GROUP, DASK_VERSION, cluster.namespace, DASKJOB_PLURAL, label_selector=selector,
+            _request_timeout=REQUEST_TIMEOUT_S)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _api_error(exc, cluster, "listing daskjobs") from exc
+    except Exception as exc:
+        if isinstance(exc, OSError) or exc.__class__.__module__.startswith("urllib3"):
+            raise _api_error(exc, cluster, "listing daskjobs") from exc
+        raise
+    return list(cast(dict[str, Any], found).get("items") or [])
+
+
+# a DaskJob's status.jobStatus (set by the operator) as the one-word state of a Job
+_DASKJOB_STATES = {"Successful": "Complete", "Failed": "Failed", "Running": "Running"}
+
+
+@dataclass
+class RunPart:
+    """One Job or DaskJob of a run, as ``jobs list`` and ``jobs status`` show it."""
+
+    name: str  # job/<name> or daskjob/<name>
+    state: str
+    detail: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    created: datetime | None
+
+
+def _job_part(job: k8s.V1Job) -> RunPart:
+    status = job.status or k8s.V1JobStatus()
+    detail = f"active={status.active or 0} succeeded={status.succeeded or 0} failed={status.failed or 0}"
+    if status.completed_indexes:
+        detail += f" completed-indexes={status.completed_indexes}"
+    messages = [c.message for c in status.conditions or [] if c.status == "True" and c.message]
+    if messages:
+        detail += f" ({'; '.join(messages)})"
+    meta = _metadata(job)
+    return RunPart(f"job/{meta.name}", job_state(job), detail, dict(meta.labels or {}), dict(meta.annotations or {}),
+                   meta.creation_timestamp)
+
+
+def _daskjob_part(body: dict[str, Any]) -> RunPart:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    phase = status.get("jobStatus") or "JobCreated"
+    workers = ((body.get("spec") or {}).get("cluster") or {}).get("spec", {}).get("worker", {}).get("replicas", "?")
+    created = meta.get("creationTimestamp")
+    stamp = datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else None
+    return RunPart(f"daskjob/{meta.get('name')}", _DASKJOB_STATES.get(phase, "Pending"),
+                   f"jobStatus={phase} workers={workers}", dict(meta.get("labels") or {}),
+                   dict(meta.get("annotations") or {}), stamp)
+
+
+def run_parts(cluster: Cluster, run_id: str) -> list[RunPart]:
+    """The Jobs and DaskJobs of ``run_id``; a run with none is an error naming the namespace searched."""
     jobs = _call(cluster, f"listing jobs of {run_id}", cluster.batch.list_namespaced_job, cluster.namespace,
                  label_selector=run_selector(run_id)).items
-    if not jobs:
+    parts = [_job_part(j) for j in jobs]
+    if run_id.startswith("build-"):  # only builds make DaskJobs: training needs no DaskJob permission
+        parts += [_daskjob_part(d) for d in _daskjobs(cluster, run_selector(run_id)) or []]
+    if not parts:
         raise StefaLandError(f"no jobs of run {run_id} in namespace {cluster.namespace} ({cluster.where})")
-    return sorted(jobs, key=lambda j: j.metadata.name)
+    return sorted(parts, key=lambda p: p.name)
+
+
+def run_deployments(cluster: Cluster, run_id: str) -> list[k8s.V1Deployment]:
+    """A plain-mode build's scheduler and workers (none for training runs)."""
+    if not run_id.startswith("build-"):
+        return []
+    found = _call(cluster, f"listing deployments of {run_id}", cluster.apps.list_namespaced_deployment,
+                  cluster.namespace, label_selector=run_selector(run_id)).items
+    return sorted(found, key=lambda d: d.metadata.name)
+
+
+def _metadata(obj: k8s.V1Job | k8s.V1Deployment) -> k8s.V1ObjectMeta:
+    """A listed object's metadata, which the API server always sets."""
+    assert obj.metadata is not None
+    return obj.metadata
 
 
 def run_pods(cluster: Cluster, run_id: str) -> list[k8s.V1Pod]:
@@ -177,15 +271,6 @@ def job_state(job: k8s.V1Job) -> str:
     return "Running" if (status.active or 0) > 0 else "Pending"
 
 
-def run_state(jobs: list[k8s.V1Job]) -> str:
-    """A run is Failed if any Job failed, Complete only if all did, else the busiest state."""
-    states = [job_state(j) for j in jobs]
-    for state in ("Failed", "Running", "Pending", "Suspended"):
-        if state in states:
-            return state
-    return "Complete"
-
-
 @dataclass
 class RunSummary:
     run_id: str
@@ -197,30 +282,39 @@ class RunSummary:
 
 
 def list_runs(cluster: Cluster) -> list[RunSummary]:
-    """Every StefaLand run in the namespace, newest first."""
+    """Every StefaLand run in the namespace (Jobs, and the DaskJobs of builds), newest first."""
     jobs = _call(cluster, "listing jobs", cluster.batch.list_namespaced_job, cluster.namespace,
                  label_selector=MANAGED_SELECTOR).items
-    by_run: dict[str, list[k8s.V1Job]] = {}
-    for job in jobs:
-        run_id = (job.metadata.labels or {}).get(RUN_LABEL)
+    parts = [_job_part(j) for j in jobs] + [_daskjob_part(d) for d in _daskjobs(cluster, MANAGED_SELECTOR) or []]
+    by_run: dict[str, list[RunPart]] = {}
+    for part in parts:
+        run_id = part.labels.get(RUN_LABEL)
         if run_id:
-            by_run.setdefault(run_id, []).append(job)
+            by_run.setdefault(run_id, []).append(part)
     summaries = []
-    for run_id, run_jobs_ in by_run.items():
-        first = _metadata(run_jobs_[0])
-        stamps = [_metadata(j).creation_timestamp for j in run_jobs_]
-        created = min((stamp for stamp in stamps if stamp), default=None)
+    for run_id, run_parts_ in by_run.items():
+        first = run_parts_[0]
+        created = min((p.created for p in run_parts_ if p.created), default=None)
         summaries.append(RunSummary(
-            run_id, (first.labels or {}).get(KIND_LABEL, "?"), run_state(run_jobs_), len(run_jobs_), created,
-            (first.annotations or {}).get(OUT_ANNOTATION, ""),
+            run_id, first.labels.get(KIND_LABEL, "?"), parts_state(run_parts_), len(run_parts_), created,
+            first.annotations.get(OUT_ANNOTATION, ""),
         ))
     return sorted(summaries, key=lambda s: s.run_id.split("-", 1)[-1], reverse=True)
 
 
+def parts_state(parts: list[RunPart]) -> str:
+    """A run is Failed if any part failed, Complete only if all did, else the busiest state."""
+    states = [p.state for p in parts]
+    for state in ("Failed", "Running", "Pending", "Suspended"):
+        if state in states:
+            return state
+    return "Complete"
+
+
 def run_out(cluster: Cluster, run_id: str) -> str:
     """The object-storage folder recorded on the run's Job by ``submit``."""
-    for job in run_jobs(cluster, run_id):
-        out = (_metadata(job).annotations or {}).get(OUT_ANNOTATION)
+    for part in run_parts(cluster, run_id):
+        out = part.annotations.get(OUT_ANNOTATION)
         if out:
             return out
     raise StefaLandError(f"run {run_id}: its jobs carry no {OUT_ANNOTATION} annotation; pass the run URL instead")
@@ -249,20 +343,37 @@ def pod_log_lines(cluster: Cluster, pod_name: str, follow: bool = False) -> Iter
 
 
 def cancel_run(cluster: Cluster, run_id: str) -> list[str]:
-    """Delete the run's Jobs with their pods, and its Services; returns what was deleted."""
+    """Delete the run's Jobs (with their pods) and DaskJobs, then its Deployments (a build's
+    scheduler and workers) and Services; returns what was deleted."""
+    from .dask_manifests import DASK_GROUP, DASK_VERSION, DASKJOB_PLURAL
+
     deleted = []
     body = k8s.V1DeleteOptions(propagation_policy="Background")  # pods go too, without waiting
-    for job in run_jobs(cluster, run_id):
-        name = _metadata(job).name
-        _call(cluster, f"deleting job {name}", cluster.batch.delete_namespaced_job, name, cluster.namespace, body=body)
-        deleted.append(f"job/{name}")
+    for part in run_parts(cluster, run_id):
+        kind, name = part.name.split("/", 1)
+        if kind == "job":
+            _call(cluster, f"deleting job {name}", cluster.batch.delete_namespaced_job, name, cluster.namespace,
+                  body=body)
+        else:  # the operator's owner references take its cluster, scheduler and workers with it
+            _call(cluster, f"deleting daskjob {name}", cluster.custom.delete_namespaced_custom_object,
+                  DASK_GROUP, DASK_VERSION, cluster.namespace, DASKJOB_PLURAL, name, body=body)
+        deleted.append(part.name)
+    for deployment in run_deployments(cluster, run_id):
+        name = str(_metadata(deployment).name)
+        _delete_owned(cluster, "deployment", name, cluster.apps.delete_namespaced_deployment, body)
+        deleted.append(f"deployment/{name}")
     services = _call(cluster, f"listing services of {run_id}", cluster.core.list_namespaced_service,
                      cluster.namespace, label_selector=run_selector(run_id)).items
     for service in services:
-        try:
-            cluster.core.delete_namespaced_service(service.metadata.name, cluster.namespace)
-        except ApiException as exc:
-            if exc.status != 404:  # already collected with its owner Job
-                raise _api_error(exc, cluster, f"deleting service {service.metadata.name}") from exc
+        _delete_owned(cluster, "service", service.metadata.name, cluster.core.delete_namespaced_service, None)
         deleted.append(f"service/{service.metadata.name}")
     return deleted
+
+
+def _delete_owned(cluster: Cluster, noun: str, name: str, delete: Any, body: Any) -> None:
+    """Delete an object the garbage collector may already have taken with its owner Job (404 is fine)."""
+    try:
+        delete(name, cluster.namespace, **({"body": body} if body is not None else {}))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _api_error(exc, cluster, f"deleting {noun} {name}") from exc

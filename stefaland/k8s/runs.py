@@ -14,11 +14,12 @@ from datetime import datetime, timezone
 from stefaland import __version__
 from stefaland.errors import StefaLandError
 
-KINDS = ("pretrain", "finetune")
+KINDS = ("pretrain", "finetune", "build")
 
 RUN_LABEL = "stefaland.io/run"
 KIND_LABEL = "stefaland.io/kind"
 FOLD_LABEL = "stefaland.io/fold"
+ROLE_LABEL = "stefaland.io/role"  # a build's pods: client, scheduler or worker
 MANAGED_BY = "stefaland-cli"
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
@@ -28,11 +29,11 @@ CONFIG_ANNOTATION = "stefaland.io/config"
 
 # <kind>-<YYYYMMDD>-<HHMMSS>-<6 hex>: sortable by time, unique without a central counter, and a
 # valid DNS-1123 label (it doubles as the Job name, which Kubernetes limits to 63 characters).
-_RUN_ID = re.compile(r"^(pretrain|finetune)-\d{8}-\d{6}-[0-9a-f]{6}$")
+_RUN_ID = re.compile(r"^(pretrain|finetune|build)-\d{8}-\d{6}-[0-9a-f]{6}$")
 
 
 def new_run_id(kind: str, now: datetime | None = None) -> str:
-    """A fresh run id for ``kind`` ("pretrain" or "finetune")."""
+    """A fresh run id for ``kind`` ("pretrain", "finetune" or "build")."""
     if kind not in KINDS:
         raise StefaLandError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
     now = now or datetime.now(timezone.utc)
@@ -61,8 +62,8 @@ def run_selector(run_id: str) -> str:
     return f"{RUN_LABEL}={run_id}"
 
 
-def run_labels(run_id: str, fold: int | None = None) -> dict[str, str]:
-    """The labels put on every Job, pod template and Service of a run."""
+def run_labels(run_id: str, fold: int | None = None, role: str | None = None) -> dict[str, str]:
+    """The labels put on every Job, pod template, Service, Deployment and DaskJob of a run."""
     labels = {
         "app.kubernetes.io/name": "stefaland",
         "app.kubernetes.io/instance": run_id,
@@ -74,6 +75,8 @@ def run_labels(run_id: str, fold: int | None = None) -> dict[str, str]:
     }
     if fold is not None:
         labels[FOLD_LABEL] = str(fold)
+    if role is not None:
+        labels[ROLE_LABEL] = role
     return labels
 
 

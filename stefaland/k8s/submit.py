@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from stefaland.errors import StefaLandError
 from stefaland.yaml_mapping import load_mapping
 
 from .checks import check_label_key, check_node_selector, check_pod
+from .dask_manifests import BuildOptions
 from .manifests import PodOptions, finetune_objects, pretrain_objects
 from .runs import new_run_id, run_kind
 
@@ -295,3 +297,53 @@ def default_image() -> str:
     from stefaland import __version__
 
     return os.environ.get("STEFALAND_IMAGE") or f"stefaland:{__version__}"
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``--env NAME=VALUE`` for the build's pods (a catalog parameter such as STEFALAND_GLOBAL_ROOT).
+
+    Credentials are refused here: they reach the pods only from the Secret (``--secret``), by
+    reference, so they never stand in a manifest, ``--dry-run``'s output or the cluster's etcd."""
+    from stefaland.catalog.template import names_credential
+
+    from .manifests import OPTIONAL_SECRET_KEYS, REQUIRED_SECRET_KEYS
+
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not _ENV_NAME.match(name):
+            raise StefaLandError(f"--env {name or item!r}: expected NAME=VALUE with NAME a variable name")
+        if name in REQUIRED_SECRET_KEYS + OPTIONAL_SECRET_KEYS or names_credential(name):
+            raise StefaLandError(f"--env {name}: credentials and the S3 endpoint reach the pods from the Secret "
+                                 "(--secret), never as a value in the manifest")
+        env[name] = value
+    return env
+
+
+def plan_build(options: BuildOptions, pod: PodOptions, namespace: str, mode: str,
+               run_id: str | None = None) -> Submission:
+    """Everything ``submit build`` will create (``mode``: operator or plain); nothing is touched yet.
+
+    The catalog and the store must be object storage: the pods read the one and write the other."""
+    from .dask_manifests import operator_build_objects, plain_build_objects
+
+    if mode not in ("operator", "plain"):
+        raise StefaLandError(f"--mode {mode!r}: expected operator or plain")
+    if options.workers < 1:
+        raise StefaLandError("--workers must be at least 1")
+    check_pod(replace(pod, gpus=0, cpu=options.worker_cpu, memory=options.worker_memory), namespace)
+    for cpu, memory in ((options.client_cpu, options.client_memory), (options.scheduler_cpu, options.scheduler_memory)):
+        check_pod(replace(pod, gpus=0, cpu=cpu, memory=memory), namespace)
+    options.worker_processes()
+    if not fileio.is_remote(options.catalog):
+        raise StefaLandError(f"--catalog {options.catalog}: a local path is not visible to the pods; copy the "
+                             "catalog to object storage and give its s3:// URL")
+    if not fileio.is_remote(options.out):
+        raise StefaLandError(f"--out {options.out}: the store must be an object-storage URL (s3://…): "
+                             "the client pod writes it and every later run reads it from there")
+    run_id = run_id or new_run_id("build")
+    build = operator_build_objects if mode == "operator" else plain_build_objects
+    return Submission(run_id, namespace, options.out, options.catalog, b"", build(run_id, options, pod, namespace))

@@ -119,6 +119,11 @@ def _pretrained_lines(loaded: list[_Fold]) -> list[str]:
     """Which pretraining checkpoint each fold's encoder came from (run.json's ``pretrained.url``)."""
     urls = {f.name: ((f.record.get("pretrained") or {}).get("url") or f.config.model.pretrained) for f in loaded}
     used = {name: url for name, url in urls.items() if url}
+    random = [f.name for f in loaded if not urls[f.name] and f.config.model.allow_random_init]
+    if random:  # a foreign encoder built without its published weights (model.allow_random_init)
+        frozen = "frozen" if loaded[0].config.model.freeze_encoder else "trained with the heads"
+        return [f"* Encoder: random initialisation ({frozen}; model.allow_random_init, no published weights loaded): "
+                "not the published model's skill."]
     if not used:
         return ["* Pretrained encoder: none (every weight trained on this task)."]
     if len(set(used.values())) == 1 and len(used) == len(urls):

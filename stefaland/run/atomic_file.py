@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 from stefaland.outputs import process_alive, stale_after_s
 
-log = logging.getLogger("stefaland.report")
+log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 _TEMP = re.compile(r"^\.tmp-(?P<pid>\d+)@(?P<host>[^/]+)-(?P<token>[0-9a-f]{8})(?:\.nc|\.zarr)$")

@@ -32,7 +32,7 @@ from stefaland.outputs import read_marker
 from stefaland.run import atomic_file as atomic
 from stefaland.run.predictions_verify import UNVERIFIED, VERIFIED_DIGEST, check_digest, with_digest
 
-log = logging.getLogger("stefaland.report")
+log = logging.getLogger(__name__)
 
 REQUIRED_ATTRS = ("task", "split", "fold", "model", "units")
 SUFFIXES = (".nc", ".nc4", ".zarr")

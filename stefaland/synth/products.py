@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StefaLandError
-from ..outputs import claim_output
+from ..outputs import claim_output, read_marker
 from .products_daily import daily_resolution, write_daily
 from .products_io import write_text
 from .products_rasters import write_rasters
@@ -30,7 +30,7 @@ from .products_static import static_world
 from .products_vector import write_vectors
 from .products_world import REGION_CONTINENT, Planet
 from .sites import draw_sites
-from .world import _validate
+from .world import _validate, describe_change
 
 log = logging.getLogger("stefaland.synth")
 
@@ -108,17 +108,27 @@ def readme(n_sites: int, years: int, seed: int, start_year: int, resolution: flo
 
 
 def write_products(out_dir: Path, n_sites: int = PAPER_SITES, years: int = 3, seed: int = 0, start_year: int = 1980,
-                   resolution: float = 0.5, quiet: bool = False) -> Path:
-    """Write every miniature product into ``out_dir``; return it. One-line StefaLandError on bad input."""
+                   resolution: float = 0.5, quiet: bool = False, force: bool = False) -> Path:
+    """Write every miniature product into ``out_dir``; return it. One-line StefaLandError on bad input.
+
+    Products made earlier with the same settings are rewritten (the same files); products made with
+    other settings are replaced only with ``force``, since stores may have been built from them.
+    """
     _validate(n_sites, years, start_year)
     check_resolution(resolution)
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    settings = {"generator_version": GENERATOR_VERSION, "n_sites": n_sites, "years": years, "seed": seed,
+                "start_year": start_year, "resolution": resolution}
     with claim_output(str(out_dir), KIND, resumable=True) as claim:
         if claim.existed:
+            before = {key: value for key, value in (read_marker(str(out_dir)) or {}).items() if key in settings}
+            if before != settings and not force:
+                raise StefaLandError(f"{out_dir} holds products made with other settings "
+                                     f"({describe_change(before, settings)}); pass --force to replace them, "
+                                     "or choose another OUT_DIR")
             claim.clear()
-        claim.mark(generator_version=GENERATOR_VERSION, n_sites=n_sites, years=years, seed=seed,
-                   start_year=start_year, resolution=resolution)
+        claim.mark(**settings)
         sites = pretraining_sites(n_sites, seed)
         write_text(out_dir / SITES_FILE, sites.to_csv(index=False))
         planet = Planet(seed)

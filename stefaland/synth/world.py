@@ -39,6 +39,7 @@ CHUNK_SITES = 128
 PRODUCT = "synthetic"
 CATALOG_NAME = "virtual_world.yaml"
 PARTS_DIR = ".synth_parts"
+SETTINGS_NAME = ".synth_settings.json"  # what a world in this folder was (or is being) made with
 OUTPUT_ENTRIES = (f"basin_mean_forcing/{PRODUCT}", "usgs_streamflow", "camels_attributes_v2.0", CATALOG_NAME)
 
 TABLES: dict[str, list[str]] = {
@@ -73,25 +74,52 @@ def _validate(n_sites: int, years: int, start_year: int) -> None:
         raise StefaLandError(f"--start-year {start_year} with --years {years} leaves the years 1800..9999")
 
 
-def _prepare(out_dir: Path, settings: dict) -> Path:
-    """Return the parts folder, resuming a run with the same settings or clearing an old world."""
+def describe_change(before: dict, after: dict) -> str:
+    """``"n_sites 10 -> 4, seed 0 -> 1"``: what differs between two generators' settings."""
+    changed = [f"{key} {before.get(key)} -> {after.get(key)}" for key in sorted({*before, *after})
+               if before.get(key) != after.get(key)]
+    return ", ".join(changed) or "unknown settings"
+
+
+def _recorded_settings(out_dir: Path) -> dict | None:
+    """The settings of the world in ``out_dir``: finished (``SETTINGS_NAME``) or interrupted (its parts)."""
+    for path in (out_dir / PARTS_DIR / "settings.json", out_dir / SETTINGS_NAME):
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def _prepare(out_dir: Path, settings: dict, force: bool) -> Path | None:
+    """The parts folder to write into, or None when ``out_dir`` already holds this very world.
+
+    An interrupted world with the same settings resumes. A world made with other settings is
+    replaced only with ``force``: stores and runs may have been built from it.
+    """
     parts = out_dir / PARTS_DIR
-    settings_file = parts / "settings.json"
-    if settings_file.exists() and json.loads(settings_file.read_text()) == settings:
-        log.info("resuming the virtual world in %s", out_dir)
-        return parts
-    ours = settings_file.exists() or (out_dir / CATALOG_NAME).exists()
+    recorded = _recorded_settings(out_dir)
+    if recorded == settings:
+        if (parts / "settings.json").exists():
+            log.info("resuming the virtual world in %s", out_dir)
+            return parts
+        if (out_dir / CATALOG_NAME).exists():
+            log.info("the virtual world in %s is already complete with these settings", out_dir)
+            return None
+    ours = recorded is not None or (out_dir / CATALOG_NAME).exists()
     present = [entry for entry in OUTPUT_ENTRIES if (out_dir / entry).exists()]
     if present and not ours:
         raise StefaLandError(f"{out_dir / present[0]} exists but was not written by `data synth`; choose an empty OUT_DIR")
-    for entry in (*OUTPUT_ENTRIES, PARTS_DIR):
+    if ours and not force:
+        change = describe_change(recorded, settings) if recorded is not None else "settings unrecorded"
+        raise StefaLandError(f"{out_dir} holds a virtual world made with other settings ({change}); "
+                             "pass --force to replace it, or choose another OUT_DIR")
+    for entry in (*OUTPUT_ENTRIES, PARTS_DIR, SETTINGS_NAME):
         target = out_dir / entry
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
     parts.mkdir(parents=True)
-    write_atomic(settings_file, json.dumps(settings, sort_keys=True).encode())
+    write_atomic(parts / "settings.json", json.dumps(settings, sort_keys=True).encode())
     return parts
 
 
@@ -131,12 +159,12 @@ def _write_tables(out_dir: Path, rows: pd.DataFrame) -> None:
 
 def write_virtual_world(out_dir: Path, n_sites: int = 64, years: int = 6, seed: int = 0,
                         start_year: int = 1980, quiet: bool = False,
-                        ungauged_fraction: float = UNGAUGED_FRACTION) -> Path:
+                        ungauged_fraction: float = UNGAUGED_FRACTION, force: bool = False) -> Path:
     """Write a synthetic world in the CAMELS-US formats plus its intake catalog; return the catalog path.
 
     ``ungauged_fraction``: share of sites with forcings and attributes but no streamflow file (0.05 by
     default; benchmarks/skill_foundation_effect.py uses a mostly ungauged world, as the paper's
-    pretraining sees far more land than has gauges).
+    pretraining sees far more land than has gauges). ``force`` replaces a world made with other settings.
     """
     _validate(n_sites, years, start_year)
     if not 0.0 <= ungauged_fraction < 1.0:
@@ -147,7 +175,9 @@ def write_virtual_world(out_dir: Path, n_sites: int = 64, years: int = 6, seed: 
     if ungauged_fraction != UNGAUGED_FRACTION:  # default worlds keep their settings (and resume) as before
         settings["ungauged_fraction"] = ungauged_fraction
     started = time.perf_counter()
-    parts = _prepare(out_dir, settings)
+    parts = _prepare(out_dir, settings, force)
+    if parts is None:
+        return out_dir / CATALOG_NAME
     dates = pd.date_range(f"{start_year:04d}-01-01", f"{start_year + years - 1:04d}-12-31", freq="D")
     sites = draw_sites(n_sites, np.random.default_rng(np.random.SeedSequence([seed, 0])), ungauged_fraction)
     blocks = DateBlocks(dates)
@@ -169,6 +199,7 @@ def write_virtual_world(out_dir: Path, n_sites: int = 64, years: int = 6, seed: 
     _write_tables(out_dir, rows)
     catalog = out_dir / CATALOG_NAME
     write_atomic(catalog, catalog_yaml(start_year, years).encode("utf-8"))
+    write_atomic(out_dir / SETTINGS_NAME, (parts / "settings.json").read_bytes())
     shutil.rmtree(parts)
     log.info("virtual world complete: %s (%.1f s)", catalog, time.perf_counter() - started)
     return catalog

@@ -1,5 +1,15 @@
 """Finetuning models, selected by name through :data:`MODELS` (the registry)."""
 
-from .registry import MODELS, ModelSpec, build_torch_model, known_models, model_label, model_spec, register_model
+from .registry import (
+    MODELS,
+    ModelSpec,
+    build_torch_model,
+    known_models,
+    model_availability,
+    model_label,
+    model_spec,
+    register_model,
+)
 
-__all__ = ["MODELS", "ModelSpec", "build_torch_model", "known_models", "model_label", "model_spec", "register_model"]
+__all__ = ["MODELS", "ModelSpec", "build_torch_model", "known_models", "model_availability", "model_label", "model_spec",
+           "register_model"]

@@ -28,7 +28,7 @@ from stefaland.model import StefaLandEncoder
 from stefaland.plugins import load_entry_points
 from stefaland.run.pretrained import check_variables, load_encoder, read_checkpoint
 
-from . import sklearn_baselines
+from . import foreign, sklearn_baselines
 from .base import FinetuneModel
 from .hbv_hybrid import HBVHybrid
 from .lstm import LSTMSL, LSTMNetwork
@@ -172,6 +172,60 @@ def _transformer(spec: ModelSpec, config: ModelSection, v: Variables, seed: int)
     return DirectModel(TransformerNetwork(encoder))
 
 
+def _foreign_weights(config: ModelSection, encoder: nn.Module, keys: list[str]) -> None:
+    """The published weights into ``encoder``, or random ones only when the config allows them."""
+    if config.pretrained:
+        foreign.load_published(encoder, keys, config.pretrained, config.name)
+    elif not config.allow_random_init:
+        raise StefaLandError(f"model {config.name!r} needs model.pretrained (a local path or s3:// URL to the published "
+                             "weights); set model.allow_random_init: true to build it with random weights")
+    else:
+        log.warning("model %s: no model.pretrained, random initialisation (allow_random_init)", config.name)
+
+
+def _terramind(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
+    from .terramind import VARIANTS, TerraMindEncoder
+
+    foreign.refuse_unavailable(config.name)
+    variant = config.variant or "base"
+    if variant not in VARIANTS:
+        raise StefaLandError(f"model.variant {variant!r}: TerraMind comes in {', '.join(VARIANTS)}")
+    columns, size = foreign.terramind_columns(v.static)
+    encoder = TerraMindEncoder(variant, tuple(columns))
+    _foreign_weights(config, encoder, encoder.published_keys())
+    features = foreign.TerraMindFeatures(encoder, config.adapter, config.freeze_encoder, columns, size,
+                                         np.asarray(v.static_mean), np.asarray(v.static_std))
+    patch = {c for cols in columns.values() for c in cols}
+    rest = [i for i in range(len(v.static)) if i not in patch]
+    network = ResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout,
+                             spec.output_width(config), static_inputs=rest)
+    return _wrap(spec, network, config, v)
+
+
+def _prithviwxc(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> FinetuneModel:
+    foreign.refuse_unavailable(config.name)
+    from .prithviwxc import NEEDS_DYNAMIC, NEEDS_STATIC, VARIANTS, PrithviWxCEncoder
+
+    variant = config.variant or "2300m"
+    if variant not in VARIANTS:
+        raise StefaLandError(f"model.variant {variant!r}: Prithvi-WxC comes in {', '.join(VARIANTS)}")
+    for name, names, what in [(n, v.dynamic, "dynamic") for n in NEEDS_DYNAMIC] + [(n, v.static, "static") for n in NEEDS_STATIC]:
+        if name not in names:
+            raise StefaLandError(f"model {config.name!r} needs the {what} variable {name!r} (catalog/global.yaml "
+                                 f"names) to make Prithvi-WxC's surface state; the run's {what} inputs lack it")
+    encoder = PrithviWxCEncoder(variant)
+    _foreign_weights(config, encoder.wxc, list(encoder.wxc.state_dict()))
+    dyn = [v.dynamic.index(n) for n in NEEDS_DYNAMIC]
+    elevation = v.static.index(NEEDS_STATIC[0])
+    features = foreign.PrithviWxCFeatures(
+        encoder, config.adapter, config.freeze_encoder, dyn, elevation,
+        (np.asarray(v.dynamic_mean)[dyn], float(v.static_mean[elevation])),
+        (np.asarray(v.dynamic_std)[dyn], float(v.static_std[elevation])))
+    network = ResConnNetwork(features, len(v.dynamic), len(v.static), config.hidden, config.dropout,
+                             spec.output_width(config))
+    return _wrap(spec, network, config, v)
+
+
 def _linear(spec: ModelSpec, config: ModelSection, v: Variables, seed: int) -> SklearnBaseline:
     return sklearn_baselines.linear(config, seed)
 
@@ -201,6 +255,12 @@ MODELS: dict[str, ModelSpec] = {
                                          pretrained_encoder=True, label="StefaLand-noResConn-HBV1.1", hidden_lstm=True),
     "ablation_resconn_hbv": ModelSpec("torch", _resconn, "Ablation-resConn-HBV1.1", HBVHybrid,
                                       label="Ablation-resConn-HBV1.1", hidden_lstm=True),
+    "terramind_resconn": ModelSpec("torch", _terramind, "TerraMind-resConn: TerraMind v1 (DEM, LULC, NDVI patches) "
+                                   "encodes each site, resConn LSTM decoder", DirectModel, label="TerraMind-resConn",
+                                   hidden_lstm=True),
+    "prithviwxc_resconn": ModelSpec("torch", _prithviwxc, "PrithviWxC-resConn: Prithvi-WxC encodes each day's "
+                                    "surface state, resConn LSTM decoder", DirectModel, label="PrithviWxC-resConn",
+                                    hidden_lstm=True),
 }
 
 
@@ -238,6 +298,17 @@ def model_spec(name: str) -> ModelSpec:
     if name not in models:
         raise StefaLandError(f"unknown model {name!r}; known: {', '.join(models)}")
     return models[name]
+
+
+def model_availability(name: str) -> str | None:
+    """Why model ``name`` cannot be built in this installation (one line naming what to install), or None.
+
+    Only the foreign encoders depend on optional packages (``stefaland[eo]``); an unknown name is
+    reported as unknown.
+    """
+    if name not in known_models():
+        return f"unknown model {name!r}"
+    return foreign.availability(name)
 
 
 def model_label(name: str) -> str:

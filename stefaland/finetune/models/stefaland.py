@@ -11,6 +11,7 @@ architecture trained from scratch on the task with a small head.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +61,11 @@ class EncoderFeatures(nn.Module):
             for parameter in self.encoder.parameters():
                 parameter.requires_grad_(False)
 
+    @property
+    def out_dim(self) -> int:
+        """Width of the adapted features the heads receive."""
+        return self.encoder.config.d_model
+
     def train(self, mode: bool = True) -> EncoderFeatures:
         super().train(mode)
         if self.freeze:
@@ -75,12 +81,26 @@ class EncoderFeatures(nn.Module):
 
 
 class ResConnNetwork(nn.Module):
-    """pre = Linear([adapted, x, s] → h) → LSTM → post = Linear([lstm, x, s] → h); (post + lstm) → Linear."""
+    """pre = Linear([adapted, x, s] → h) → LSTM → post = Linear([lstm, x, s] → h); (post + lstm) → Linear.
 
-    def __init__(self, features: EncoderFeatures, n_dynamic: int, n_static: int, hidden: int,
-                 dropout: float, n_out: int = 1) -> None:
+    ``features`` is any module with ``out_dim`` mapping (dynamic, static) to (B, T, out_dim): the
+    StefaLand encoder's (:class:`EncoderFeatures`) or a foreign encoder's (:mod:`.foreign`).
+    ``static_inputs``: the static columns the raw path re-injects (default all); a foreign encoder's
+    image patches are its own input, not the decoder's.
+    """
+
+    static_inputs: torch.Tensor | None
+
+    def __init__(self, features: nn.Module, n_dynamic: int, n_static: int, hidden: int,
+                 dropout: float, n_out: int = 1, static_inputs: Sequence[int] | None = None) -> None:
         super().__init__()
-        d, n_in = features.encoder.config.d_model, n_dynamic + n_static
+        if static_inputs is not None:
+            n_static = len(static_inputs)
+            self.register_buffer("static_inputs", torch.as_tensor(list(static_inputs), dtype=torch.long))
+        else:
+            self.static_inputs = None
+        described: Any = features  # EncoderFeatures or a foreign encoder's SiteFeatures: both say out_dim
+        d, n_in = int(described.out_dim), n_dynamic + n_static
         self.features = features
         self.pre = nn.Linear(d + n_in, hidden)
         self.lstm = DropConnectLSTM(hidden, hidden, dropout, batch_first=True)
@@ -88,7 +108,8 @@ class ResConnNetwork(nn.Module):
         self.out = nn.Linear(hidden, n_out)
 
     def forward(self, dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        inputs = lstm_inputs(dynamic, static)  # (B, T, n_in)
+        raw = static if self.static_inputs is None else static[:, self.static_inputs]
+        inputs = lstm_inputs(dynamic, raw)  # (B, T, n_in)
         adapted = self.features(dynamic, static)  # (B, T, d)
         h, _ = self.lstm(self.pre(torch.cat([adapted, inputs], dim=-1)))  # (B, T, h)
         post = self.post(torch.cat([h, inputs], dim=-1))  # (B, T, h)
