@@ -229,7 +229,7 @@ WRITERS = {
     ("pull",): ("to", None),  # lock + only a folder holding an earlier pull of the same run
     ("paper", "plan"): ("out", "--force"),  # claim_output(kind paper-plan): the file's first line
     ("paper", "render"): ("out", None),  # claim_output(kind paper-tables, resumable): re-renders its own folder
-    ("submit", "build"): ("out", None),
+    ("submit", "build"): ("out", None),  # writes nothing itself: its client pod runs `data build`, which claims the store
 }
 OUTPUT_OPTIONS = ("out", "out_dir", "to", "output_dir")
 
