@@ -44,7 +44,7 @@ from typing import Literal
 
 import numpy as np
 
-from stefaland.plugins import load_entry_points
+from stefaland.plugins import load_entry_points_once
 
 log = logging.getLogger("stefaland.metrics")
 
@@ -422,7 +422,6 @@ METRICS: dict[str, Metric] = {
 #: Installed packages add metrics under this entry-point group (``name = "module:METRIC"``, a
 #: :class:`Metric`), so every ``stefaland`` command scores them without a wrapper script.
 ENTRY_POINT_GROUP = "stefaland.metrics"
-_plugins_loaded = False
 
 
 def register_metric(metric: Metric) -> None:
@@ -452,16 +451,8 @@ def known_metrics() -> dict[str, Metric]:
     dict of str to Metric
         Every metric by name, the built-ins first, in the order of the report's columns.
     """
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        _load_plugins()
+    load_entry_points_once(ENTRY_POINT_GROUP, Metric, lambda _name, metric: register_metric(metric), "metric", log)
     return METRICS
-
-
-def _load_plugins() -> None:
-    """Register each entry point of :data:`ENTRY_POINT_GROUP`; a broken one is logged, never fatal."""
-    load_entry_points(ENTRY_POINT_GROUP, Metric, lambda _name, metric: register_metric(metric), "metric", log)
 
 
 def get_metric(name: str) -> Metric:

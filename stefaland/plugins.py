@@ -11,6 +11,10 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+#: The entry-point groups already loaded in this process: each registry loads its plug-ins once, on
+#: first use, not at import (importing a plug-in may import torch or the registry itself).
+LOADED_GROUPS: set[str] = set()
+
 
 def load_entry_points(group: str, kind: type, register: Callable[[str, Any], object], what: str,
                       log: logging.Logger) -> None:
@@ -32,3 +36,12 @@ def load_entry_points(group: str, kind: type, register: Callable[[str, Any], obj
             register(point.name, loaded)
         except ValueError as exc:
             log.warning("%s plug-in %s (%s): %s; ignored", what, point.name, point.value, exc)
+
+
+def load_entry_points_once(group: str, kind: type, register: Callable[[str, Any], object], what: str,
+                           log: logging.Logger) -> None:
+    """:func:`load_entry_points`, the first time ``group`` is asked for in this process."""
+    if group in LOADED_GROUPS:
+        return
+    LOADED_GROUPS.add(group)
+    load_entry_points(group, kind, register, what, log)

@@ -197,6 +197,13 @@ def _install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str
     monkeypatch.syspath_prepend(str(tmp_path))
 
 
+def _load_plugins_again(monkeypatch: pytest.MonkeyPatch, group: str) -> None:
+    """Let the next use of ``group``'s registry load its entry points again (the test installed one)."""
+    from stefaland import plugins
+
+    monkeypatch.setattr(plugins, "LOADED_GROUPS", plugins.LOADED_GROUPS - {group})
+
+
 def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     """What `pip install` of a plug-in package leaves: a dist-info with a `stefaland.models` entry point."""
@@ -207,7 +214,7 @@ def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path: Path, mo
                     "SPEC = dataclasses.replace(MODELS['lstm'], description='plug-in LSTM (entry-point test)')\n",
                     "stefaland.models", "plugin_lstm = stefaland_plugin_demo:SPEC\n"
                     "plugin_broken = stefaland_plugin_missing:SPEC\n")
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    _load_plugins_again(monkeypatch, registry.ENTRY_POINT_GROUP)
     try:
         with caplog.at_level("WARNING", logger="stefaland.finetune"):
             assert "plugin_lstm" in registry.known_models()
@@ -277,7 +284,7 @@ def test_an_installed_metric_plugin_is_found_through_its_entry_point(tmp_path: P
                     "NOT_A_METRIC = 42\n",
                     "stefaland.metrics", "ME = stefaland_metric_demo:METRIC\nbroken = stefaland_metric_missing:METRIC\n"
                     "not_one = stefaland_metric_demo:NOT_A_METRIC\n")
-    monkeypatch.setattr(metrics, "_plugins_loaded", False)
+    _load_plugins_again(monkeypatch, metrics.ENTRY_POINT_GROUP)
     try:
         with caplog.at_level("WARNING", logger="stefaland.metrics"):
             scores = metrics.site_metrics(np.array([[1.0, 2.0, 4.0]]), np.array([[2.0, 2.0, 5.0]]), min_valid=2)
@@ -359,7 +366,7 @@ def test_an_installed_holdout_plugin_is_found_through_its_entry_point(tmp_path: 
                     "HOLDOUT = Holdout('ismn', 'plugin_halves', title='Plug-in halves', fold_ids=(1, 2))\n",
                     "stefaland.holdouts", "plugin_halves = stefaland_holdout_demo:HOLDOUT\n"
                     "broken = stefaland_holdout_missing:HOLDOUT\n")
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    _load_plugins_again(monkeypatch, registry.ENTRY_POINT_GROUP)
     try:
         with caplog.at_level("WARNING", logger="stefaland.splits"):
             scheme = TASKS["ismn"].schemes["plugin_halves"]  # the report's column group, from the registry

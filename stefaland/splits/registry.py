@@ -15,7 +15,7 @@ import logging
 import pandas as pd
 
 from stefaland.errors import StefaLandError
-from stefaland.plugins import load_entry_points
+from stefaland.plugins import load_entry_points_once
 
 from .continents import CONTINENTS
 from .plan import TEMPORAL, Holdout, Rule, TemporalHoldout
@@ -25,7 +25,6 @@ log = logging.getLogger("stefaland.splits")
 
 ENTRY_POINT_GROUP = "stefaland.holdouts"
 HOLDOUTS: dict[tuple[str, str], Holdout] = {}
-_plugins_loaded = False
 
 
 def register_holdout(holdout: Holdout) -> Holdout:
@@ -63,15 +62,9 @@ def known_holdouts() -> dict[tuple[str, str], Holdout]:
     dict
         ``{(task, name): Holdout}`` in registration order.
     """
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        _load_plugins()
+    load_entry_points_once(ENTRY_POINT_GROUP, Holdout, lambda _name, holdout: register_holdout(holdout), "holdout",
+                           log)
     return HOLDOUTS
-
-
-def _load_plugins() -> None:
-    load_entry_points(ENTRY_POINT_GROUP, Holdout, lambda _name, holdout: register_holdout(holdout), "holdout", log)
 
 
 def holdouts_of(task: str) -> list[Holdout]:

@@ -25,7 +25,7 @@ from torch import nn
 
 from stefaland.errors import StefaLandError
 from stefaland.model import StefaLandEncoder
-from stefaland.plugins import load_entry_points
+from stefaland.plugins import load_entry_points_once
 from stefaland.run.pretrained import check_variables, load_encoder, read_checkpoint
 
 from . import foreign, sklearn_baselines
@@ -267,7 +267,6 @@ MODELS: dict[str, ModelSpec] = {
 #: Installed packages add models under this entry-point group (``name = "module:SPEC"``), so the
 #: ``stefaland`` command and Kubernetes pods see a plug-in without a wrapper script.
 ENTRY_POINT_GROUP = "stefaland.models"
-_plugins_loaded = False
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
@@ -285,10 +284,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
 
 def known_models() -> dict[str, ModelSpec]:
     """Return the registry, with the models of installed plug-ins (loaded once, on first use)."""
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        load_entry_points(ENTRY_POINT_GROUP, ModelSpec, register_model, "model", log)
+    load_entry_points_once(ENTRY_POINT_GROUP, ModelSpec, register_model, "model", log)
     return MODELS
 
 
