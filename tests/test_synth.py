@@ -340,6 +340,8 @@ def test_other_settings_replace_a_world_only_with_force(tmp_path: Path) -> None:
     write_virtual_world(out, 4, 1, 0, quiet=True, force=True)
     assert len(_forcing_files(out)) == 4  # and no stale files of the 10-site world
     assert not (out / ".synth_parts").exists()
+    (out / "virtual_world.yaml").unlink()  # its own world, same settings, catalog lost: made again, no --force
+    assert write_virtual_world(out, 4, 1, 0, quiet=True).exists()
 
 
 def test_interrupted_run_resumes_to_the_same_world(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def _prepare(out_dir: Path, settings: dict, force: bool) -> Path | None:
     present = [entry for entry in OUTPUT_ENTRIES if (out_dir / entry).exists()]
     if present and not ours:
         raise StefaLandError(f"{out_dir / present[0]} exists but was not written by `data synth`; choose an empty OUT_DIR")
-    if ours and not force:
+    if ours and not force and recorded != settings:  # same settings, catalog gone: simply made again
         change = describe_change(recorded, settings) if recorded is not None else "settings unrecorded"
         raise StefaLandError(f"{out_dir} holds a virtual world made with other settings ({change}); "
                              "pass --force to replace it, or choose another OUT_DIR")
