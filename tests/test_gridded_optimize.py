@@ -173,6 +173,29 @@ def test_compute_shards_on_a_client_one_task_per_shard(grid: xr.Dataset, sites: 
     assert len(keys) == len(shards) and all(k.startswith("_compute_here") for k in keys)
 
 
+def test_shards_computed_in_overlapping_worker_threads_leave_the_scheduler_setting_alone() -> None:
+    """Two worker threads computing shards whose runs overlap (the second starts later and ends later)
+    must not change the process's dask scheduler setting: a leaked "synchronous" would make every
+    later build skip its cluster, and a restored "dask.distributed" mid-shard fans a shard's graph out."""
+    import threading
+    import time
+
+    from stefaland.gridded.shards import _compute_here, _Payload
+
+    def slow(seconds: float):
+        return da.from_delayed(dask.delayed(lambda: (time.sleep(seconds), np.ones(3))[1])(), (3,), float)
+
+    before = dask.config.get("scheduler", None)
+    first = threading.Thread(target=_compute_here, args=(_Payload(slow(0.2)),))
+    second = threading.Thread(target=_compute_here, args=(_Payload(slow(0.5)),))
+    first.start()
+    time.sleep(0.05)
+    second.start()
+    first.join()
+    second.join()
+    assert dask.config.get("scheduler", None) == before
+
+
 def test_spatial_order_groups_sites_by_region() -> None:
     from stefaland.gridded import spatial_order
 

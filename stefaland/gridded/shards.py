@@ -57,11 +57,13 @@ class _Payload:
 
 
 def _compute_here(payload: _Payload) -> Any:
-    """In a worker: the shard's graph on the synchronous scheduler, in this thread."""
-    import dask
+    """In a worker: the shard's graph on the synchronous scheduler, in this thread.
 
-    with dask.config.set(scheduler="synchronous"):
-        return payload.obj.compute()
+    The scheduler is passed to this call, not set in ``dask.config``: the config is one dict for the
+    whole process, so worker threads that set and restore it out of order leave each other (and
+    the caller) on the wrong scheduler; a shard would then fan its graph out to the cluster.
+    """
+    return payload.obj.compute(scheduler="synchronous")
 
 
 # ``dask.config.set(scheduler=...)`` values that ask for a local scheduler, not a distributed client
