@@ -54,6 +54,8 @@ def train(spec: dict, result_file: Path) -> dict:
         return original_predict(*args, **kwargs)
 
     finetune_run.train_model, finetune_run.predict_torch = timed_train, timed_predict
+    if spec.get("curve"):
+        record_skill_curve(result_file.with_name("curve.npz"))
     config = load_config(spec["config"])
     started = time.perf_counter()
     if spec.get("split") == "temporal":  # skill_camels_temporal.py: every site, train and test periods
@@ -74,6 +76,47 @@ def train(spec: dict, result_file: Path) -> dict:
         "evaluate_s": finished - marks["predict_start"],
         "n_train_sites": result.n_train_sites, "n_test_sites": result.n_test_sites,
     }
+
+
+def record_skill_curve(curve_file: Path) -> None:
+    """Predict the test period with every epoch's weights, for time-to-skill (skill_camels_temporal.py).
+
+    The weights are copied when the trainer checkpoints an epoch; the test predictions are made after
+    training, with the run's own test data and scaling, so the epochs' timings are untouched. The
+    weights that make the run's predictions are unchanged: the last epoch's are loaded back last.
+    """
+    import copy
+
+    from stefaland.bounds import clip_to_bounds
+    from stefaland.finetune import run as finetune_run
+    from stefaland.finetune import trainer
+
+    states: list[dict] = []
+    simulated: list[np.ndarray] = []
+    original_save, original_predict = trainer.save_checkpoint, finetune_run.predict_torch
+    original_write = finetune_run.write_fold_predictions
+
+    def save_and_keep(fold_dir, epoch, state, **kwargs):
+        states.append(copy.deepcopy(state["model"]))
+        return original_save(fold_dir, epoch, state, **kwargs)
+
+    def predict_every_epoch(model, *args, **kwargs):
+        final = copy.deepcopy(model.state_dict())
+        for state in states:
+            model.load_state_dict(state)
+            simulated.append(original_predict(model, *args, **kwargs))
+        model.load_state_dict(final)
+        return original_predict(model, *args, **kwargs)
+
+    def write_with_curve(url, data, sim, variables, *args, **kwargs):
+        physical = [clip_to_bounds(z.astype(np.float64) * variables.target_std + variables.target_mean,
+                                   variables.target_bounds) for z in simulated]
+        np.savez(curve_file, basins=np.asarray(data.sites).astype(str), sim=np.stack(physical).astype(np.float32),
+                 dates=np.asarray(data.times[data.history:]).astype("datetime64[D]").astype(str))
+        return original_write(url, data, sim, variables, *args, **kwargs)
+
+    trainer.save_checkpoint, finetune_run.predict_torch = save_and_keep, predict_every_epoch
+    finetune_run.write_fold_predictions = write_with_curve
 
 
 def main(mode: str, spec_file: str, result_file: str) -> None:

@@ -4,7 +4,8 @@ Every basin trains on 1994-10-01..2005-09-30 and is scored on 2005-10-01..2013-0
 prcp, srad, tmax, vp, dayl — Tmin equals Tmax in these files, so it is left out — and the 26
 CAMELS attributes of ``nh_setup.STATICS``). Models:
 
-* **LSTM-SL** (``model.name: lstm``) with our recommended training setup (``OURS_TRAIN``);
+* **LSTM-SL** (``model.name: lstm``) from a config that names no training choice (``lstm-defaults``),
+  or with that setup named in full (``lstm``, ``OURS_TRAIN``), or with early stopping (``lstm-converged``);
 * **neuralhydrology** ``cudalstm`` as its CAMELS example trains it (``NH_TRAIN``), in its own
   interpreter (``--nh-python``; it is not a StefaLand dependency, see benchmarks/README.md);
 * **StefaLand-resConn** on an encoder pretrained here on the same store (inputs only, all years:
@@ -18,7 +19,8 @@ time. Every model is scored with ``stefaland.metrics.site_metrics`` against the 
 (the store's test-period streamflow; neuralhydrology's own copy is checked against it).
 Results are kept in ``<work>/results.json``: a rerun with the same ``--work`` skips finished runs.
 
-    python benchmarks/skill_camels_temporal.py --work /tmp/skill-camels   # ~45 min on 2 shared cores
+    python benchmarks/skill_camels_temporal.py --work /tmp/skill-camels --quick       # ~12 min on 2 cores
+    python benchmarks/skill_camels_temporal.py --work /tmp/skill-camels --converged   # ~3.5 h on 2 cores
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ SEEDS = [111, 222, 333]
 # (each basin's squared errors / (its std + 0.1)^2), every day of each 365-day window in the loss
 # (spin-up 0 scored 0.322 median validation NSE against 0.299 with 180 days out of the loss),
 # weight dropout 0.2 (hydroDL), gradient norm clipped at 1. Chosen on the training side only
-# (train 1994-10..2002-09, validation 2002-10..2005-09, 300 updates; README).
+# (train 1994-10..2002-09, validation 2002-10..2005-09, 300 updates; README). These are now streamflow's
+# defaults (loss and optimiser from the target, the rest from TrainConfig): ``lstm`` names them, and
+# trains exactly as ``lstm-defaults`` does (tests/test_target_defaults.py).
 SPINUP = 0
 OURS_TRAIN = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "cosine", "lr_final": 0.1, "loss": "nse",
               "grad_clip": 1.0, "min_updates": 0}
@@ -97,7 +101,15 @@ def converged_config(hyper: Hyper, budget: int, per_epoch: int, seed: int) -> di
     return config
 
 
+# ``<model>-adadelta``: that run with Adadelta named, the streamflow default before Adam (same runs otherwise)
+ADADELTA = "-adadelta"
+
+
 def our_config(model: str, hyper: Hyper, budget: int, per_epoch: int, seed: int, pretrained: str | None) -> dict:
+    if model.endswith(ADADELTA):
+        config = our_config(model.removesuffix(ADADELTA), hyper, budget, per_epoch, seed, pretrained)
+        config["train"]["optimizer"] = "adadelta"
+        return config
     if model == DEFAULTS:
         return defaults_config(hyper, budget, per_epoch, seed)
     if model == CONVERGED:
@@ -208,6 +220,21 @@ class Reference:
                 "unit_factors": [float(f) for f in factors]}
 
 
+    def median_nse(self, basins: list[str], dates: np.ndarray, sim: np.ndarray) -> float:
+        from stefaland.metrics import site_metrics
+
+        return float(np.nanmedian(site_metrics(self.obs, self.align(basins, dates, sim), ["NSE"], min_valid=30)["NSE"]))
+
+    def curve(self, folder: Path, side: dict) -> list[dict]:
+        """Test median NSE after each epoch, against the training wall time spent to reach it."""
+        arrays = np.load(folder / "curve.npz")
+        basins, dates = [str(b) for b in arrays["basins"]], arrays["dates"].astype("datetime64[D]")
+        elapsed = side["prepare_s"] + np.cumsum(side["epoch_s"])
+        return [{"epoch": i + 1, "seconds": float(elapsed[i]),
+                 "median_nse": self.median_nse(basins, dates, arrays["sim"][i].astype(np.float64))}
+                for i in range(len(arrays["sim"]))]
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.work = args, Path(args.work)
@@ -220,9 +247,14 @@ class Bench:
         self.store = self.work / "store.zarr"
 
     def record(self, key: str, value: dict) -> None:
+        """Add one run to results.json, merged with what other drivers on the same ``--work`` recorded
+        meanwhile (a run takes up to an hour: neuralhydrology and ours are often separate drivers)."""
+        from stefaland.fileio import write_bytes_atomic
+
         with self.lock:
-            self.results[key] = value
-            self.results_file.write_text(json.dumps(self.results, indent=1))
+            on_disk = json.loads(self.results_file.read_text()) if self.results_file.exists() else {}
+            self.results = {**on_disk, **self.results, key: value}
+            write_bytes_atomic(str(self.results_file), json.dumps(self.results, indent=1).encode())
             print(f"[{time.strftime('%H:%M:%S')}] {key}: median NSE {value['median_nse']:.3f}, KGE "
                   f"{value['median_kge']:.3f} ({value['seconds']:.0f} s)", flush=True)
 
@@ -255,15 +287,16 @@ class Bench:
         config = our_config(model, self.hyper, budget, self.args.updates_per_epoch, seed, pretrained)
         (folder / "finetune.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         spec = {"store": str(self.store), "config": str(folder / "finetune.yaml"), "out": str(folder / "run"),
-                "split": "temporal"}
+                "split": "temporal", "curve": self.args.skill_curve}
         (folder / "spec.json").write_text(json.dumps(spec))
         seconds = run_logged([sys.executable, str(HERE / "nh_stefaland_side.py"), "train", str(folder / "spec.json"),
                               str(folder / "train.json")], folder / "train.log")
         side = json.loads((folder / "train.json").read_text())
         metrics = list(csv_rows(folder / "run" / "temporal" / "metrics.csv"))
+        curve = {"curve": self.reference.curve(folder, side)} if (folder / "curve.npz").exists() else {}
         self.record(key, {**self.reference.score(folder / "train.npz"), "seconds": seconds,
                           "train_s": sum(side["epoch_s"]), "updates": sum(side["batches"]),
-                          "train_loss": [float(r["train_loss"]) for r in metrics]})
+                          "train_loss": [float(r["train_loss"]) for r in metrics], **curve})
 
     def theirs(self, budget: int, seed: int) -> None:
         key = f"neuralhydrology|{budget}|{seed}"
@@ -319,19 +352,38 @@ def csv_rows(path: Path):
         yield from csv.DictReader(handle)
 
 
+def seeds_of(item: str) -> tuple[int, list[int]]:
+    """``300:3`` = budget 300, the first three SEEDS; ``300:222+333`` = those seeds."""
+    budget, seeds = int(item.split(":")[0]), item.split(":")[1]
+    return budget, [int(x) for x in seeds.split("+")] if "+" in seeds or int(seeds) > 9 else SEEDS[:int(seeds)]
+
+
 def plan(args: argparse.Namespace) -> list[tuple]:
     """Longest first, so the two workers finish together; (kind, model, budget, seed)."""
     jobs = []
     for item in filter(None, args.runs.split(",")):
-        budget, seeds = int(item.split(":")[0]), item.split(":")[1]  # 300:3 = the first three SEEDS; 300:222+333 = those seeds
-        for seed in ([int(x) for x in seeds.split("+")] if "+" in seeds or int(seeds) > 9 else SEEDS[:int(seeds)]):
-            ours = [("ours", model, budget, seed) for model in args.ours.split(",")]
-            jobs += [*ours, ("theirs", "neuralhydrology", budget, seed)] if args.nh else ours
+        budget, seeds = seeds_of(item)
+        jobs += [("ours", model, budget, seed) for seed in seeds for model in filter(None, args.ours.split(","))]
+    if args.nh:
+        for item in filter(None, (args.nh_runs or args.runs).split(",")):
+            budget, seeds = seeds_of(item)
+            jobs += [("theirs", "neuralhydrology", budget, seed) for seed in seeds]
     for model in args.extras.split(","):
         if model:
             jobs.append(("ours", model, args.extras_budget, SEEDS[0]))
-    cost = {"lstm_hbv": 2.5, "stefaland_resconn": 1.5}
+    cost = {"lstm_hbv": 2.5, "stefaland_resconn": 1.5, "neuralhydrology": 0.9}
     return sorted(jobs, key=lambda j: -j[2] * cost.get(j[1], 1.0))
+
+
+# Presets: what a fresh clone runs unattended (timings on 2 shared cores, one thread a run, two at a time).
+PRESETS = {
+    # the defaults against neuralhydrology at 600 updates of 256 (12 epochs of 50), one seed: about 12 minutes
+    "quick": {"runs": "600:1", "ours": DEFAULTS, "extras": "", "batch_size": 256, "updates_per_epoch": 50},
+    # each tool's own recipe to its end: neuralhydrology's 30 epochs (8,640 updates) against ours at 4,032,
+    # three seeds each, with our test score after every epoch (time to skill): about 3.5 hours
+    "converged": {"runs": "4032:3", "nh_runs": "8640:3", "ours": DEFAULTS, "extras": "",
+                  "batch_size": 256, "updates_per_epoch": 288, "skill_curve": True},
+}
 
 
 def table(bench: Bench, args: argparse.Namespace) -> str:
@@ -339,8 +391,10 @@ def table(bench: Bench, args: argparse.Namespace) -> str:
         mean = float(np.mean(values))
         return f"{mean:.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
-    names = {DEFAULTS: "LSTM-SL (StefaLand), config names no training choice", "lstm": "LSTM-SL (StefaLand), tuned recipe",
+    names = {DEFAULTS: "LSTM-SL (StefaLand), config names no training choice", "lstm": "LSTM-SL (StefaLand), the defaults named in full",
              CONVERGED: "LSTM-SL (StefaLand), defaults + early stopping on 2002-10..2005-09",
+             DEFAULTS + ADADELTA: "LSTM-SL (StefaLand), defaults with Adadelta named (the default before Adam)",
+             CONVERGED + ADADELTA: "LSTM-SL (StefaLand), defaults with Adadelta named + early stopping",
              "neuralhydrology": "neuralhydrology cudalstm",
              "stefaland_resconn": "StefaLand-resConn", "lstm_hbv": "LSTM-HBV (StefaLand)"}
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -362,14 +416,42 @@ def table(bench: Bench, args: argparse.Namespace) -> str:
     lines.append(f"(scored against the store's streamflow for every model; neuralhydrology's observations, brought to "
                  f"the same area, differ from it by at most {max(diffs) if diffs else float('nan'):.2e} mm/day)")
     for budget in sorted({b for _m, b in groups}):
-        for ours_model in (DEFAULTS, CONVERGED, "lstm"):
+        for ours_model in (DEFAULTS, CONVERGED, "lstm", DEFAULTS + ADADELTA, CONVERGED + ADADELTA):
             ours_, theirs_ = groups.get((ours_model, budget)), groups.get(("neuralhydrology", budget))
             if ours_ and theirs_:
                 gap = np.mean([v["median_nse"] for v in ours_]) - np.mean([v["median_nse"] for v in theirs_])
                 lines.append(f"{budget} updates: {names[ours_model]} − neuralhydrology median NSE = {gap:+.3f} "
                              f"({'goal met' if gap >= 0 else 'SHORT of the goal'})")
-    lines += ["", per_basin(bench, groups)]
+    lines += ["", *time_to_skill(groups, names, args.skill_target), "", per_basin(bench, groups)]
     return "\n".join(lines)
+
+
+def time_to_skill(groups: dict, names: dict, extra_targets: list[float]) -> list[str]:
+    """Wall time until a run of ours first scores a neuralhydrology run's final median NSE on the test
+    years (runs with ``--skill-curve``), against that run's whole wall time. ``extra_targets``: finals
+    of peer runs kept elsewhere (``--skill-target``), compared with the mean wall time of those here."""
+    nh_budgets = sorted(b for m, b in groups if m == "neuralhydrology")
+    curves = {key: values for key, values in groups.items() if all("curve" in v for v in values)}
+    if not nh_budgets or not curves:
+        return []
+    theirs = groups[("neuralhydrology", nh_budgets[-1])]
+    their_s = float(np.mean([v["seconds"] for v in theirs]))
+    targets = [v["median_nse"] for v in theirs] + list(extra_targets)
+    lines = [f"Time to skill against neuralhydrology at {nh_budgets[-1]} updates ({their_s:.0f} s a run): the first "
+             "epoch of ours at or above its final median NSE, wall s, and that over neuralhydrology's.",
+             "| model | updates | run | " + " | ".join(f"≥ {t:.3f}" for t in targets) + " | best |",
+             "| --- | ---: | ---: |" + " ---: |" * (len(targets) + 1)]
+    for (model, budget), values in sorted(curves.items()):
+        for run, value in enumerate(values, 1):
+            cells = []
+            for target in targets:
+                reached = next((point for point in value["curve"] if point["median_nse"] >= target), None)
+                cells.append(f"epoch {reached['epoch']}, {reached['seconds']:.0f} s, {reached['seconds'] / their_s:.2f}"
+                             if reached else "not reached")
+            best = max(value["curve"], key=lambda point: point["median_nse"])
+            lines.append(f"| {names[model]} | {budget} | {run} | " + " | ".join(cells)
+                         + f" | {best['median_nse']:.3f} (epoch {best['epoch']}) |")
+    return lines
 
 
 def per_basin(bench: Bench, groups: dict) -> str:
@@ -388,10 +470,12 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/skill-camels-temporal", help="scratch folder (kept; reruns resume)")
     parser.add_argument("--runs", default="300:3,1500:1",
                         help="budget:seeds for LSTM-SL and neuralhydrology (seeds: a count, or a+b explicit seeds)")
-    parser.add_argument("--ours", default=f"lstm,{DEFAULTS}",
-                        help=f"our runs at every --runs budget: lstm (the tuned recipe), {DEFAULTS} (a config naming "
-                             f"only periods, inputs, model, hidden size and budget), {CONVERGED} (those defaults "
-                             "with early stopping; the budget is the most updates)")
+    parser.add_argument("--ours", default=DEFAULTS,
+                        help=f"our runs at every --runs budget: {DEFAULTS} (a config naming only periods, inputs, "
+                             f"model, hidden size and budget), lstm (the recipe named in full), {CONVERGED} (the "
+                             f"defaults with early stopping; the budget is the most updates); a name ending in "
+                             f"{ADADELTA} names Adadelta, the streamflow default before Adam")
+    parser.add_argument("--nh-runs", default=None, help="budget:seeds for neuralhydrology (default: --runs)")
     parser.add_argument("--no-nh", dest="nh", action="store_false", help="run only ours (neuralhydrology's figures "
                         "then come from an earlier --work with the same store)")
     parser.add_argument("--extras", default="stefaland_resconn,lstm_hbv")
@@ -401,10 +485,21 @@ def main() -> None:
     parser.add_argument("--updates-per-epoch", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each one CPU thread)")
     parser.add_argument("--nh-python", default=os.environ.get("NH_PYTHON", "/work/venv-nh/bin/python"))
+    parser.add_argument("--skill-curve", action="store_true",
+                        help="also score our runs on the test years after every epoch (time-to-skill)")
+    parser.add_argument("--skill-target", type=float, action="append", default=[],
+                        help="also time our runs to this median NSE (a peer run's final kept elsewhere; repeatable)")
     parser.add_argument("--table-only", action="store_true", help="print the table of <work>/results.json")
     parser.add_argument("--smoke", action="store_true",
                         help="plumbing check: one test year, a one-epoch encoder (figures meaningless)")
+    parser.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                        help="preset: " + json.dumps(PRESETS["quick"]))
+    parser.add_argument("--converged", dest="preset", action="store_const", const="converged",
+                        help="preset: " + json.dumps(PRESETS["converged"]))
     args = parser.parse_args()
+    if args.preset:  # a preset fills what the command line left at its default
+        parser.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args()
     if args.smoke:
         global TEST
         TEST = (TEST[0], "2006-09-30")

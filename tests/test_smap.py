@@ -129,7 +129,7 @@ def test_stored_statics_convert_percent_and_keep_the_missing_cell(smap: dict) ->
 def test_temporal_run_and_report_show_the_soil_moisture_metrics(smap: dict) -> None:
     assert "fold all: 412 training / 412 held-out sites" in smap["finetune"]
     run = json.loads((smap["runs"] / "lstm" / "temporal" / "run.json").read_text())
-    assert run["task"] == "smap" and run["target_defaults"] == {"train.loss": "rmse"}
+    assert run["task"] == "smap" and run["target_defaults"] == {"train.loss": "rmse", "train.optimizer": "adadelta"}
     table = (smap["reports"] / "smap_table.md").read_text()
     assert "| Model | temporal RMSE ↓ | temporal ubRMSE ↓ | temporal Corr ↑ |" in table
     assert "LSTM-SL" in table and table in smap["report"]

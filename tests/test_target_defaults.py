@@ -1,4 +1,5 @@
-"""A config that leaves the loss unset trains with its target's default, and the run record says so."""
+"""A config that leaves the loss or the optimiser unset trains with its target's default, and the run
+record says so."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from stefaland.finetune import config_from_dict
-from stefaland.finetune.target_defaults import default_loss
+from stefaland.finetune.target_defaults import target_default
 from stefaland_cli.main import cli
 
 torch.set_num_threads(1)
@@ -41,15 +42,19 @@ def _finetune(store: Path, config: dict, out: Path) -> tuple[dict, list[float]]:
     return json.loads((folder / "run.json").read_text()), losses
 
 
-def test_streamflow_defaults_to_nse_and_other_targets_to_rmse() -> None:
+def test_streamflow_defaults_to_nse_and_adam_other_targets_to_rmse_and_adadelta() -> None:
     unset = config_from_dict(_config())
-    assert unset.train.loss is None  # the saved config.yaml keeps saying the user chose nothing
-    assert unset.loss() == "nse" and unset.target_defaults() == {"train.loss": "nse"}
+    assert unset.train.loss is None and unset.train.optimizer is None  # config.yaml keeps saying: not the user's
+    assert unset.loss() == "nse" and unset.optimizer() == "adam" and unset.learning_rate() == 1e-3
+    assert unset.target_defaults() == {"train.loss": "nse", "train.optimizer": "adam"}
     soil = config_from_dict({**_config(), "data": {"target": "soil_moisture"}})
-    assert soil.loss() == "rmse" and soil.target_defaults() == {"train.loss": "rmse"}
-    named = config_from_dict(_config(loss="rmse"))
-    assert named.loss() == "rmse" and named.target_defaults() == {}
-    assert default_loss("streamflow") == "nse" and default_loss("clay") == "rmse"
+    assert soil.loss() == "rmse" and soil.optimizer() == "adadelta" and soil.learning_rate() == 1.0
+    assert soil.target_defaults() == {"train.loss": "rmse", "train.optimizer": "adadelta"}
+    named = config_from_dict(_config(loss="rmse", optimizer="adadelta"))
+    assert named.loss() == "rmse" and named.optimizer() == "adadelta" and named.target_defaults() == {}
+    assert config_from_dict(_config(optimizer="adamw")).target_defaults() == {"train.loss": "nse"}
+    assert target_default("streamflow", "loss") == "nse" and target_default("clay", "loss") == "rmse"
+    assert target_default("streamflow", "optimizer") == "adam" and target_default("clay", "optimizer") == "adadelta"
 
 
 @pytest.mark.parametrize("named", ["nse", "rmse"])
@@ -57,9 +62,20 @@ def test_a_config_without_a_loss_trains_with_the_targets_default(virtual_store: 
                                                                   named: str) -> None:
     default_record, default_losses = _finetune(virtual_store, _config(), tmp_path / "default")
     named_record, named_losses = _finetune(virtual_store, _config(loss=named), tmp_path / named)
-    assert default_record["loss"] == "nse" and default_record["target_defaults"] == {"train.loss": "nse"}
-    assert named_record["loss"] == named and named_record["target_defaults"] == {}
+    assert default_record["loss"] == "nse"
+    assert default_record["target_defaults"] == {"train.loss": "nse", "train.optimizer": "adam"}
+    assert named_record["loss"] == named and named_record["target_defaults"] == {"train.optimizer": "adam"}
     if named == "nse":  # the same seed and loss: the same training, loss for loss
         assert default_losses == pytest.approx(named_losses, rel=1e-6)
     else:  # RMSE is another objective: its training losses are other numbers
         assert default_losses != pytest.approx(named_losses, rel=1e-3)
+
+
+def test_a_config_without_an_optimiser_trains_streamflow_with_adam(virtual_store: Path, tmp_path: Path) -> None:
+    default_record, default_losses = _finetune(virtual_store, _config(), tmp_path / "default")
+    adam_record, adam_losses = _finetune(virtual_store, _config(optimizer="adam"), tmp_path / "adam")
+    adadelta_record, adadelta_losses = _finetune(virtual_store, _config(optimizer="adadelta"), tmp_path / "adadelta")
+    assert default_record["optimizer"] == adam_record["optimizer"] == "adam"
+    assert adadelta_record["optimizer"] == "adadelta" and adadelta_record["target_defaults"] == {"train.loss": "nse"}
+    assert default_losses == pytest.approx(adam_losses, rel=1e-6)  # the same seed and optimiser: the same training
+    assert default_losses != pytest.approx(adadelta_losses, rel=1e-3)

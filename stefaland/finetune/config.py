@@ -2,8 +2,9 @@
 
 Defaults follow the paper's Table C2 and the authors' public release (where the two differ,
 docs/FINETUNE.md says so): CAMELS windows of 365 days, hidden 256 (512 for the HBV runs, set in
-their YAML), dropout 0.2, Adadelta, batch 64, 25 epochs, seed 111111, period
-1989-10-01 .. 2008-09-30. The loss follows the target (:mod:`.target_defaults`). Unknown keys are rejected
+their YAML), dropout 0.2, batch 64, 25 epochs, seed 111111, period 1989-10-01 .. 2008-09-30. The
+loss and the optimiser follow the target (:mod:`.target_defaults`; the paper's configs name Adadelta,
+as Table C2 does). Unknown keys are rejected
 (``extra="forbid"``) so a typo in a config never silently falls back to a default.
 """
 
@@ -20,7 +21,7 @@ from stefaland.model import ModelConfig
 from stefaland.model.config import MAX_PARAMETER_BYTES, parameter_memory_problem
 from stefaland.run import config_io
 
-from .target_defaults import default_loss
+from .target_defaults import target_default
 
 ADAPTERS = ("none", "gated", "bottleneck", "residual")
 
@@ -165,7 +166,8 @@ class ModelSection(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(25, ge=1)  # 0 would predict with an untrained model
     batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adadelta", "adam", "adamw"] = "adadelta"
+    # None: the target's default (stefaland.finetune.target_defaults: adam for streamflow, else adadelta).
+    optimizer: Literal["adadelta", "adam", "adamw"] | None = None
     lr: float | None = Field(None, gt=0.0, le=10.0, allow_inf_nan=False)  # None: 1.0 for Adadelta, 1e-3 for Adam(W)
     # rmse/mse over every observed cell; nse: neuralhydrology's NSE* (each basin's squared errors
     # divided by (its training-period std + 0.1)^2, so wet, flashy basins do not dominate the fit).
@@ -188,9 +190,6 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)  # CPU threads (None = torch's default); pretraining's train.num_threads
     device: str = "auto"  # auto = cuda when available, else cpu; or cpu, cuda, cuda:1 ...
 
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1.0 if self.optimizer == "adadelta" else 1e-3)
-
 
 class FinetuneConfig(_Strict):
     task: str = "camels"
@@ -201,12 +200,21 @@ class FinetuneConfig(_Strict):
     def loss(self) -> str:
         """``train.loss``, or the target's default when the config leaves it unset (None stays None in
         the saved config.yaml, so a fold's config still says the choice was not the user's)."""
-        return self.train.loss or default_loss(self.data.target)
+        return self.train.loss or target_default(self.data.target, "loss")
+
+    def optimizer(self) -> str:
+        """``train.optimizer``, or the target's default when the config leaves it unset."""
+        return self.train.optimizer or target_default(self.data.target, "optimizer")
+
+    def learning_rate(self) -> float:
+        """``train.lr``, or the optimiser's usual starting rate: 1.0 for Adadelta, 1e-3 for Adam(W)."""
+        return self.train.lr if self.train.lr is not None else (1.0 if self.optimizer() == "adadelta" else 1e-3)
 
     def target_defaults(self) -> dict[str, str]:
         """Settings this config left unset that its target decided, e.g. ``{"train.loss": "nse"}``:
         run.json records them so a reader knows which choices were the user's."""
-        return {} if self.train.loss is not None else {"train.loss": self.loss()}
+        chosen = {"train.loss": (self.train.loss, self.loss()), "train.optimizer": (self.train.optimizer, self.optimizer())}
+        return {key: value for key, (named, value) in chosen.items() if named is None}
 
     @model_validator(mode="after")
     def _windows(self) -> FinetuneConfig:

@@ -50,6 +50,7 @@ def make_record(store: str, dataset: xr.Dataset, config: Any, variables: Any, sp
         "store": str(store), "store_provenance": dict(dataset.attrs.get("provenance", {}) or {}),
         "train_period": [config.data.train_start, config.data.train_end],
         "loss": config.loss(),
+        "optimizer": config.optimizer(),
         "target_defaults": config.target_defaults(),  # what the config left unset and the target decided
         "train_sites": [str(s) for s in (train_sites or [])],
         "pretrained": pretrained_section(config),

@@ -62,10 +62,10 @@ def nse_weights(data: SiteData) -> np.ndarray:
 
 
 def make_optimizer(config: FinetuneConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
-    lr = config.train.learning_rate()
-    if config.train.optimizer == "adadelta":
+    lr, optimizer = config.learning_rate(), config.optimizer()
+    if optimizer == "adadelta":
         return torch.optim.Adadelta(parameters, lr=lr)
-    if config.train.optimizer == "adam":
+    if optimizer == "adam":
         return torch.optim.Adam(parameters, lr=lr)
     return torch.optim.AdamW(parameters, lr=lr)
 
