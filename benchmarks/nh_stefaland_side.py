@@ -87,7 +87,6 @@ def record_skill_curve(curve_file: Path) -> None:
     """
     import copy
 
-    from stefaland.bounds import clip_to_bounds
     from stefaland.finetune import run as finetune_run
     from stefaland.finetune import trainer
 
@@ -109,8 +108,7 @@ def record_skill_curve(curve_file: Path) -> None:
         return original_predict(model, *args, **kwargs)
 
     def write_with_curve(url, data, sim, variables, *args, **kwargs):
-        physical = [clip_to_bounds(z.astype(np.float64) * variables.target_std + variables.target_mean,
-                                   variables.target_bounds) for z in simulated]
+        physical = [variables.physical_simulation(z) for z in simulated]
         np.savez(curve_file, basins=np.asarray(data.sites).astype(str), sim=np.stack(physical).astype(np.float32),
                  dates=np.asarray(data.times[data.history:]).astype("datetime64[D]").astype(str))
         return original_write(url, data, sim, variables, *args, **kwargs)

@@ -23,6 +23,7 @@ import torch
 import xarray as xr
 from numpy.lib.stride_tricks import sliding_window_view
 
+from stefaland.bounds import clip_to_bounds
 from stefaland.errors import StefaLandError
 from stefaland.run.variables import variable_columns
 
@@ -55,6 +56,15 @@ class Variables:
     hidden_dynamic: list[int] = field(default_factory=list)  # input columns set to NaN (``data.hide``)
     hidden_static: list[int] = field(default_factory=list)
     target_bounds: tuple[float, float] = (-math.inf, math.inf)  # physical range, on the target's own scale
+
+    def physical(self, z: np.ndarray) -> np.ndarray:
+        """Z-scored target values (observed or simulated) on the target's own scale, float64."""
+        return z.astype(np.float64) * self.target_std + self.target_mean
+
+    def physical_simulation(self, z: np.ndarray) -> np.ndarray:
+        """A model's z-scored output on the target's own scale, clipped to its physical range: what is
+        scored and written (see stefaland.bounds for why clipping)."""
+        return clip_to_bounds(self.physical(z), self.target_bounds)
 
 
 def _index(dataset: xr.Dataset, dim: str, names: list[str] | None, what: str) -> tuple[list[str], np.ndarray]:

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from stefaland.bounds import clip_to_bounds
 from stefaland.progress import progress
 from stefaland.run.predictions import write_predictions
 
@@ -63,9 +62,7 @@ def write_fold_predictions(url: str, data: SiteData, simulated: np.ndarray, vari
     """Un-normalise and write ``obs``/``sim`` (site, time) through the predictions-file contract."""
     static = data.target.ndim == 1
     observed = data.target if static else data.target[:, data.history:]
-    obs = observed.astype(np.float64) * variables.target_std + variables.target_mean
-    sim = clip_to_bounds(simulated.astype(np.float64) * variables.target_std + variables.target_mean,
-                         variables.target_bounds)  # physics first: see stefaland.bounds for why clipping
+    obs, sim = variables.physical(observed), variables.physical_simulation(simulated)
     times = None if static else data.times[data.history:]  # a static target has dims (site,)
     return write_predictions(url, obs, sim, list(data.sites), times, task, split, fold,
                              model_name, variables.target_units, lat=data.lat, lon=data.lon,

@@ -87,7 +87,6 @@ class Validation:
 
 def validate(model: nn.Module, validation: Validation, config: FinetuneConfig) -> tuple[float, float]:
     """(loss in z units, median NSE on the physical scale) of ``model`` on the validation data."""
-    from stefaland.bounds import clip_to_bounds
     from stefaland.metrics import site_metrics
 
     from .inference import predict_torch
@@ -98,9 +97,7 @@ def validate(model: nn.Module, validation: Validation, config: FinetuneConfig) -
     obs = data.target if data.target.ndim == 1 else data.target[:, data.history:]
     loss_kind = "mse" if config.loss() == "nse" else config.loss()
     loss = float(masked_loss(torch.from_numpy(sim), torch.from_numpy(obs), loss_kind))
-    physical = clip_to_bounds(sim.astype(np.float64) * variables.target_std + variables.target_mean,
-                              variables.target_bounds)
-    observed = obs.astype(np.float64) * variables.target_std + variables.target_mean
+    physical, observed = variables.physical_simulation(sim), variables.physical(obs)
     if observed.ndim == 1:  # a static target: one value per site, scored across sites
         observed, physical = observed[None, :], physical[None, :]
     nse = site_metrics(observed, physical, ["NSE"], min_valid=min(30, observed.shape[1]))["NSE"]

@@ -155,7 +155,7 @@ def predict_member(fold: FoldModel, data: SiteData, variables: Variables, workdi
             from .hbv_outputs import hbv_outputs
 
             hbv_sink[fold.name] = hbv_outputs(model, data, cfg.data.seq_len, cfg.data.overlap(), cfg.train.batch_size)
-    return simulated.astype(np.float64) * target_std + target_mean
+    return fold_vars.physical(simulated)
 
 
 def _fold_inputs(dataset, fold: FoldModel, rows: np.ndarray, catalog: str, with_obs: bool) -> tuple[Variables, SiteData]:
