@@ -220,10 +220,11 @@ class Reference:
                 "unit_factors": [float(f) for f in factors]}
 
 
-    def median_nse(self, basins: list[str], dates: np.ndarray, sim: np.ndarray) -> float:
+    def median_nse(self, aligned_sim: np.ndarray) -> float:
+        """Median NSE of a simulation already on the reference's basins and dates (``align``)."""
         from stefaland.metrics import site_metrics
 
-        return float(np.nanmedian(site_metrics(self.obs, self.align(basins, dates, sim), ["NSE"], min_valid=30)["NSE"]))
+        return float(np.nanmedian(site_metrics(self.obs, aligned_sim, ["NSE"], min_valid=30)["NSE"]))
 
     def curve(self, folder: Path, side: dict) -> list[dict]:
         """Test median NSE after each epoch, against the training wall time spent to reach it."""
@@ -231,7 +232,7 @@ class Reference:
         basins, dates = [str(b) for b in arrays["basins"]], arrays["dates"].astype("datetime64[D]")
         elapsed = side["prepare_s"] + np.cumsum(side["epoch_s"])
         return [{"epoch": i + 1, "seconds": float(elapsed[i]),
-                 "median_nse": self.median_nse(basins, dates, arrays["sim"][i].astype(np.float64))}
+                 "median_nse": self.median_nse(self.align(basins, dates, arrays["sim"][i].astype(np.float64)))}
                 for i in range(len(arrays["sim"]))]
 
 
@@ -276,7 +277,7 @@ class Bench:
         key = f"{model}|{budget}|{seed}"
         if key in self.results:
             return
-        folder = self.work / "runs" / f"{model}-{budget}-{seed}"
+        folder = self.run_folder(key)
         folder.mkdir(parents=True, exist_ok=True)
         pretrained = str(self.work / "pretrain") if model == "stefaland_resconn" else None
         if pretrained:
@@ -297,6 +298,10 @@ class Bench:
         self.record(key, {**self.reference.score(folder / "train.npz"), "seconds": seconds,
                           "train_s": sum(side["epoch_s"]), "updates": sum(side["batches"]),
                           "train_loss": [float(r["train_loss"]) for r in metrics], **curve})
+
+    def run_folder(self, key: str) -> Path:
+        """``<work>/runs/<model>-<budget>-<seed>`` of one of our results' keys (``collect`` reads it back)."""
+        return self.work / "runs" / key.replace("|", "-")
 
     def theirs(self, budget: int, seed: int) -> None:
         key = f"neuralhydrology|{budget}|{seed}"
@@ -430,37 +435,41 @@ def table(bench: Bench, args: argparse.Namespace) -> str:
 
 def seed_averages(bench: Bench) -> list[str]:
     """Median NSE of the mean of each group's seeds' simulations (ours, 2+ seeds): does averaging help?"""
-    folders: dict[tuple[str, str], list[Path]] = {}
+    keys: dict[tuple[str, str], list[str]] = {}
     for key in bench.results:
-        model, budget, seed = key.split("|")
-        npz = bench.work / "runs" / f"{model}-{budget}-{seed}" / "train.npz"
-        if model != "neuralhydrology" and npz.exists():
-            folders.setdefault((model, budget), []).append(npz)
+        model, budget, _seed = key.split("|")
+        if model != "neuralhydrology" and (bench.run_folder(key) / "train.npz").exists():
+            keys.setdefault((model, budget), []).append(key)
     lines = []
-    for (model, budget), files in sorted(folders.items()):
-        if len(files) > 1:
-            runs = [load_side(npz) for npz in files]
+    for (model, budget), group in sorted(keys.items()):
+        if len(group) > 1:
+            runs = [load_side(bench.run_folder(key) / "train.npz") for key in group]
             mean = np.mean([bench.reference.align(b, d, sim) for b, d, _obs, sim in runs], axis=0)
-            single = [bench.results[f"{model}|{budget}|{npz.parent.name.rsplit('-', 1)[1]}"]["median_nse"] for npz in files]
-            lines.append(f"{model} {budget}: the mean of {len(files)} seeds' simulations scores median NSE "
-                         f"{bench.reference.median_nse(bench.reference.basins, bench.reference.dates, mean):.3f} "
-                         f"(the runs alone {np.mean(single):.3f})")
+            single = np.mean([bench.results[key]["median_nse"] for key in group])
+            lines.append(f"{model} {budget}: the mean of {len(group)} seeds' simulations scores median NSE "
+                         f"{bench.reference.median_nse(mean):.3f} (the runs alone {single:.3f})")
     return lines
+
+
+def largest_peer_budget(groups: dict) -> tuple[int, list[dict]] | None:
+    """neuralhydrology's largest budget here and its runs: its recipe run to its end."""
+    budgets = sorted(b for m, b in groups if m == "neuralhydrology")
+    return (budgets[-1], groups[("neuralhydrology", budgets[-1])]) if budgets else None
 
 
 def converged_gaps(groups: dict, names: dict) -> list[str]:
     """Each tool at its own largest budget here (its recipe run to its end): issue 22's +0.05 goal."""
-    nh_budgets = sorted(b for m, b in groups if m == "neuralhydrology")
-    if not nh_budgets:
+    peer = largest_peer_budget(groups)
+    if peer is None:
         return []
-    theirs = np.mean([v["median_nse"] for v in groups[("neuralhydrology", nh_budgets[-1])]])
+    their_budget, theirs = peer[0], np.mean([v["median_nse"] for v in peer[1]])
     lines = []
     for model in (DEFAULTS, "lstm"):
         budgets = sorted(b for m, b in groups if m == model)
-        if budgets and budgets[-1] != nh_budgets[-1]:
+        if budgets and budgets[-1] != their_budget:
             gap = np.mean([v["median_nse"] for v in groups[(model, budgets[-1])]]) - theirs
             lines.append(f"each at its largest budget: {names[model]} at {budgets[-1]} − neuralhydrology at "
-                         f"{nh_budgets[-1]} median NSE = {gap:+.3f} ({'+0.05 goal met' if gap >= 0.05 else 'short of +0.05'})")
+                         f"{their_budget} median NSE = {gap:+.3f} ({'+0.05 goal met' if gap >= 0.05 else 'short of +0.05'})")
     return lines
 
 
@@ -468,14 +477,14 @@ def time_to_skill(groups: dict, names: dict, extra_targets: list[float]) -> list
     """Wall time until a run of ours first scores a neuralhydrology run's final median NSE on the test
     years (runs with ``--skill-curve``), against that run's whole wall time. ``extra_targets``: finals
     of peer runs kept elsewhere (``--skill-target``), compared with the mean wall time of those here."""
-    nh_budgets = sorted(b for m, b in groups if m == "neuralhydrology")
+    peer = largest_peer_budget(groups)
     curves = {key: values for key, values in groups.items() if all("curve" in v for v in values)}
-    if not nh_budgets or not curves:
+    if peer is None or not curves:
         return []
-    theirs = groups[("neuralhydrology", nh_budgets[-1])]
+    their_budget, theirs = peer
     their_s = float(np.mean([v["seconds"] for v in theirs]))
     targets = [v["median_nse"] for v in theirs] + list(extra_targets)
-    lines = [f"Time to skill against neuralhydrology at {nh_budgets[-1]} updates ({their_s:.0f} s a run): the first "
+    lines = [f"Time to skill against neuralhydrology at {their_budget} updates ({their_s:.0f} s a run): the first "
              "epoch of ours at or above its final median NSE, wall s, and that over neuralhydrology's.",
              "| model | updates | run | " + " | ".join(f"≥ {t:.3f}" for t in targets) + " | best |",
              "| --- | ---: | ---: |" + " ---: |" * (len(targets) + 1)]
